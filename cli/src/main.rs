@@ -1,0 +1,291 @@
+//! `rejectwatch`: the operator CLI. Parses and tallies VPC flow logs offline and generates
+//! sample flow logs. Only wiring lives here; the work is done by the `shared` core.
+
+mod input;
+mod output;
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shared::flow_log::{FlowFormat, FormatError};
+use shared::generate::{CUSTOM_25_FIELDS, FlowLogGenerator, GeneratorConfig};
+use shared::tally::{RejectTally, SourceAttribution, TallyOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "rejectwatch",
+    version,
+    about = "Find hostile or broken traffic in AWS VPC Flow Logs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print each record as one JSON object, keyed by the AWS field names.
+    Parse {
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// Aggregate REJECT records per source address and time window.
+    Tally {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Window length in minutes; a record belongs to the window holding its `start`.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        window_minutes: u64,
+        /// Attribute REJECTs to `pkt-srcaddr` when a record has it (traffic through NAT).
+        #[arg(long)]
+        pkt_srcaddr: bool,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many (source, window) rows; 0 shows all.
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+    },
+    /// Write synthetic flow logs (seeded, realistic) for tests, demos and benchmarks.
+    Generate {
+        /// Number of records.
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// `default`, `custom` (a 25-field v5 format) or a `${field} ...` format string.
+        #[arg(long, default_value = "default")]
+        format: String,
+        /// Unix seconds of the first record.
+        #[arg(long, default_value_t = 1_700_000_000)]
+        start_time: u64,
+        /// Spread of start times, in seconds.
+        #[arg(long, default_value_t = 600)]
+        duration_seconds: u64,
+        #[arg(long, value_enum, default_value_t = Shape::S3Gzip)]
+        shape: Shape,
+        /// Gzip members for `s3-gzip` (concatenated, as when objects are joined).
+        #[arg(long, default_value_t = 1)]
+        members: u32,
+        /// Log events per CloudWatch Logs payload for `cloudwatch`.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Output file; stdout when absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct InputArgs {
+    /// Record layout for input without a header line (CloudWatch Logs events, plain
+    /// records), as the flow log's `LogFormat`: `${version} ${srcaddr} ...`.
+    /// S3 objects carry their own header, which takes precedence.
+    #[arg(long, value_parser = parse_format)]
+    format: Option<FlowFormat>,
+    /// Flow-log files: plain text, gzip, or CloudWatch Logs subscription event JSON.
+    /// Standard input when none are given.
+    files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Shape {
+    /// An S3 object: header line and records, gzip-compressed.
+    S3Gzip,
+    /// An S3 object, uncompressed.
+    S3Text,
+    /// CloudWatch Logs subscription payloads (Lambda event JSON), one per line.
+    Cloudwatch,
+}
+
+fn parse_format(text: &str) -> Result<FlowFormat, FormatError> {
+    FlowFormat::from_log_format(text)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Parse { input } => run_parse(input),
+        Command::Tally {
+            input,
+            window_minutes,
+            pkt_srcaddr,
+            json,
+            limit,
+        } => {
+            let options = TallyOptions {
+                window_seconds: window_minutes * 60,
+                attribution: if pkt_srcaddr {
+                    SourceAttribution::PktSrcAddr
+                } else {
+                    SourceAttribution::SrcAddr
+                },
+            };
+            run_tally(input, options, json, (limit > 0).then_some(limit))
+        }
+        Command::Generate {
+            records,
+            seed,
+            format,
+            start_time,
+            duration_seconds,
+            shape,
+            members,
+            batch_size,
+            output,
+        } => {
+            let format = match format.as_str() {
+                "default" => Ok(FlowFormat::default()),
+                "custom" => Ok(FlowFormat::from_fields(&CUSTOM_25_FIELDS)),
+                text => FlowFormat::from_log_format(text),
+            };
+            match format {
+                Ok(format) => {
+                    let config = GeneratorConfig {
+                        seed,
+                        records,
+                        format,
+                        start_time,
+                        duration_seconds,
+                        ..GeneratorConfig::default()
+                    };
+                    run_generate(config, shape, members, batch_size, output)
+                }
+                Err(error) => Err(CliError::Usage(error.to_string())),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rejectwatch: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why a command failed; every variant names the input it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: shared::decode::DecodeError,
+    },
+    #[error("writing output: {0}")]
+    Write(#[source] io::Error),
+    /// The reader of our output went away (`| head`): not an error worth reporting.
+    #[error("output closed")]
+    BrokenPipe,
+}
+
+impl CliError {
+    fn from_write(error: io::Error) -> Self {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Write(error)
+        }
+    }
+}
+
+fn run_parse(input: InputArgs) -> Result<(), CliError> {
+    let stdout = io::stdout().lock();
+    let mut printer = output::RecordPrinter::new(BufWriter::with_capacity(64 << 10, stdout));
+    let format = input.format.unwrap_or_default();
+    for source in input::sources(&input.files) {
+        input::read_records(source, &format, &mut printer)?;
+        printer.check().map_err(CliError::from_write)?;
+    }
+    printer.finish().map_err(CliError::from_write)
+}
+
+fn run_tally(
+    input: InputArgs,
+    options: TallyOptions,
+    json: bool,
+    limit: Option<usize>,
+) -> Result<(), CliError> {
+    let format = input.format.unwrap_or_default();
+    let mut tally = output::LabelledTally::new(RejectTally::new(options));
+    for source in input::sources(&input.files) {
+        input::read_records(source, &format, &mut tally)?;
+    }
+    let tally = tally.into_inner();
+    let mut out = BufWriter::new(io::stdout().lock());
+    if json {
+        let report = tally.report(limit);
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(|e| CliError::from_write(e.into()))?;
+        writeln!(out).map_err(CliError::from_write)?;
+    } else {
+        output::write_table(&mut out, &tally, limit).map_err(CliError::from_write)?;
+    }
+    out.flush().map_err(CliError::from_write)
+}
+
+fn run_generate(
+    config: GeneratorConfig,
+    shape: Shape,
+    members: u32,
+    batch_size: usize,
+    output: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let name = output
+        .as_ref()
+        .map_or_else(|| "<stdout>".to_owned(), |p| p.display().to_string());
+    let sink: Box<dyn Write> = match &output {
+        Some(path) => Box::new(
+            std::fs::File::create(path).map_err(|source| CliError::Read {
+                path: name.clone(),
+                source,
+            })?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(256 << 10, sink);
+    let mut generator = FlowLogGenerator::new(config);
+    match shape {
+        Shape::S3Gzip => generator.write_gzip(&mut out, members),
+        Shape::S3Text => generator.write_text(&mut out),
+        Shape::Cloudwatch => {
+            let mut result = Ok(());
+            for payload in generator.cloudwatch_payloads(batch_size, "/rejectwatch/demo/flow-logs")
+            {
+                result = writeln!(out, "{payload}");
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
+        }
+    }
+    .and_then(|()| out.flush())
+    .map_err(CliError::from_write)?;
+    let expected = generator.into_expected();
+    eprintln!(
+        "rejectwatch: wrote {} records to {name} ({} REJECTs from {} sources; planted scanners: {})",
+        expected.records,
+        expected.rejects,
+        expected.sources(),
+        expected
+            .scanners
+            .iter()
+            .map(|(addr, kind)| format!("{addr} ({kind:?})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,849 @@
+//! Turns delivered bytes into flow-log records: S3 objects (plain text or gzip, streamed)
+//! and CloudWatch Logs subscription payloads.
+//!
+//! Push-based so the same code serves a file, stdin and an S3 `GetObject` body arriving in
+//! chunks: [`ObjectDecoder::write`] takes bytes as they come, and memory stays bounded by
+//! the gzip window, one chunk and the longest allowed line. No I/O here.
+
+use std::io::{self, Write};
+
+use flate2::write::MultiGzDecoder;
+
+use crate::flow_log::{FlowFormat, FlowRecord, MalformedLine, ParseError, RecordParser};
+
+/// Limits that keep a hostile or broken object from exhausting memory or time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Stop with [`DecodeError::TooLarge`] after this many decompressed bytes (gzip bombs).
+    pub max_decompressed_bytes: u64,
+    /// Longer lines are skipped as malformed without being buffered.
+    pub max_line_bytes: usize,
+}
+
+/// The default cap on decompressed bytes: 4 GiB. AWS rolls flow-log objects at 75 MB of
+/// gzip, which is about 1 GB of text at the usual compression ratio.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
+/// The default longest line: 16 KiB. A record with every documented field, ECS ARNs
+/// included, is under 2 KiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 10;
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+/// Why an object or payload as a whole cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(
+        "object is Apache Parquet, which is not supported: create the flow log with \
+         file format plain-text (the default)"
+    )]
+    Parquet,
+    #[error("gzip data is corrupt or truncated")]
+    Gzip(#[source] io::Error),
+    #[error("decompressed data exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("header line does not describe a flow-log format")]
+    BadHeader(#[source] crate::flow_log::FormatError),
+    #[error("not a CloudWatch Logs subscription event")]
+    SubscriptionEvent(#[source] serde_json::Error),
+    #[error("awslogs.data is not valid base64: {0}")]
+    SubscriptionData(String),
+    #[error("CloudWatch Logs message type {0:?} is neither DATA_MESSAGE nor CONTROL_MESSAGE")]
+    UnknownMessageType(String),
+}
+
+/// Receives the lines of a decoded object, in order, without their `\n`.
+pub trait LineSink {
+    /// One complete line (1-based number). A `\r` before the `\n` is left in place.
+    fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError>;
+    /// A line longer than [`DecodeLimits::max_line_bytes`]; its bytes were dropped.
+    fn oversized_line(&mut self, line_number: u64, length: usize);
+}
+
+/// Receives parsed records and the lines that were skipped.
+pub trait RecordSink {
+    /// A record that parsed. It borrows the line, so copy what must outlive the call.
+    fn record(&mut self, record: &FlowRecord<'_>);
+    /// A line that was skipped, with its reason.
+    fn malformed(&mut self, line: MalformedLine);
+}
+
+impl<R: RecordSink + ?Sized> RecordSink for &mut R {
+    fn record(&mut self, record: &FlowRecord<'_>) {
+        (**self).record(record);
+    }
+
+    fn malformed(&mut self, line: MalformedLine) {
+        (**self).malformed(line);
+    }
+}
+
+/// Whether an S3 key names a Parquet flow-log object (`....log.parquet`).
+pub fn is_parquet_key(key: &str) -> bool {
+    key.ends_with(".parquet")
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const PARQUET_MAGIC: [u8; 4] = *b"PAR1";
+
+/// Streams an S3 flow-log object into a [`LineSink`]: sniffs gzip and Parquet by their
+/// magic bytes, decompresses every gzip member, splits lines and enforces [`DecodeLimits`].
+pub struct ObjectDecoder<S: LineSink> {
+    stage: Stage<S>,
+}
+
+enum Stage<S: LineSink> {
+    /// Fewer bytes than a magic number have arrived so far.
+    Sniffing {
+        head: Vec<u8>,
+        splitter: LineSplitter<S>,
+    },
+    Plain(LineSplitter<S>),
+    Gzip(Box<MultiGzDecoder<LineSplitter<S>>>),
+    /// A previous call failed; the decoder must not be used further.
+    Failed,
+}
+
+impl<S: LineSink> ObjectDecoder<S> {
+    /// A decoder feeding `sink`.
+    pub fn new(sink: S, limits: DecodeLimits) -> Self {
+        ObjectDecoder {
+            stage: Stage::Sniffing {
+                head: Vec::with_capacity(PARQUET_MAGIC.len()),
+                splitter: LineSplitter::new(sink, limits),
+            },
+        }
+    }
+
+    /// The sink, unless an earlier call failed.
+    pub fn sink(&self) -> Option<&S> {
+        match &self.stage {
+            Stage::Sniffing { splitter, .. } | Stage::Plain(splitter) => Some(&splitter.sink),
+            Stage::Gzip(gzip) => Some(&gzip.get_ref().sink),
+            Stage::Failed => None,
+        }
+    }
+
+    /// Feeds the next chunk of the object.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
+        let result = self.write_inner(chunk);
+        if result.is_err() {
+            self.stage = Stage::Failed;
+        }
+        result
+    }
+
+    fn write_inner(&mut self, chunk: &[u8]) -> Result<(), DecodeError> {
+        if let Stage::Sniffing { head, .. } = &mut self.stage {
+            let wanted = PARQUET_MAGIC.len() - head.len();
+            let taken = wanted.min(chunk.len());
+            head.extend_from_slice(&chunk[..taken]);
+            if head.len() < PARQUET_MAGIC.len() {
+                return Ok(());
+            }
+            let head = std::mem::take(head);
+            self.choose_stage(&head)?;
+            self.write_decoded(&head)?;
+            return self.write_decoded(&chunk[taken..]);
+        }
+        self.write_decoded(chunk)
+    }
+
+    fn choose_stage(&mut self, head: &[u8]) -> Result<(), DecodeError> {
+        let Stage::Sniffing { splitter, .. } = std::mem::replace(&mut self.stage, Stage::Failed)
+        else {
+            return Ok(());
+        };
+        if head.starts_with(&PARQUET_MAGIC) {
+            return Err(DecodeError::Parquet);
+        }
+        self.stage = if head.starts_with(&GZIP_MAGIC) {
+            Stage::Gzip(Box::new(MultiGzDecoder::new(splitter)))
+        } else {
+            Stage::Plain(splitter)
+        };
+        Ok(())
+    }
+
+    fn write_decoded(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        match &mut self.stage {
+            Stage::Plain(splitter) => splitter.accept(bytes),
+            Stage::Gzip(gzip) => match gzip.write_all(bytes) {
+                Ok(()) => Ok(()),
+                Err(error) => Err(gzip
+                    .get_mut()
+                    .take_failure()
+                    .unwrap_or(DecodeError::Gzip(error))),
+            },
+            Stage::Sniffing { .. } | Stage::Failed => Ok(()),
+        }
+    }
+
+    /// Ends the object: checks the gzip trailer, delivers a last line without `\n`, and
+    /// returns the sink.
+    pub fn finish(mut self) -> Result<S, DecodeError> {
+        if let Stage::Sniffing { head, .. } = &mut self.stage {
+            // Objects shorter than a magic number: decide on what there is.
+            let head = std::mem::take(head);
+            self.choose_stage(&head)?;
+            self.write_decoded(&head)?;
+        }
+        let mut splitter = match std::mem::replace(&mut self.stage, Stage::Failed) {
+            Stage::Plain(splitter) => splitter,
+            Stage::Gzip(gzip) => gzip.finish().map_err(DecodeError::Gzip)?,
+            Stage::Sniffing { .. } | Stage::Failed => {
+                return Err(DecodeError::Gzip(io::Error::other(
+                    "decoder used after an earlier error",
+                )));
+            }
+        };
+        splitter.finish()?;
+        Ok(splitter.sink)
+    }
+}
+
+/// Splits decoded bytes into lines, counting bytes against the limits.
+struct LineSplitter<S> {
+    sink: S,
+    limits: DecodeLimits,
+    partial: Vec<u8>,
+    /// Length so far of a line that is being dropped for being too long.
+    oversized: Option<usize>,
+    line_number: u64,
+    decompressed_bytes: u64,
+    failure: Option<DecodeError>,
+}
+
+impl<S: LineSink> LineSplitter<S> {
+    fn new(sink: S, limits: DecodeLimits) -> Self {
+        LineSplitter {
+            sink,
+            limits,
+            partial: Vec::new(),
+            oversized: None,
+            line_number: 0,
+            decompressed_bytes: 0,
+            failure: None,
+        }
+    }
+
+    fn take_failure(&mut self) -> Option<DecodeError> {
+        self.failure.take()
+    }
+
+    fn accept(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        self.decompressed_bytes += bytes.len() as u64;
+        if self.decompressed_bytes > self.limits.max_decompressed_bytes {
+            return Err(DecodeError::TooLarge {
+                limit: self.limits.max_decompressed_bytes,
+            });
+        }
+        let sink = &mut self.sink;
+        let mut rest = bytes;
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
+            let piece = &rest[..newline];
+            rest = &rest[newline + 1..];
+            self.line_number += 1;
+            if let Some(length) = self.oversized.take() {
+                sink.oversized_line(self.line_number, length + piece.len());
+            } else if self.partial.is_empty() {
+                if piece.len() > self.limits.max_line_bytes {
+                    sink.oversized_line(self.line_number, piece.len());
+                } else {
+                    sink.line(self.line_number, piece)?;
+                }
+            } else if self.partial.len() + piece.len() > self.limits.max_line_bytes {
+                sink.oversized_line(self.line_number, self.partial.len() + piece.len());
+                self.partial.clear();
+            } else {
+                self.partial.extend_from_slice(piece);
+                sink.line(self.line_number, &self.partial)?;
+                self.partial.clear();
+            }
+        }
+        if let Some(length) = self.oversized.as_mut() {
+            *length += rest.len();
+        } else if self.partial.len() + rest.len() > self.limits.max_line_bytes {
+            self.oversized = Some(self.partial.len() + rest.len());
+            self.partial.clear();
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), DecodeError> {
+        let sink = &mut self.sink;
+        if let Some(length) = self.oversized.take() {
+            self.line_number += 1;
+            sink.oversized_line(self.line_number, length);
+        } else if !self.partial.is_empty() {
+            self.line_number += 1;
+            sink.line(self.line_number, &self.partial)?;
+            self.partial.clear();
+        }
+        Ok(())
+    }
+}
+
+impl<S: LineSink> Write for LineSplitter<S> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self.accept(bytes) {
+            Ok(()) => Ok(bytes.len()),
+            Err(failure) => {
+                let message = failure.to_string();
+                self.failure = Some(failure);
+                Err(io::Error::other(message))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The lines of a flow-log text object: the first line is the format when it is a header
+/// (S3 objects always have one); otherwise every line is a record of the fallback format.
+///
+/// Blank lines are ignored. A header line met later (objects joined from several files)
+/// switches the format from there on.
+pub struct ObjectLines<R> {
+    fallback: FlowFormat,
+    parser: Option<RecordParser>,
+    records: R,
+}
+
+impl<R: RecordSink> ObjectLines<R> {
+    /// Lines parsed with the object's header, or with `fallback` when it has none.
+    pub fn new(fallback: FlowFormat, records: R) -> Self {
+        ObjectLines {
+            fallback,
+            parser: None,
+            records,
+        }
+    }
+
+    /// The record sink.
+    pub fn records(&self) -> &R {
+        &self.records
+    }
+
+    /// The record sink, with everything it received.
+    pub fn into_records(self) -> R {
+        self.records
+    }
+
+    /// The format in use: the header's once one was read, else the fallback.
+    pub fn format(&self) -> &FlowFormat {
+        self.parser
+            .as_ref()
+            .map_or(&self.fallback, RecordParser::format)
+    }
+}
+
+impl<R: RecordSink> LineSink for ObjectLines<R> {
+    fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError> {
+        let Ok(text) = std::str::from_utf8(line) else {
+            self.records.malformed(MalformedLine {
+                line_number,
+                error: ParseError::NotUtf8,
+            });
+            return Ok(());
+        };
+        if text.trim_ascii().is_empty() {
+            return Ok(());
+        }
+        let parser = match &mut self.parser {
+            Some(parser) => parser,
+            None if FlowFormat::is_header_line(text) => {
+                let format = FlowFormat::from_header(text).map_err(DecodeError::BadHeader)?;
+                self.parser = Some(RecordParser::new(format));
+                return Ok(());
+            }
+            None => self.parser.insert(RecordParser::new(self.fallback.clone())),
+        };
+        match parser.parse(text) {
+            Ok(record) => self.records.record(&record),
+            Err(_) if FlowFormat::is_header_line(text) => {
+                let format = FlowFormat::from_header(text).map_err(DecodeError::BadHeader)?;
+                *parser = RecordParser::new(format);
+            }
+            Err(error) => self.records.malformed(MalformedLine { line_number, error }),
+        }
+        Ok(())
+    }
+
+    fn oversized_line(&mut self, line_number: u64, length: usize) {
+        self.records.malformed(MalformedLine {
+            line_number,
+            error: ParseError::TooLong { length },
+        });
+    }
+}
+
+/// The decoded contents of a CloudWatch Logs subscription delivery.
+pub use aws_lambda_events::cloudwatch_logs::{LogData, LogEntry};
+
+/// What a CloudWatch Logs subscription delivery contains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageType {
+    /// Log events; each one is a flow-log record.
+    Data,
+    /// CloudWatch Logs checking that the destination is reachable; no records.
+    Control,
+}
+
+/// Classifies a decoded batch by its `messageType`.
+pub fn message_type(data: &LogData) -> Result<MessageType, DecodeError> {
+    match data.message_type.as_str() {
+        "DATA_MESSAGE" => Ok(MessageType::Data),
+        "CONTROL_MESSAGE" => Ok(MessageType::Control),
+        other => Err(DecodeError::UnknownMessageType(
+            other.chars().take(64).collect(),
+        )),
+    }
+}
+
+/// The most decompressed bytes a CloudWatch Logs payload may hold. A Lambda payload is at
+/// most 6 MB, and CloudWatch batches at most 1 MB of events; this leaves room and still
+/// stops a gzip bomb.
+pub const MAX_SUBSCRIPTION_DATA_BYTES: u64 = 64 << 20;
+
+/// Decodes a Lambda payload from a CloudWatch Logs subscription (`{"awslogs": {"data":
+/// base64(gzip(json))}}`) into its log data.
+///
+/// Decodes `data` here rather than through the event type's own deserialiser, to bound the
+/// decompressed size and to report which step failed.
+pub fn decode_subscription_event(payload: &[u8]) -> Result<LogData, DecodeError> {
+    serde_json::from_slice::<SubscriptionEvent>(payload)
+        .map_err(DecodeError::SubscriptionEvent)?
+        .decode()
+}
+
+/// The Lambda event of a CloudWatch Logs subscription, before `awslogs.data` is decoded.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct SubscriptionEvent {
+    pub awslogs: AwsLogsData,
+}
+
+/// The `awslogs` member of a [`SubscriptionEvent`].
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AwsLogsData {
+    /// base64 of gzip of the [`LogData`] JSON.
+    pub data: String,
+}
+
+impl SubscriptionEvent {
+    /// Decodes `awslogs.data` into the batch it carries.
+    pub fn decode(&self) -> Result<LogData, DecodeError> {
+        decode_subscription_data(&self.awslogs.data)
+    }
+}
+
+/// Decodes the `awslogs.data` string of a subscription payload: base64, then gzip, then JSON.
+pub fn decode_subscription_data(data: &str) -> Result<LogData, DecodeError> {
+    use base64::Engine;
+    use std::io::Read;
+
+    let compressed = base64::engine::general_purpose::STANDARD
+        .decode(data.trim_ascii())
+        .map_err(|error| DecodeError::SubscriptionData(error.to_string()))?;
+    let mut json = Vec::new();
+    flate2::read::MultiGzDecoder::new(compressed.as_slice())
+        .take(MAX_SUBSCRIPTION_DATA_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(DecodeError::Gzip)?;
+    if json.len() as u64 > MAX_SUBSCRIPTION_DATA_BYTES {
+        return Err(DecodeError::TooLarge {
+            limit: MAX_SUBSCRIPTION_DATA_BYTES,
+        });
+    }
+    serde_json::from_slice(&json).map_err(DecodeError::SubscriptionEvent)
+}
+
+/// Encodes log data the way CloudWatch Logs delivers it to Lambda: the JSON event
+/// `{"awslogs": {"data": base64(gzip(json))}}`, with padded base64.
+///
+/// For tests, fixtures and the generator; the inverse of [`decode_subscription_event`].
+pub fn encode_subscription_event(data: &LogData) -> Vec<u8> {
+    use base64::Engine;
+
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail, and LogData always serialises.
+    let _ = serde_json::to_writer(&mut gzip, data);
+    let compressed = gzip.finish().unwrap_or_default();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(compressed);
+    serde_json::json!({ "awslogs": { "data": encoded } })
+        .to_string()
+        .into_bytes()
+}
+
+/// Parses the records of a decoded batch into `records`: one record per log event of a
+/// `DATA_MESSAGE`, nothing for a `CONTROL_MESSAGE`. Returns the message type.
+///
+/// CloudWatch events carry no header, so `parser` holds the format the flow log was
+/// created with. Skipped events are numbered by their 1-based position in the batch.
+pub fn parse_log_data<R: RecordSink>(
+    data: &LogData,
+    parser: &mut RecordParser,
+    records: &mut R,
+) -> Result<MessageType, DecodeError> {
+    let kind = message_type(data)?;
+    if kind == MessageType::Data {
+        for (index, event) in data.log_events.iter().enumerate() {
+            match parser.parse(&event.message) {
+                Ok(record) => records.record(&record),
+                Err(error) => records.malformed(MalformedLine {
+                    line_number: index as u64 + 1,
+                    error,
+                }),
+            }
+        }
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_log::{Action, Field};
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+
+    const HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status";
+    const REJECT: &str = "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK";
+    const ACCEPT: &str = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK";
+
+    /// Keeps what it is given, as (line number or 0, summary).
+    #[derive(Default)]
+    struct Collected {
+        actions: Vec<Option<Action>>,
+        dst_ports: Vec<Option<u64>>,
+        malformed: Vec<MalformedLine>,
+    }
+
+    impl RecordSink for Collected {
+        fn record(&mut self, record: &FlowRecord<'_>) {
+            self.actions.push(record.action());
+            self.dst_ports.push(record.number(Field::DstPort));
+        }
+
+        fn malformed(&mut self, line: MalformedLine) {
+            self.malformed.push(line);
+        }
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn decode_with(
+        bytes: &[u8],
+        chunk: usize,
+        limits: DecodeLimits,
+    ) -> Result<Collected, DecodeError> {
+        let lines = ObjectLines::new(FlowFormat::default(), Collected::default());
+        let mut decoder = ObjectDecoder::new(lines, limits);
+        for piece in bytes.chunks(chunk.max(1)) {
+            decoder.write(piece)?;
+        }
+        Ok(decoder.finish()?.into_records())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Collected, DecodeError> {
+        decode_with(bytes, 64 << 10, DecodeLimits::default())
+    }
+
+    #[test]
+    fn plain_object_with_header_yields_its_records() {
+        let text = format!("{HEADER}\n{REJECT}\n{ACCEPT}\n");
+        let collected = decode(text.as_bytes()).unwrap();
+        assert_eq!(
+            collected.actions,
+            vec![Some(Action::Reject), Some(Action::Accept)]
+        );
+        assert!(collected.malformed.is_empty());
+    }
+
+    #[test]
+    fn header_sets_the_format_over_the_fallback() {
+        let text = "action dstport\nREJECT 22\nACCEPT 443\n";
+        let collected = decode(text.as_bytes()).unwrap();
+        assert_eq!(collected.dst_ports, vec![Some(22), Some(443)]);
+    }
+
+    #[test]
+    fn object_without_header_uses_the_fallback_format() {
+        let collected = decode(format!("{REJECT}\n").as_bytes()).unwrap();
+        assert_eq!(collected.actions, vec![Some(Action::Reject)]);
+    }
+
+    #[test]
+    fn gzip_object_is_decompressed() {
+        let collected = decode(&gzip(&format!("{HEADER}\n{REJECT}\n{ACCEPT}\n"))).unwrap();
+        assert_eq!(collected.actions.len(), 2);
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_all_read() {
+        let mut bytes = gzip(&format!("{HEADER}\n{REJECT}\n"));
+        bytes.extend(gzip(&format!("{ACCEPT}\n{REJECT}\n")));
+        let collected = decode(&bytes).unwrap();
+        assert_eq!(
+            collected.actions,
+            vec![
+                Some(Action::Reject),
+                Some(Action::Accept),
+                Some(Action::Reject)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_header_in_a_later_member_switches_the_format() {
+        let mut bytes = gzip(&format!("{HEADER}\n{REJECT}\n"));
+        bytes.extend(gzip("action dstport\nACCEPT 443\n"));
+        let collected = decode(&bytes).unwrap();
+        assert_eq!(collected.dst_ports, vec![Some(3389), Some(443)]);
+        assert!(collected.malformed.is_empty());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_records() {
+        let mut bytes = gzip(&format!("{HEADER}\n{REJECT}\n{ACCEPT}"));
+        bytes.extend(gzip(&format!("\n{REJECT}\n")));
+        for chunk in [1, 2, 3, 5, 7, 16, 100] {
+            let collected = decode_with(&bytes, chunk, DecodeLimits::default()).unwrap();
+            assert_eq!(
+                collected.actions,
+                vec![
+                    Some(Action::Reject),
+                    Some(Action::Accept),
+                    Some(Action::Reject)
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn last_line_without_newline_is_read() {
+        let collected = decode(format!("{HEADER}\n{REJECT}").as_bytes()).unwrap();
+        assert_eq!(collected.actions.len(), 1);
+    }
+
+    #[test]
+    fn truncated_gzip_is_an_error() {
+        let bytes = gzip(&format!("{HEADER}\n{REJECT}\n{ACCEPT}\n"));
+        for cut in [3, 10, bytes.len() / 2, bytes.len() - 4, bytes.len() - 1] {
+            assert!(
+                matches!(decode(&bytes[..cut]), Err(DecodeError::Gzip(_))),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let mut bytes = gzip(&format!("{HEADER}\n{REJECT}\n{ACCEPT}\n"));
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        bytes[middle + 1] ^= 0x55;
+        assert!(matches!(decode(&bytes), Err(DecodeError::Gzip(_))));
+    }
+
+    #[test]
+    fn garbage_after_a_gzip_member_is_an_error() {
+        let mut bytes = gzip(&format!("{HEADER}\n{REJECT}\n"));
+        bytes.extend_from_slice(b"not gzip at all");
+        assert!(matches!(decode(&bytes), Err(DecodeError::Gzip(_))));
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_decompressed_limit() {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+        encoder.write_all(&vec![b' '; 10 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 20_000, "{}", bomb.len());
+        let limits = DecodeLimits {
+            max_decompressed_bytes: 1 << 20,
+            ..DecodeLimits::default()
+        };
+        let error = decode_with(&bomb, 4096, limits).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(error, DecodeError::TooLarge { limit } if limit == 1 << 20),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "decompressed data exceeds the limit of 1048576 bytes"
+        );
+    }
+
+    #[test]
+    fn plain_objects_count_against_the_limit_too() {
+        let limits = DecodeLimits {
+            max_decompressed_bytes: 100,
+            ..DecodeLimits::default()
+        };
+        let text = format!("{HEADER}\n{REJECT}\n");
+        assert!(matches!(
+            decode_with(text.as_bytes(), 4096, limits),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn parquet_is_refused_by_magic_and_by_key() {
+        let error = decode(b"PAR1\x15\x04\x15\x10").map(|_| ()).unwrap_err();
+        assert!(matches!(error, DecodeError::Parquet));
+        assert!(error.to_string().contains("plain-text"));
+        assert!(is_parquet_key(
+            "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/x_fe123456.log.parquet"
+        ));
+        assert!(!is_parquet_key(
+            "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/x_fe123456.log.gz"
+        ));
+    }
+
+    #[test]
+    fn overlong_line_is_skipped_and_the_next_one_read() {
+        let limits = DecodeLimits {
+            max_line_bytes: 200,
+            ..DecodeLimits::default()
+        };
+        let text = format!("{HEADER}\n{}\n{REJECT}\n", "9".repeat(5000));
+        for chunk in [7, 64, 4096] {
+            let collected = decode_with(text.as_bytes(), chunk, limits).unwrap();
+            assert_eq!(collected.actions, vec![Some(Action::Reject)]);
+            assert_eq!(
+                collected.malformed,
+                vec![MalformedLine {
+                    line_number: 2,
+                    error: ParseError::TooLong { length: 5000 }
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_lines_are_counted_with_line_numbers_and_the_batch_goes_on() {
+        let text = format!("{HEADER}\n{REJECT}\nnot a record\n\n{ACCEPT}\n\u{ff}\n");
+        let mut bytes = text.into_bytes();
+        let last = bytes.len() - 2;
+        bytes[last] = 0xff;
+        bytes.truncate(last + 1);
+        bytes.push(b'\n');
+        let collected = decode(&bytes).unwrap();
+        assert_eq!(collected.actions.len(), 2);
+        let numbers: Vec<u64> = collected.malformed.iter().map(|m| m.line_number).collect();
+        assert_eq!(numbers, vec![3, 6]);
+        assert_eq!(
+            collected.malformed[0].error,
+            ParseError::FieldCount {
+                expected: 14,
+                found: 3
+            }
+        );
+        assert_eq!(collected.malformed[1].error, ParseError::NotUtf8);
+    }
+
+    #[test]
+    fn empty_and_tiny_objects_are_fine() {
+        assert!(decode(b"").unwrap().actions.is_empty());
+        assert_eq!(decode(b"\n\n").unwrap().malformed.len(), 0);
+        let tiny = decode(b"2\n").unwrap();
+        assert_eq!(tiny.malformed.len(), 1);
+    }
+
+    #[test]
+    fn bad_header_fails_the_object() {
+        assert!(matches!(
+            decode(b"version srcaddr version\n"),
+            Err(DecodeError::BadHeader(_))
+        ));
+    }
+
+    fn subscription_event(message_type: &str, messages: &[&str]) -> Vec<u8> {
+        let mut data = LogData::default();
+        data.message_type = message_type.into();
+        data.owner = "123456789010".into();
+        data.log_group = "/vpc/flow-logs".into();
+        data.log_stream = "eni-1235b8ca123456789-all".into();
+        data.log_events = messages
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                let mut entry = LogEntry::default();
+                entry.id = format!("3695307386296600000000000000000000000000000000000{index}");
+                entry.timestamp = 1_418_530_010_000;
+                entry.message = (*message).to_owned();
+                entry
+            })
+            .collect();
+        encode_subscription_event(&data)
+    }
+
+    #[test]
+    fn data_message_yields_one_record_per_event() {
+        let payload = subscription_event("DATA_MESSAGE", &[REJECT, ACCEPT, "garbage"]);
+        let data = decode_subscription_event(&payload).unwrap();
+        assert_eq!(data.log_group, "/vpc/flow-logs");
+        let mut parser = RecordParser::new(FlowFormat::default());
+        let mut collected = Collected::default();
+        let kind = parse_log_data(&data, &mut parser, &mut collected).unwrap();
+        assert_eq!(kind, MessageType::Data);
+        assert_eq!(
+            collected.actions,
+            vec![Some(Action::Reject), Some(Action::Accept)]
+        );
+        assert_eq!(collected.malformed[0].line_number, 3);
+    }
+
+    #[test]
+    fn control_message_yields_nothing() {
+        let payload = subscription_event(
+            "CONTROL_MESSAGE",
+            &["CWL CONTROL MESSAGE: Checking health of destination Firehose."],
+        );
+        let data = decode_subscription_event(&payload).unwrap();
+        let mut parser = RecordParser::new(FlowFormat::default());
+        let mut collected = Collected::default();
+        assert_eq!(
+            parse_log_data(&data, &mut parser, &mut collected).unwrap(),
+            MessageType::Control
+        );
+        assert!(collected.actions.is_empty() && collected.malformed.is_empty());
+    }
+
+    #[test]
+    fn unknown_message_type_is_an_error() {
+        let data = decode_subscription_event(&subscription_event("SURPRISE", &[])).unwrap();
+        assert!(
+            matches!(message_type(&data), Err(DecodeError::UnknownMessageType(kind)) if kind == "SURPRISE")
+        );
+    }
+
+    #[test]
+    fn payload_that_is_not_a_subscription_event_is_an_error() {
+        for payload in [&b"{}"[..], b"[1,2]", b"{\"awslogs\":{}}"] {
+            assert!(matches!(
+                decode_subscription_event(payload),
+                Err(DecodeError::SubscriptionEvent(_))
+            ));
+        }
+        let not_base64 = decode_subscription_event(b"{\"awslogs\":{\"data\":\"not base64!\"}}");
+        assert!(matches!(not_base64, Err(DecodeError::SubscriptionData(_))));
+        let not_gzip = decode_subscription_event(b"{\"awslogs\":{\"data\":\"aGVsbG8=\"}}");
+        assert!(matches!(not_gzip, Err(DecodeError::Gzip(_))));
+    }
+}

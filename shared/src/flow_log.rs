@@ -1,0 +1,1631 @@
+//! VPC flow-log record formats and the record parser.
+//!
+//! Owns the documented field names (versions 2 to 8, transit gateway and ECS fields
+//! included), [`FlowFormat`] built from a console `LogFormat` string or an S3 header line,
+//! and [`RecordParser`], which turns one line into a borrowed [`FlowRecord`] without
+//! allocating. No I/O here and no clock: everything is a function of its input.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+/// How a field's value is read and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    /// An unsigned integer no larger than `max`.
+    Number { max: u64 },
+    /// Unix time; values given in milliseconds are normalised to seconds.
+    Timestamp,
+    /// An IPv4 or IPv6 address.
+    Address,
+    /// `ACCEPT` or `REJECT`.
+    Action,
+    /// `OK`, `NODATA` or `SKIPDATA`.
+    LogStatus,
+    /// Any text without spaces, kept as written (identifiers, ARNs, enumerations AWS may extend).
+    Text,
+}
+
+const PORT: FieldKind = FieldKind::Number {
+    max: u16::MAX as u64,
+};
+const BYTE: FieldKind = FieldKind::Number {
+    max: u8::MAX as u64,
+};
+const COUNT: FieldKind = FieldKind::Number { max: u64::MAX };
+
+macro_rules! fields {
+    ($($variant:ident => $name:literal, $version:literal, $kind:expr;)*) => {
+        /// A flow-log field documented by AWS, named as in the `LogFormat` (`${srcaddr}`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Field { $($variant,)* }
+
+        impl Field {
+            /// Every documented field, in documentation order.
+            pub const ALL: &'static [Field] = &[$(Field::$variant,)*];
+
+            /// The hyphenated name AWS uses in `LogFormat` strings and S3 header lines.
+            pub const fn name(self) -> &'static str {
+                match self { $(Field::$variant => $name,)* }
+            }
+
+            /// The flow-log version that introduced the field (6 for transit gateway fields).
+            pub const fn version(self) -> u8 {
+                match self { $(Field::$variant => $version,)* }
+            }
+
+            /// How the field's values are read.
+            pub const fn kind(self) -> FieldKind {
+                match self { $(Field::$variant => $kind,)* }
+            }
+
+            /// Looks a field up by its hyphenated name; underscores (as in Parquet and Athena
+            /// column names) are accepted in place of hyphens.
+            pub fn from_name(name: &str) -> Option<Field> {
+                if name.contains('_') {
+                    return Field::from_name(&name.replace('_', "-"));
+                }
+                match name { $($name => Some(Field::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+fields! {
+    Version => "version", 2, BYTE;
+    AccountId => "account-id", 2, FieldKind::Text;
+    InterfaceId => "interface-id", 2, FieldKind::Text;
+    SrcAddr => "srcaddr", 2, FieldKind::Address;
+    DstAddr => "dstaddr", 2, FieldKind::Address;
+    SrcPort => "srcport", 2, PORT;
+    DstPort => "dstport", 2, PORT;
+    Protocol => "protocol", 2, BYTE;
+    Packets => "packets", 2, COUNT;
+    Bytes => "bytes", 2, COUNT;
+    Start => "start", 2, FieldKind::Timestamp;
+    End => "end", 2, FieldKind::Timestamp;
+    Action => "action", 2, FieldKind::Action;
+    LogStatus => "log-status", 2, FieldKind::LogStatus;
+    VpcId => "vpc-id", 3, FieldKind::Text;
+    SubnetId => "subnet-id", 3, FieldKind::Text;
+    InstanceId => "instance-id", 3, FieldKind::Text;
+    TcpFlags => "tcp-flags", 3, COUNT;
+    Type => "type", 3, FieldKind::Text;
+    PktSrcAddr => "pkt-srcaddr", 3, FieldKind::Address;
+    PktDstAddr => "pkt-dstaddr", 3, FieldKind::Address;
+    Region => "region", 4, FieldKind::Text;
+    AzId => "az-id", 4, FieldKind::Text;
+    SublocationType => "sublocation-type", 4, FieldKind::Text;
+    SublocationId => "sublocation-id", 4, FieldKind::Text;
+    PktSrcAwsService => "pkt-src-aws-service", 5, FieldKind::Text;
+    PktDstAwsService => "pkt-dst-aws-service", 5, FieldKind::Text;
+    FlowDirection => "flow-direction", 5, FieldKind::Text;
+    TrafficPath => "traffic-path", 5, BYTE;
+    ResourceType => "resource-type", 6, FieldKind::Text;
+    TgwId => "tgw-id", 6, FieldKind::Text;
+    TgwAttachmentId => "tgw-attachment-id", 6, FieldKind::Text;
+    TgwSrcVpcAccountId => "tgw-src-vpc-account-id", 6, FieldKind::Text;
+    TgwDstVpcAccountId => "tgw-dst-vpc-account-id", 6, FieldKind::Text;
+    TgwSrcVpcId => "tgw-src-vpc-id", 6, FieldKind::Text;
+    TgwDstVpcId => "tgw-dst-vpc-id", 6, FieldKind::Text;
+    TgwSrcSubnetId => "tgw-src-subnet-id", 6, FieldKind::Text;
+    TgwDstSubnetId => "tgw-dst-subnet-id", 6, FieldKind::Text;
+    TgwSrcEni => "tgw-src-eni", 6, FieldKind::Text;
+    TgwDstEni => "tgw-dst-eni", 6, FieldKind::Text;
+    TgwSrcAzId => "tgw-src-az-id", 6, FieldKind::Text;
+    TgwDstAzId => "tgw-dst-az-id", 6, FieldKind::Text;
+    TgwPairAttachmentId => "tgw-pair-attachment-id", 6, FieldKind::Text;
+    PacketsLostNoRoute => "packets-lost-no-route", 6, COUNT;
+    PacketsLostBlackhole => "packets-lost-blackhole", 6, COUNT;
+    PacketsLostMtuExceeded => "packets-lost-mtu-exceeded", 6, COUNT;
+    PacketsLostTtlExpired => "packets-lost-ttl-expired", 6, COUNT;
+    EcsClusterArn => "ecs-cluster-arn", 7, FieldKind::Text;
+    EcsClusterName => "ecs-cluster-name", 7, FieldKind::Text;
+    EcsContainerInstanceArn => "ecs-container-instance-arn", 7, FieldKind::Text;
+    EcsContainerInstanceId => "ecs-container-instance-id", 7, FieldKind::Text;
+    EcsContainerId => "ecs-container-id", 7, FieldKind::Text;
+    EcsSecondContainerId => "ecs-second-container-id", 7, FieldKind::Text;
+    EcsServiceName => "ecs-service-name", 7, FieldKind::Text;
+    EcsTaskDefinitionArn => "ecs-task-definition-arn", 7, FieldKind::Text;
+    EcsTaskArn => "ecs-task-arn", 7, FieldKind::Text;
+    EcsTaskId => "ecs-task-id", 7, FieldKind::Text;
+    RejectReason => "reject-reason", 8, FieldKind::Text;
+}
+
+impl Field {
+    /// Fields that only transit gateway flow logs carry: a format containing one describes
+    /// transit gateway records, which have no security-group or NACL verdict to count.
+    pub fn is_transit_gateway_only(self) -> bool {
+        self.version() == 6
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The verdict recorded for the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Accept,
+    Reject,
+}
+
+impl Action {
+    /// The keyword as AWS writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "ACCEPT",
+            Action::Reject => "REJECT",
+        }
+    }
+}
+
+/// Whether the record carries traffic (`Ok`) or reports a capture gap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogStatus {
+    /// Data is logged normally.
+    Ok,
+    /// No traffic to or from the interface during the aggregation interval.
+    NoData,
+    /// Records were skipped during the aggregation interval (capacity or internal error),
+    /// so counts for that interface and interval are a lower bound.
+    SkipData,
+}
+
+impl LogStatus {
+    /// The keyword as AWS writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStatus::Ok => "OK",
+            LogStatus::NoData => "NODATA",
+            LogStatus::SkipData => "SKIPDATA",
+        }
+    }
+}
+
+/// One column of a format: a documented field, or a name this version does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Column {
+    Known(Field),
+    /// Kept as opaque text so that fields AWS adds later never break parsing.
+    Unknown(Box<str>),
+}
+
+impl Column {
+    /// The hyphenated name of the column.
+    pub fn name(&self) -> &str {
+        match self {
+            Column::Known(field) => field.name(),
+            Column::Unknown(name) => name,
+        }
+    }
+
+    fn kind(&self) -> FieldKind {
+        match self {
+            Column::Known(field) => field.kind(),
+            Column::Unknown(_) => FieldKind::Text,
+        }
+    }
+}
+
+/// Why a format string or header line could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("flow-log format is empty")]
+    Empty,
+    #[error("flow-log format token {token:?} is not a field name (expected ${{name}} or name)")]
+    BadToken { token: String },
+    #[error("flow-log format names field {name:?} twice")]
+    Duplicate { name: String },
+    #[error("flow-log format has {count} fields; at most {max} are supported")]
+    TooManyFields { count: usize, max: usize },
+}
+
+/// The most columns a format may have. AWS documents about sixty fields.
+pub const MAX_COLUMNS: usize = 255;
+const NOT_PRESENT: u8 = u8::MAX;
+
+/// The layout of a flow-log record: which field is in which space-separated column.
+///
+/// Built from the console's `LogFormat` (`${version} ${srcaddr} ...`), from the header line
+/// of an S3 object (`version srcaddr ...`), or [`FlowFormat::default`] (the v2 layout).
+/// The `version` value inside records never decides the layout; the format does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowFormat {
+    columns: Vec<Column>,
+    positions: [u8; Field::ALL.len()],
+    /// Cached [`FlowFormat::can_count_rejects`]: it is asked once per record.
+    counts_rejects: bool,
+}
+
+/// The fields of the default format, in order (version 2).
+pub const DEFAULT_FIELDS: [Field; 14] = [
+    Field::Version,
+    Field::AccountId,
+    Field::InterfaceId,
+    Field::SrcAddr,
+    Field::DstAddr,
+    Field::SrcPort,
+    Field::DstPort,
+    Field::Protocol,
+    Field::Packets,
+    Field::Bytes,
+    Field::Start,
+    Field::End,
+    Field::Action,
+    Field::LogStatus,
+];
+
+impl Default for FlowFormat {
+    fn default() -> Self {
+        FlowFormat::from_fields(&DEFAULT_FIELDS)
+    }
+}
+
+impl FlowFormat {
+    /// A format made of documented fields, in the given order.
+    ///
+    /// Panics if a field repeats; use the string constructors for untrusted input.
+    pub fn from_fields(fields: &[Field]) -> Self {
+        let columns = fields.iter().map(|&field| Column::Known(field)).collect();
+        match FlowFormat::from_columns(columns) {
+            Ok(format) => format,
+            Err(error) => panic!("invalid built-in format: {error}"),
+        }
+    }
+
+    fn from_columns(columns: Vec<Column>) -> Result<Self, FormatError> {
+        if columns.is_empty() {
+            return Err(FormatError::Empty);
+        }
+        if columns.len() > MAX_COLUMNS {
+            return Err(FormatError::TooManyFields {
+                count: columns.len(),
+                max: MAX_COLUMNS,
+            });
+        }
+        let mut positions = [NOT_PRESENT; Field::ALL.len()];
+        for (index, column) in columns.iter().enumerate() {
+            let duplicate = match column {
+                Column::Known(field) => {
+                    let slot = &mut positions[*field as usize];
+                    let seen = *slot != NOT_PRESENT;
+                    *slot = index as u8;
+                    seen
+                }
+                Column::Unknown(name) => columns[..index].iter().any(|c| c.name() == &**name),
+            };
+            if duplicate {
+                return Err(FormatError::Duplicate {
+                    name: column.name().to_owned(),
+                });
+            }
+        }
+        let is_transit_gateway = columns.iter().any(
+            |column| matches!(column, Column::Known(field) if field.is_transit_gateway_only()),
+        );
+        let has_action = positions[Field::Action as usize] != NOT_PRESENT;
+        Ok(FlowFormat {
+            columns,
+            positions,
+            counts_rejects: has_action && !is_transit_gateway,
+        })
+    }
+
+    /// Parses the `LogFormat` string of a flow log, as shown in the console or passed to
+    /// `CreateFlowLogs`: `${version} ${account-id} ...`.
+    ///
+    /// Bare names (`version account-id ...`, the S3 header form) are accepted too, so the
+    /// same setting works whichever form a user copies.
+    pub fn from_log_format(text: &str) -> Result<Self, FormatError> {
+        let columns = text
+            .split_ascii_whitespace()
+            .map(|token| {
+                let name = match token.strip_prefix("${") {
+                    Some(rest) => rest.strip_suffix('}').ok_or_else(|| bad_token(token))?,
+                    None => token,
+                };
+                column_from_name(name).ok_or_else(|| bad_token(token))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        FlowFormat::from_columns(columns)
+    }
+
+    /// Parses the first line of an S3 flow-log object, which names the fields in order.
+    pub fn from_header(line: &str) -> Result<Self, FormatError> {
+        let columns = line
+            .split_ascii_whitespace()
+            .map(|name| column_from_name(name).ok_or_else(|| bad_token(name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        FlowFormat::from_columns(columns)
+    }
+
+    /// Whether a line is a header (every token a field name, at least one of them
+    /// documented) rather than a record.
+    ///
+    /// Records never qualify: they hold numbers, addresses, `-` or upper-case keywords.
+    pub fn is_header_line(line: &str) -> bool {
+        let mut any_known = false;
+        for token in line.split_ascii_whitespace() {
+            if !is_name_like(token) {
+                return false;
+            }
+            any_known |= Field::from_name(token).is_some();
+        }
+        any_known
+    }
+
+    /// The columns, in record order.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The number of space-separated values each record must have.
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// The column a documented field occupies, if the format has it.
+    pub fn position(&self, field: Field) -> Option<usize> {
+        match self.positions[field as usize] {
+            NOT_PRESENT => None,
+            position => Some(position as usize),
+        }
+    }
+
+    /// Whether the format has the field.
+    pub fn contains(&self, field: Field) -> bool {
+        self.position(field).is_some()
+    }
+
+    /// Whether records of this format can be counted as REJECTs at all: they need an
+    /// `action` and must not be transit gateway records (which carry no verdict).
+    pub fn can_count_rejects(&self) -> bool {
+        self.counts_rejects
+    }
+
+    /// Whether the format carries transit gateway fields.
+    pub fn is_transit_gateway(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|column| matches!(column, Column::Known(field) if field.is_transit_gateway_only()))
+    }
+
+    /// The S3 header line for this format (hyphenated names separated by spaces).
+    pub fn header_line(&self) -> String {
+        let names: Vec<&str> = self.columns.iter().map(Column::name).collect();
+        names.join(" ")
+    }
+}
+
+impl fmt::Display for FlowFormat {
+    /// Writes the format as a `LogFormat` string: `${version} ${account-id} ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, column) in self.columns.iter().enumerate() {
+            if index > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "${{{}}}", column.name())?;
+        }
+        Ok(())
+    }
+}
+
+fn bad_token(token: &str) -> FormatError {
+    FormatError::BadToken {
+        token: token.chars().take(80).collect(),
+    }
+}
+
+fn column_from_name(name: &str) -> Option<Column> {
+    if !is_name_like(name) {
+        return None;
+    }
+    Some(match Field::from_name(name) {
+        Some(field) => Column::Known(field),
+        None => Column::Unknown(name.into()),
+    })
+}
+
+/// Field names are lower-case letters, digits, hyphens and underscores, starting with a letter.
+fn is_name_like(token: &str) -> bool {
+    let bytes = token.as_bytes();
+    bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Why one line is not a valid record of the format.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("expected {expected} fields, found {found}")]
+    FieldCount { expected: usize, found: usize },
+    #[error("{field}: {value:?} is not a number")]
+    NotANumber { field: Field, value: String },
+    #[error("{field}: {value:?} is larger than {max}")]
+    OutOfRange {
+        field: Field,
+        value: String,
+        max: u64,
+    },
+    #[error("{field}: {value:?} is not an IPv4 or IPv6 address")]
+    NotAnAddress { field: Field, value: String },
+    #[error("{field}: {value:?} is not one of {expected}")]
+    UnknownKeyword {
+        field: Field,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(
+        "line starts with a timestamp (a CloudWatch Logs export?) followed by {found} fields; expected {expected}"
+    )]
+    ExportTimestamp { expected: usize, found: usize },
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
+    #[error("line is {length} bytes long, over the line length limit")]
+    TooLong { length: usize },
+}
+
+/// A line that was skipped, with where it was and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line_number}: {error}")]
+pub struct MalformedLine {
+    /// 1-based line in the object, or 1-based event position in a CloudWatch Logs batch.
+    pub line_number: u64,
+    pub error: ParseError,
+}
+
+/// Raw values in error messages are cut to this many characters.
+const MAX_QUOTED_VALUE: usize = 64;
+
+fn quoted(value: &str) -> String {
+    value.chars().take(MAX_QUOTED_VALUE).collect()
+}
+
+/// A parsed value, stored without borrowing so the parser can reuse its buffer.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Absent,
+    Number(u64),
+    Address(IpAddr),
+    Text { start: u32, end: u32 },
+    Action(Action),
+    LogStatus(LogStatus),
+}
+
+/// A value of one field of a record. Absent values (`-`) are `None` where this appears.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValue<'a> {
+    Number(u64),
+    Address(IpAddr),
+    Text(&'a str),
+    Action(Action),
+    LogStatus(LogStatus),
+}
+
+/// Parses lines of one format, reusing its buffers: parsing allocates nothing unless the
+/// line is malformed.
+#[derive(Clone, Debug)]
+pub struct RecordParser {
+    format: FlowFormat,
+    slots: Vec<Slot>,
+}
+
+impl RecordParser {
+    /// A parser for records laid out as `format` says.
+    pub fn new(format: FlowFormat) -> Self {
+        let slots = vec![Slot::Absent; format.width()];
+        RecordParser { format, slots }
+    }
+
+    /// The format this parser reads.
+    pub fn format(&self) -> &FlowFormat {
+        &self.format
+    }
+
+    /// Parses one record.
+    ///
+    /// Fields are separated by runs of spaces; leading and trailing whitespace (a `\r` from
+    /// CRLF files) is ignored. A leading ISO-8601 timestamp, as in CloudWatch Logs exports,
+    /// is stripped when the rest of the line has exactly the format's width.
+    pub fn parse<'a>(&'a mut self, line: &'a str) -> Result<FlowRecord<'a>, ParseError> {
+        let line = strip_export_timestamp(line.trim_ascii(), self.format.width())?;
+        let bytes = line.as_bytes();
+        let width = self.format.width();
+        let mut found = 0;
+        let mut first_error = None;
+        let mut position = 0;
+        while position < bytes.len() {
+            let token_end = memchr::memchr(b' ', &bytes[position..])
+                .map_or(bytes.len(), |offset| position + offset);
+            if found < width && first_error.is_none() {
+                let token = &line[position..token_end];
+                match parse_value(&self.format.columns[found], token, position, token_end) {
+                    Ok(slot) => self.slots[found] = slot,
+                    Err(error) => first_error = Some(error),
+                }
+            }
+            found += 1;
+            position = token_end;
+            while position < bytes.len() && bytes[position] == b' ' {
+                position += 1;
+            }
+        }
+        // A missing or extra value shifts every later one, so the count is the real
+        // problem even when a shifted value failed first.
+        if found != width {
+            return Err(ParseError::FieldCount {
+                expected: width,
+                found,
+            });
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        Ok(FlowRecord {
+            format: &self.format,
+            line,
+            slots: &self.slots,
+        })
+    }
+}
+
+/// Strips a CloudWatch Logs export timestamp (`2024-05-01T12:00:00.000Z `) from the front of
+/// a line when what follows has exactly `width` fields. No flow-log value looks like an
+/// ISO-8601 timestamp, so a line that starts with one but has another count is rejected
+/// rather than read with every value shifted by one column.
+fn strip_export_timestamp(line: &str, width: usize) -> Result<&str, ParseError> {
+    let bytes = line.as_bytes();
+    let looks_like_iso = bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes[10] == b'T';
+    if !looks_like_iso {
+        return Ok(line);
+    }
+    let rest = line
+        .split_once(' ')
+        .map_or("", |(_, rest)| rest.trim_ascii_start());
+    let found = rest.split_ascii_whitespace().count();
+    if found == width {
+        Ok(rest)
+    } else {
+        Err(ParseError::ExportTimestamp {
+            expected: width,
+            found,
+        })
+    }
+}
+
+fn parse_value(column: &Column, token: &str, start: usize, end: usize) -> Result<Slot, ParseError> {
+    if token == "-" {
+        return Ok(Slot::Absent);
+    }
+    let field = match column {
+        Column::Known(field) => *field,
+        Column::Unknown(_) => return Ok(text_slot(start, end)),
+    };
+    match column.kind() {
+        FieldKind::Text => Ok(text_slot(start, end)),
+        FieldKind::Number { max } => parse_number(field, token, max).map(Slot::Number),
+        FieldKind::Timestamp => parse_number(field, token, u64::MAX).map(|value| {
+            // Seconds since 1970 stay below 10^11 until the year 5138, so anything larger
+            // was written in milliseconds.
+            Slot::Number(if value >= 100_000_000_000 {
+                value / 1000
+            } else {
+                value
+            })
+        }),
+        FieldKind::Address => {
+            parse_address(token)
+                .map(Slot::Address)
+                .ok_or_else(|| ParseError::NotAnAddress {
+                    field,
+                    value: quoted(token),
+                })
+        }
+        FieldKind::Action => match token {
+            "REJECT" => Ok(Slot::Action(Action::Reject)),
+            "ACCEPT" => Ok(Slot::Action(Action::Accept)),
+            _ => Err(ParseError::UnknownKeyword {
+                field,
+                value: quoted(token),
+                expected: "ACCEPT, REJECT, -",
+            }),
+        },
+        FieldKind::LogStatus => match token {
+            "OK" => Ok(Slot::LogStatus(LogStatus::Ok)),
+            "NODATA" => Ok(Slot::LogStatus(LogStatus::NoData)),
+            "SKIPDATA" => Ok(Slot::LogStatus(LogStatus::SkipData)),
+            _ => Err(ParseError::UnknownKeyword {
+                field,
+                value: quoted(token),
+                expected: "OK, NODATA, SKIPDATA",
+            }),
+        },
+    }
+}
+
+fn text_slot(start: usize, end: usize) -> Slot {
+    // Lines are bounded well below 4 GiB by the decoder, so offsets fit in u32.
+    Slot::Text {
+        start: start as u32,
+        end: end as u32,
+    }
+}
+
+fn parse_number(field: Field, token: &str, max: u64) -> Result<u64, ParseError> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::NotANumber {
+            field,
+            value: quoted(token),
+        });
+    }
+    token
+        .bytes()
+        .try_fold(0u64, |value, digit| {
+            value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })
+        .filter(|&value| value <= max)
+        .ok_or_else(|| ParseError::OutOfRange {
+            field,
+            value: quoted(token),
+            max,
+        })
+}
+
+/// Parses an address; IPv4 takes a fast path because it is most of every log.
+fn parse_address(token: &str) -> Option<IpAddr> {
+    parse_ipv4(token.as_bytes())
+        .map(IpAddr::V4)
+        .or_else(|| token.parse().ok())
+}
+
+/// Dotted-quad IPv4 with the same rules as the standard library (no leading zeros).
+fn parse_ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut index = 0;
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for &byte in bytes {
+        match byte {
+            b'0'..=b'9' => {
+                if digits > 0 && value == 0 {
+                    return None;
+                }
+                value = value * 10 + u32::from(byte - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && index < 3 => {
+                octets[index] = value as u8;
+                index += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if index != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
+/// One parsed record, borrowing the line it came from and the parser's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowRecord<'a> {
+    format: &'a FlowFormat,
+    line: &'a str,
+    slots: &'a [Slot],
+}
+
+impl<'a> FlowRecord<'a> {
+    /// The format the record was read with.
+    pub fn format(&self) -> &'a FlowFormat {
+        self.format
+    }
+
+    /// The value of a documented field; `None` when the format lacks it or the record
+    /// has `-` there.
+    pub fn value(&self, field: Field) -> Option<FieldValue<'a>> {
+        self.format
+            .position(field)
+            .and_then(|position| self.column_value(position))
+    }
+
+    /// The value in a column (by position), documented or not.
+    pub fn column_value(&self, position: usize) -> Option<FieldValue<'a>> {
+        match *self.slots.get(position)? {
+            Slot::Absent => None,
+            Slot::Number(value) => Some(FieldValue::Number(value)),
+            Slot::Address(addr) => Some(FieldValue::Address(addr)),
+            Slot::Text { start, end } => {
+                Some(FieldValue::Text(&self.line[start as usize..end as usize]))
+            }
+            Slot::Action(action) => Some(FieldValue::Action(action)),
+            Slot::LogStatus(status) => Some(FieldValue::LogStatus(status)),
+        }
+    }
+
+    fn slot(&self, field: Field) -> Slot {
+        match self.format.position(field) {
+            Some(position) => self.slots[position],
+            None => Slot::Absent,
+        }
+    }
+
+    /// A numeric field (ports, protocol, counters, timestamps in seconds).
+    pub fn number(&self, field: Field) -> Option<u64> {
+        match self.slot(field) {
+            Slot::Number(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// An address field (`srcaddr`, `dstaddr`, `pkt-srcaddr`, `pkt-dstaddr`).
+    pub fn address(&self, field: Field) -> Option<IpAddr> {
+        match self.slot(field) {
+            Slot::Address(addr) => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// A text field (identifiers and enumerations), as written.
+    pub fn text(&self, field: Field) -> Option<&'a str> {
+        match self.slot(field) {
+            Slot::Text { start, end } => Some(&self.line[start as usize..end as usize]),
+            _ => None,
+        }
+    }
+
+    /// `ACCEPT` or `REJECT`; `None` for NODATA/SKIPDATA records and formats without `action`.
+    pub fn action(&self) -> Option<Action> {
+        match self.slot(Field::Action) {
+            Slot::Action(action) => Some(action),
+            _ => None,
+        }
+    }
+
+    /// The record's log status; `None` when the format lacks `log-status`.
+    pub fn log_status(&self) -> Option<LogStatus> {
+        match self.slot(Field::LogStatus) {
+            Slot::LogStatus(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// Whether the record describes traffic (not a NODATA or SKIPDATA gap report).
+    pub fn has_traffic(&self) -> bool {
+        matches!(self.log_status(), None | Some(LogStatus::Ok))
+    }
+}
+
+impl Serialize for FlowRecord<'_> {
+    /// A JSON object keyed by the hyphenated field names; absent values are omitted and
+    /// numbers are JSON numbers.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (position, column) in self.format.columns.iter().enumerate() {
+            match self.column_value(position) {
+                None => {}
+                Some(FieldValue::Number(value)) => map.serialize_entry(column.name(), &value)?,
+                Some(FieldValue::Address(addr)) => map.serialize_entry(column.name(), &addr)?,
+                Some(FieldValue::Text(text)) => map.serialize_entry(column.name(), text)?,
+                Some(FieldValue::Action(action)) => {
+                    map.serialize_entry(column.name(), action.as_str())?
+                }
+                Some(FieldValue::LogStatus(status)) => {
+                    map.serialize_entry(column.name(), status.as_str())?
+                }
+            }
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv6Addr;
+
+    /// The default format as users copy it from the console.
+    const DEFAULT_LOG_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} \
+        ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} \
+        ${action} ${log-status}";
+    /// "TCP flag sequence" example format (AWS docs), with `bytes` before `packets`.
+    const TCP_FLAGS_FORMAT: &str = "version vpc-id subnet-id instance-id interface-id account-id \
+        type srcaddr dstaddr srcport dstport pkt-srcaddr pkt-dstaddr protocol bytes packets \
+        start end action tcp-flags log-status";
+    /// "Traffic through a NAT gateway" example format: no version, action or log-status.
+    const NAT_FORMAT: &str = "${instance-id} ${interface-id} ${srcaddr} ${dstaddr} \
+        ${pkt-srcaddr} ${pkt-dstaddr}";
+    /// "Traffic through a transit gateway" example format (a VPC flow log, version 3).
+    const VPC_VIA_TGW_FORMAT: &str = "version interface-id account-id vpc-id subnet-id \
+        instance-id srcaddr dstaddr srcport dstport protocol tcp-flags type pkt-srcaddr \
+        pkt-dstaddr action log-status";
+    /// "Service name, traffic path, and flow direction" example format (version 5).
+    const V5_FORMAT: &str = "version srcaddr dstaddr srcport dstport protocol start end type \
+        packets bytes account-id vpc-id subnet-id instance-id interface-id region az-id \
+        sublocation-type sublocation-id action tcp-flags pkt-srcaddr pkt-dstaddr \
+        pkt-src-aws-service pkt-dst-aws-service traffic-path flow-direction log-status";
+    /// Transit gateway flow logs' default field order (36 fields, version 6, no `action`).
+    const TGW_FORMAT: &str = "${version} ${resource-type} ${account-id} ${tgw-id} \
+        ${tgw-attachment-id} ${tgw-src-vpc-account-id} ${tgw-dst-vpc-account-id} \
+        ${tgw-src-vpc-id} ${tgw-dst-vpc-id} ${tgw-src-subnet-id} ${tgw-dst-subnet-id} \
+        ${tgw-src-eni} ${tgw-dst-eni} ${tgw-src-az-id} ${tgw-dst-az-id} \
+        ${tgw-pair-attachment-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} \
+        ${packets} ${bytes} ${start} ${end} ${log-status} ${type} ${packets-lost-no-route} \
+        ${packets-lost-blackhole} ${packets-lost-mtu-exceeded} ${packets-lost-ttl-expired} \
+        ${tcp-flags} ${region} ${flow-direction} ${pkt-src-aws-service} ${pkt-dst-aws-service}";
+    /// The format of AWS's VPC Block Public Access example template (version 8).
+    const BPA_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} \
+        ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} \
+        ${log-status} ${vpc-id} ${subnet-id} ${instance-id} ${tcp-flags} ${type} \
+        ${pkt-srcaddr} ${pkt-dstaddr} ${region} ${az-id} ${sublocation-type} \
+        ${sublocation-id} ${pkt-src-aws-service} ${pkt-dst-aws-service} ${flow-direction} \
+        ${traffic-path} ${reject-reason}";
+    /// Default fields followed by the ECS fields (version 7).
+    const ECS_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} \
+        ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} \
+        ${log-status} ${ecs-cluster-name} ${ecs-cluster-arn} ${ecs-container-instance-id} \
+        ${ecs-container-instance-arn} ${ecs-service-name} ${ecs-task-definition-arn} \
+        ${ecs-task-id} ${ecs-task-arn} ${ecs-container-id} ${ecs-second-container-id}";
+
+    fn v4(text: &str) -> FieldValue<'static> {
+        FieldValue::Address(text.parse().unwrap())
+    }
+
+    fn num(value: u64) -> FieldValue<'static> {
+        FieldValue::Number(value)
+    }
+
+    /// Parses `line` with `format` and checks the listed fields; `None` means absent.
+    fn check(format: &str, line: &str, expected: &[(Field, Option<FieldValue<'_>>)]) {
+        let format = FlowFormat::from_log_format(format).unwrap();
+        let mut parser = RecordParser::new(format);
+        let record = parser
+            .parse(line)
+            .unwrap_or_else(|error| panic!("{line:?}: {error}"));
+        for (field, value) in expected {
+            assert_eq!(record.value(*field), *value, "field {field} of {line:?}");
+        }
+    }
+
+    fn parse_error(format: &str, line: &str) -> ParseError {
+        let mut parser = RecordParser::new(FlowFormat::from_log_format(format).unwrap());
+        parser.parse(line).map(|_| ()).unwrap_err()
+    }
+
+    #[test]
+    fn default_format_is_the_documented_v2_layout() {
+        let format = FlowFormat::default();
+        assert_eq!(
+            format,
+            FlowFormat::from_log_format(DEFAULT_LOG_FORMAT).unwrap()
+        );
+        assert_eq!(
+            format.to_string(),
+            DEFAULT_LOG_FORMAT
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        assert_eq!(
+            format.header_line(),
+            "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets \
+             bytes start end action log-status"
+        );
+    }
+
+    #[test]
+    fn accepted_ssh_record() {
+        check(
+            DEFAULT_LOG_FORMAT,
+            "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK",
+            &[
+                (Field::Version, Some(num(2))),
+                (Field::AccountId, Some(FieldValue::Text("123456789010"))),
+                (
+                    Field::InterfaceId,
+                    Some(FieldValue::Text("eni-1235b8ca123456789")),
+                ),
+                (Field::SrcAddr, Some(v4("172.31.16.139"))),
+                (Field::DstAddr, Some(v4("172.31.16.21"))),
+                (Field::SrcPort, Some(num(20641))),
+                (Field::DstPort, Some(num(22))),
+                (Field::Protocol, Some(num(6))),
+                (Field::Packets, Some(num(20))),
+                (Field::Bytes, Some(num(4249))),
+                (Field::Start, Some(num(1418530010))),
+                (Field::End, Some(num(1418530070))),
+                (Field::Action, Some(FieldValue::Action(Action::Accept))),
+                (Field::LogStatus, Some(FieldValue::LogStatus(LogStatus::Ok))),
+            ],
+        );
+    }
+
+    #[test]
+    fn rejected_rdp_record() {
+        check(
+            DEFAULT_LOG_FORMAT,
+            "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK",
+            &[
+                (Field::SrcAddr, Some(v4("172.31.9.69"))),
+                (Field::DstPort, Some(num(3389))),
+                (Field::Action, Some(FieldValue::Action(Action::Reject))),
+            ],
+        );
+    }
+
+    #[test]
+    fn nodata_record_has_absent_traffic_fields() {
+        let line =
+            "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA";
+        let mut expected: Vec<(Field, Option<FieldValue>)> = [
+            Field::SrcAddr,
+            Field::DstAddr,
+            Field::SrcPort,
+            Field::DstPort,
+            Field::Protocol,
+            Field::Packets,
+            Field::Bytes,
+            Field::Action,
+        ]
+        .iter()
+        .map(|&field| (field, None))
+        .collect();
+        expected.push((Field::Start, Some(num(1431280876))));
+        expected.push((
+            Field::LogStatus,
+            Some(FieldValue::LogStatus(LogStatus::NoData)),
+        ));
+        check(DEFAULT_LOG_FORMAT, line, &expected);
+    }
+
+    #[test]
+    fn skipdata_record_is_a_gap_report() {
+        let mut parser = RecordParser::new(FlowFormat::default());
+        let record = parser
+            .parse("2 123456789010 eni-11111111aaaaaaaaa - - - - - - - 1431280876 1431280934 - SKIPDATA")
+            .unwrap();
+        assert_eq!(record.log_status(), Some(LogStatus::SkipData));
+        assert_eq!(record.action(), None);
+        assert!(!record.has_traffic());
+        assert_eq!(
+            record.text(Field::InterfaceId),
+            Some("eni-11111111aaaaaaaaa")
+        );
+    }
+
+    #[test]
+    fn icmp_ping_pair_has_zero_ports() {
+        check(
+            DEFAULT_LOG_FORMAT,
+            "2 123456789010 eni-1235b8ca123456789 203.0.113.12 172.31.16.139 0 0 1 4 336 1432917027 1432917142 ACCEPT OK",
+            &[
+                (Field::SrcPort, Some(num(0))),
+                (Field::DstPort, Some(num(0))),
+                (Field::Protocol, Some(num(1))),
+            ],
+        );
+        check(
+            DEFAULT_LOG_FORMAT,
+            "2 123456789010 eni-1235b8ca123456789 172.31.16.139 203.0.113.12 0 0 1 4 336 1432917094 1432917142 REJECT OK",
+            &[
+                (Field::SrcAddr, Some(v4("172.31.16.139"))),
+                (Field::Action, Some(FieldValue::Action(Action::Reject))),
+            ],
+        );
+    }
+
+    #[test]
+    fn ipv6_record() {
+        check(
+            DEFAULT_LOG_FORMAT,
+            "2 123456789010 eni-1235b8ca123456789 2001:db8:1234:a100:8d6e:3477:df66:f105 2001:db8:1234:a102:3304:8879:34cf:4071 34892 22 6 54 8855 1477913708 1477913820 ACCEPT OK",
+            &[
+                (
+                    Field::SrcAddr,
+                    Some(FieldValue::Address(IpAddr::V6(Ipv6Addr::new(
+                        0x2001, 0xdb8, 0x1234, 0xa100, 0x8d6e, 0x3477, 0xdf66, 0xf105,
+                    )))),
+                ),
+                (Field::Bytes, Some(num(8855))),
+            ],
+        );
+    }
+
+    #[test]
+    fn tcp_flag_sequence_records_parse_in_their_custom_order() {
+        let records = [
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 52.213.180.42 10.0.0.62 43416 5001 52.213.180.42 10.0.0.62 6 568 8 1566848875 1566848933 ACCEPT 2 OK",
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 10.0.0.62 52.213.180.42 5001 43416 10.0.0.62 52.213.180.42 6 376 7 1566848875 1566848933 ACCEPT 18 OK",
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 52.213.180.42 10.0.0.62 43418 5001 52.213.180.42 10.0.0.62 6 100701 70 1566848875 1566848933 ACCEPT 2 OK",
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 10.0.0.62 52.213.180.42 5001 43418 10.0.0.62 52.213.180.42 6 632 12 1566848875 1566848933 ACCEPT 18 OK",
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 10.0.0.62 52.213.180.42 5001 43418 10.0.0.62 52.213.180.42 6 63388 1219 1566848933 1566849113 ACCEPT 1 OK",
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 52.213.180.42 10.0.0.62 43418 5001 52.213.180.42 10.0.0.62 6 23294588 15774 1566848933 1566849113 ACCEPT 1 OK",
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 52.213.180.42 10.0.0.62 43638 5001 52.213.180.42 10.0.0.62 6 1260 17 1566933133 1566933193 ACCEPT 3 OK",
+        ];
+        let flags = [2, 18, 2, 18, 1, 1, 3];
+        for (line, flag) in records.iter().zip(flags) {
+            check(
+                TCP_FLAGS_FORMAT,
+                line,
+                &[
+                    (Field::TcpFlags, Some(num(flag))),
+                    (Field::Type, Some(FieldValue::Text("IPv4"))),
+                ],
+            );
+        }
+        check(
+            TCP_FLAGS_FORMAT,
+            records[2],
+            &[
+                (Field::Bytes, Some(num(100701))),
+                (Field::Packets, Some(num(70))),
+            ],
+        );
+    }
+
+    #[test]
+    fn double_space_record_from_the_aws_documentation_parses() {
+        // Verbatim from the "TCP flag sequence" example: two spaces after 43638.
+        check(
+            TCP_FLAGS_FORMAT,
+            "3 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-01234567890123456 eni-1235b8ca123456789 123456789010 IPv4 10.0.0.62 52.213.180.42 5001 43638  10.0.0.62 52.213.180.42 6 967 14 1566933133 1566933193 ACCEPT 19 OK",
+            &[
+                (Field::DstPort, Some(num(43638))),
+                (Field::PktSrcAddr, Some(v4("10.0.0.62"))),
+                (Field::PktDstAddr, Some(v4("52.213.180.42"))),
+                (Field::Bytes, Some(num(967))),
+                (Field::TcpFlags, Some(num(19))),
+                (Field::LogStatus, Some(FieldValue::LogStatus(LogStatus::Ok))),
+            ],
+        );
+    }
+
+    #[test]
+    fn nat_gateway_format_has_no_action_and_cannot_count_rejects() {
+        let format = FlowFormat::from_log_format(NAT_FORMAT).unwrap();
+        assert!(!format.can_count_rejects());
+        for line in [
+            "- eni-1235b8ca123456789 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5",
+            "- eni-1235b8ca123456789 10.0.0.220 203.0.113.5 10.0.0.220 203.0.113.5",
+            "- eni-1235b8ca123456789 203.0.113.5 10.0.0.220 203.0.113.5 10.0.0.220",
+            "- eni-1235b8ca123456789 10.0.0.220 10.0.1.5 203.0.113.5 10.0.1.5",
+        ] {
+            check(
+                NAT_FORMAT,
+                line,
+                &[(Field::InstanceId, None), (Field::Action, None)],
+            );
+        }
+        check(
+            NAT_FORMAT,
+            "i-01234567890123456 eni-1111aaaa2222bbbb3 203.0.113.5 10.0.1.5 203.0.113.5 10.0.1.5",
+            &[
+                (
+                    Field::InstanceId,
+                    Some(FieldValue::Text("i-01234567890123456")),
+                ),
+                (Field::PktSrcAddr, Some(v4("203.0.113.5"))),
+            ],
+        );
+    }
+
+    #[test]
+    fn vpc_traffic_through_a_transit_gateway_is_an_ordinary_vpc_record() {
+        let format = FlowFormat::from_log_format(VPC_VIA_TGW_FORMAT).unwrap();
+        assert!(format.can_count_rejects());
+        check(
+            VPC_VIA_TGW_FORMAT,
+            "3 eni-11111111111111111 123456789010 vpc-abcdefab012345678 subnet-11111111aaaaaaaaa - 10.40.1.175 10.40.2.236 39812 80 6 3 IPv4 10.20.33.164 10.40.2.236 ACCEPT OK",
+            &[
+                (Field::InstanceId, None),
+                (Field::SrcAddr, Some(v4("10.40.1.175"))),
+                (Field::PktSrcAddr, Some(v4("10.20.33.164"))),
+            ],
+        );
+    }
+
+    #[test]
+    fn version_5_ingress_and_egress_records() {
+        check(
+            V5_FORMAT,
+            "5 52.95.128.179 10.0.0.71 80 34210 6 1616729292 1616729349 IPv4 14 15044 123456789012 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-0c50d5961bcb2d47b eni-1235b8ca123456789 ap-southeast-2 apse2-az3 - - ACCEPT 19 52.95.128.179 10.0.0.71 S3 - - ingress OK",
+            &[
+                (Field::Region, Some(FieldValue::Text("ap-southeast-2"))),
+                (Field::AzId, Some(FieldValue::Text("apse2-az3"))),
+                (Field::SublocationType, None),
+                (Field::PktSrcAwsService, Some(FieldValue::Text("S3"))),
+                (Field::PktDstAwsService, None),
+                (Field::TrafficPath, None),
+                (Field::FlowDirection, Some(FieldValue::Text("ingress"))),
+            ],
+        );
+        check(
+            V5_FORMAT,
+            "5 10.0.0.71 52.95.128.179 34210 80 6 1616729292 1616729349 IPv4 7 471 123456789012 vpc-abcdefab012345678 subnet-aaaaaaaa012345678 i-0c50d5961bcb2d47b eni-1235b8ca123456789 ap-southeast-2 apse2-az3 - - ACCEPT 3 10.0.0.71 52.95.128.179 - S3 8 egress OK",
+            &[
+                (Field::PktDstAwsService, Some(FieldValue::Text("S3"))),
+                (Field::TrafficPath, Some(num(8))),
+                (Field::FlowDirection, Some(FieldValue::Text("egress"))),
+            ],
+        );
+    }
+
+    #[test]
+    fn transit_gateway_flow_log_record_is_recognised_and_not_countable() {
+        // AWS publishes no transit gateway record; this one follows the documented 36-field
+        // default order and value types.
+        let line = "6 TransitGateway 123456789010 tgw-0123456789abcdef0 tgw-attach-0123456789abcdef0 \
+            123456789010 123456789011 vpc-0123456789abcdef0 vpc-0123456789abcdef1 \
+            subnet-0123456789abcdef0 subnet-0123456789abcdef1 eni-0123456789abcdef0 \
+            eni-0123456789abcdef1 use1-az1 use1-az2 tgw-attach-0123456789abcdef1 10.0.1.5 \
+            10.1.1.7 43416 443 6 10 840 1700000000 1700000060 OK IPv4 0 0 0 0 2 us-east-1 \
+            ingress - -";
+        let format = FlowFormat::from_log_format(TGW_FORMAT).unwrap();
+        assert_eq!(format.width(), 36);
+        assert!(format.is_transit_gateway());
+        assert!(!format.can_count_rejects());
+        check(
+            TGW_FORMAT,
+            line,
+            &[
+                (
+                    Field::ResourceType,
+                    Some(FieldValue::Text("TransitGateway")),
+                ),
+                (
+                    Field::TgwId,
+                    Some(FieldValue::Text("tgw-0123456789abcdef0")),
+                ),
+                (Field::PacketsLostNoRoute, Some(num(0))),
+                (Field::DstPort, Some(num(443))),
+                (Field::PktSrcAwsService, None),
+            ],
+        );
+    }
+
+    #[test]
+    fn ecs_fields_are_text_and_may_be_absent() {
+        let line = "7 123456789010 eni-1235b8ca123456789 10.0.1.9 10.0.2.4 51000 8080 6 3 180 \
+            1700000000 1700000050 REJECT OK web arn:aws:ecs:us-east-1:123456789010:cluster/web - - \
+            web-svc arn:aws:ecs:us-east-1:123456789010:task-definition/web:7 \
+            0a1b2c3d4e5f67890a1b2c3d4e5f6789 \
+            arn:aws:ecs:us-east-1:123456789010:task/web/0a1b2c3d4e5f67890a1b2c3d4e5f6789 \
+            3f4e5d6c7b8a - ";
+        check(
+            ECS_FORMAT,
+            line,
+            &[
+                (Field::EcsClusterName, Some(FieldValue::Text("web"))),
+                (Field::EcsContainerInstanceArn, None),
+                (Field::EcsServiceName, Some(FieldValue::Text("web-svc"))),
+                (Field::EcsSecondContainerId, None),
+                (Field::Action, Some(FieldValue::Action(Action::Reject))),
+            ],
+        );
+    }
+
+    #[test]
+    fn reject_reason_bpa_with_bytes_absent() {
+        // VPC Block Public Access rejects carry reject-reason BPA and never `bytes`.
+        let line = "8 123456789010 eni-1235b8ca123456789 198.51.100.7 10.0.0.71 51515 22 6 1 - \
+            1700000000 1700000030 REJECT OK vpc-abcdefab012345678 subnet-aaaaaaaa012345678 \
+            i-0c50d5961bcb2d47b 2 IPv4 198.51.100.7 10.0.0.71 us-east-1 use1-az1 - - - - \
+            ingress - BPA";
+        check(
+            BPA_FORMAT,
+            line,
+            &[
+                (Field::Bytes, None),
+                (Field::RejectReason, Some(FieldValue::Text("BPA"))),
+                (Field::Version, Some(num(8))),
+            ],
+        );
+    }
+
+    #[test]
+    fn version_value_does_not_decide_the_layout() {
+        // A version-2 record read with a format that lists fields in another order.
+        check(
+            "${srcaddr} ${version} ${action}",
+            "10.0.0.1 5 REJECT",
+            &[
+                (Field::SrcAddr, Some(v4("10.0.0.1"))),
+                (Field::Version, Some(num(5))),
+            ],
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_as_text() {
+        let format =
+            FlowFormat::from_log_format("${version} ${encryption-status} ${srcaddr}").unwrap();
+        assert_eq!(
+            format.columns()[1],
+            Column::Unknown("encryption-status".into())
+        );
+        let mut parser = RecordParser::new(format);
+        let record = parser.parse("10 2 10.0.0.1").unwrap();
+        assert_eq!(record.column_value(1), Some(FieldValue::Text("2")));
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"version":10,"encryption-status":"2","srcaddr":"10.0.0.1"}"#
+        );
+    }
+
+    #[test]
+    fn account_id_may_be_unknown_and_tcp_flags_absent() {
+        check(
+            "${account-id} ${tcp-flags} ${action}",
+            "unknown - REJECT",
+            &[
+                (Field::AccountId, Some(FieldValue::Text("unknown"))),
+                (Field::TcpFlags, None),
+            ],
+        );
+    }
+
+    #[test]
+    fn underscore_names_are_accepted_as_hyphenated() {
+        let format = FlowFormat::from_log_format("${log_status} ${pkt_srcaddr}").unwrap();
+        assert_eq!(
+            format.columns(),
+            &[
+                Column::Known(Field::LogStatus),
+                Column::Known(Field::PktSrcAddr)
+            ]
+        );
+    }
+
+    #[test]
+    fn every_documented_name_round_trips() {
+        for &field in Field::ALL {
+            assert_eq!(Field::from_name(field.name()), Some(field));
+        }
+        assert_eq!(Field::ALL.len(), 58);
+    }
+
+    #[test]
+    fn format_errors_name_the_token() {
+        assert_eq!(FlowFormat::from_log_format(""), Err(FormatError::Empty));
+        assert_eq!(
+            FlowFormat::from_log_format("${version} ${srcaddr"),
+            Err(FormatError::BadToken {
+                token: "${srcaddr".into()
+            })
+        );
+        assert_eq!(
+            FlowFormat::from_log_format("${version} ${Srcaddr}"),
+            Err(FormatError::BadToken {
+                token: "${Srcaddr}".into()
+            })
+        );
+        assert_eq!(
+            FlowFormat::from_log_format("${srcaddr} ${version} ${srcaddr}"),
+            Err(FormatError::Duplicate {
+                name: "srcaddr".into()
+            })
+        );
+    }
+
+    #[test]
+    fn header_lines_are_told_apart_from_records() {
+        assert!(FlowFormat::is_header_line(
+            &FlowFormat::default().header_line()
+        ));
+        assert!(FlowFormat::is_header_line(
+            "instance-id interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr"
+        ));
+        assert!(!FlowFormat::is_header_line(
+            "- eni-1235b8ca123456789 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5"
+        ));
+        assert!(!FlowFormat::is_header_line(
+            "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK"
+        ));
+        assert!(!FlowFormat::is_header_line("eni-abc vpc-def"));
+    }
+
+    #[test]
+    fn too_few_fields_is_malformed() {
+        assert_eq!(
+            parse_error(
+                DEFAULT_LOG_FORMAT,
+                "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT"
+            ),
+            ParseError::FieldCount {
+                expected: 14,
+                found: 13
+            }
+        );
+    }
+
+    #[test]
+    fn too_many_fields_is_malformed() {
+        assert_eq!(
+            parse_error(
+                DEFAULT_LOG_FORMAT,
+                "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK extra"
+            ),
+            ParseError::FieldCount {
+                expected: 14,
+                found: 15
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_reported_as_a_count_not_as_the_shifted_value() {
+        // dstport is missing, so "6" lands in dstport and "20" in protocol... and the
+        // first value error would be misleading.
+        assert_eq!(
+            parse_error(
+                DEFAULT_LOG_FORMAT,
+                "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 6 20 4249 1418530010 1418530070 REJECT OK"
+            ),
+            ParseError::FieldCount {
+                expected: 14,
+                found: 13
+            }
+        );
+    }
+
+    #[test]
+    fn non_numeric_port_names_field_and_value() {
+        let error = parse_error(
+            DEFAULT_LOG_FORMAT,
+            "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 ssh 6 20 4249 1418530010 1418530070 REJECT OK",
+        );
+        assert_eq!(
+            error,
+            ParseError::NotANumber {
+                field: Field::DstPort,
+                value: "ssh".into()
+            }
+        );
+        let reason = MalformedLine {
+            line_number: 7,
+            error,
+        }
+        .to_string();
+        assert_eq!(reason, r#"line 7: dstport: "ssh" is not a number"#);
+    }
+
+    #[test]
+    fn port_out_of_range_is_malformed() {
+        assert_eq!(
+            parse_error(
+                DEFAULT_LOG_FORMAT,
+                "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 70000 6 20 4249 1418530010 1418530070 REJECT OK"
+            ),
+            ParseError::OutOfRange {
+                field: Field::DstPort,
+                value: "70000".into(),
+                max: 65535
+            }
+        );
+        assert_eq!(
+            parse_error("${packets}", "99999999999999999999999"),
+            ParseError::OutOfRange {
+                field: Field::Packets,
+                value: "99999999999999999999999".into(),
+                max: u64::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn bad_address_is_malformed() {
+        for bad in [
+            "172.31.9",
+            "172.31.9.256",
+            "172.31.09.1",
+            "host.example",
+            "1.2.3.4.5",
+            "2001:db8::g",
+        ] {
+            assert_eq!(
+                parse_error("${srcaddr}", bad),
+                ParseError::NotAnAddress {
+                    field: Field::SrcAddr,
+                    value: bad.into()
+                },
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_action_and_status_are_malformed() {
+        assert!(matches!(
+            parse_error("${action}", "DROP"),
+            ParseError::UnknownKeyword {
+                field: Field::Action,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse_error("${log-status}", "ok"),
+            ParseError::UnknownKeyword {
+                field: Field::LogStatus,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn cloudwatch_export_timestamp_is_stripped() {
+        check(
+            DEFAULT_LOG_FORMAT,
+            "2024-05-01T12:00:00.000Z 2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK",
+            &[
+                (Field::Version, Some(num(2))),
+                (Field::SrcAddr, Some(v4("172.31.9.69"))),
+            ],
+        );
+    }
+
+    #[test]
+    fn cloudwatch_export_timestamp_with_wrong_count_is_rejected_not_shifted() {
+        // One field short after the timestamp: the timestamp must not fill column one.
+        assert_eq!(
+            parse_error(
+                "${account-id} ${interface-id} ${action}",
+                "2024-05-01T12:00:00.000Z 123456789010 REJECT"
+            ),
+            ParseError::ExportTimestamp {
+                expected: 3,
+                found: 2
+            }
+        );
+    }
+
+    #[test]
+    fn millisecond_times_are_normalised_to_seconds() {
+        check(
+            "${start} ${end}",
+            "1418530010000 1418530070999",
+            &[
+                (Field::Start, Some(num(1418530010))),
+                (Field::End, Some(num(1418530070))),
+            ],
+        );
+    }
+
+    #[test]
+    fn crlf_and_surrounding_spaces_are_ignored() {
+        check(
+            "${srcaddr} ${action}",
+            "  10.0.0.1   REJECT \r",
+            &[(Field::Action, Some(FieldValue::Action(Action::Reject)))],
+        );
+    }
+
+    #[test]
+    fn records_serialise_as_json_keyed_by_field_name() {
+        let mut parser = RecordParser::new(FlowFormat::default());
+        let record = parser
+            .parse(
+                "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA",
+            )
+            .unwrap();
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"version":2,"account-id":"123456789010","interface-id":"eni-1235b8ca123456789","start":1431280876,"end":1431280934,"log-status":"NODATA"}"#
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_cut_short() {
+        let long = "x".repeat(500);
+        match parse_error("${srcport}", &long) {
+            ParseError::NotANumber { value, .. } => assert_eq!(value.len(), MAX_QUOTED_VALUE),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::subsequence;
+
+        /// A value of the field's kind, or absent, as (text to write, value expected back).
+        fn value_for(field: Field) -> BoxedStrategy<(String, Option<FieldValue<'static>>)> {
+            let present = match field.kind() {
+                FieldKind::Number { max } => (0..=max)
+                    .prop_map(|n| (n.to_string(), Some(FieldValue::Number(n))))
+                    .boxed(),
+                FieldKind::Timestamp => (0u64..100_000_000_000)
+                    .prop_map(|n| (n.to_string(), Some(FieldValue::Number(n))))
+                    .boxed(),
+                FieldKind::Address => prop_oneof![
+                    any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)),
+                    any::<[u16; 8]>().prop_map(|s| IpAddr::from(s)),
+                ]
+                .prop_map(|addr| (addr.to_string(), Some(FieldValue::Address(addr))))
+                .boxed(),
+                FieldKind::Action => prop_oneof![Just(Action::Accept), Just(Action::Reject)]
+                    .prop_map(|a| (a.as_str().to_owned(), Some(FieldValue::Action(a))))
+                    .boxed(),
+                FieldKind::LogStatus => prop_oneof![
+                    Just(LogStatus::Ok),
+                    Just(LogStatus::NoData),
+                    Just(LogStatus::SkipData)
+                ]
+                .prop_map(|s| (s.as_str().to_owned(), Some(FieldValue::LogStatus(s))))
+                .boxed(),
+                FieldKind::Text => "[a-zA-Z0-9:/_.-]{2,40}"
+                    .prop_map(|text| {
+                        let leaked: &'static str = Box::leak(text.clone().into_boxed_str());
+                        (text, Some(FieldValue::Text(leaked)))
+                    })
+                    .boxed(),
+            };
+            prop_oneof![1 => Just(("-".to_owned(), None)), 6 => present].boxed()
+        }
+
+        fn shuffled_fields() -> impl Strategy<Value = Vec<Field>> {
+            subsequence(Field::ALL.to_vec(), 1..=Field::ALL.len()).prop_shuffle()
+        }
+
+        fn record_in_any_order() -> impl Strategy<
+            Value = (
+                Vec<Field>,
+                Vec<(String, Option<FieldValue<'static>>)>,
+                String,
+            ),
+        > {
+            shuffled_fields().prop_flat_map(|fields| {
+                let values: Vec<_> = fields.iter().map(|&f| value_for(f)).collect();
+                let separators = proptest::collection::vec(1usize..4, fields.len());
+                (Just(fields), values, separators).prop_map(|(fields, values, separators)| {
+                    let mut line = String::new();
+                    for ((text, _), spaces) in values.iter().zip(&separators) {
+                        line.push_str(text);
+                        line.push_str(&" ".repeat(*spaces));
+                    }
+                    (fields, values, line)
+                })
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn a_record_in_any_field_order_parses_back_to_its_values(
+                (fields, values, line) in record_in_any_order()
+            ) {
+                let mut parser = RecordParser::new(FlowFormat::from_fields(&fields));
+                let record = parser.parse(&line).map_err(|e| TestCaseError::fail(format!("{line:?}: {e}")))?;
+                for (field, (_, expected)) in fields.iter().zip(&values) {
+                    prop_assert_eq!(record.value(*field), *expected, "field {}", field);
+                }
+            }
+
+            #[test]
+            fn the_log_format_string_round_trips(fields in shuffled_fields()) {
+                let format = FlowFormat::from_fields(&fields);
+                prop_assert_eq!(FlowFormat::from_log_format(&format.to_string()).unwrap(), format.clone());
+                prop_assert_eq!(FlowFormat::from_header(&format.header_line()).unwrap(), format);
+            }
+
+            #[test]
+            fn arbitrary_lines_never_panic(line in "\\PC{0,200}") {
+                let mut parser = RecordParser::new(FlowFormat::default());
+                let _ = parser.parse(&line);
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! RejectWatch's shared library: the pure flow-log core both Lambdas and the CLI stand on.
+//!
+//! - [`flow_log`]: field names, formats and the record parser.
+//! - [`decode`]: S3 objects (plain or gzip, streamed) and CloudWatch Logs payloads to records.
+//! - [`tally`]: REJECT aggregates per (source, window).
+//!
+//! Nothing here performs I/O or reads the clock; callers pass bytes and times in.
+
+pub mod decode;
+pub mod flow_log;
+pub mod tally;
+pub mod time;
+
+#[cfg(feature = "generator")]
+pub mod generate;
