@@ -149,7 +149,8 @@ pub fn write_table(
         "FIRST",
         "LAST"
     )?;
-    for (key, stats) in &ranked[..shown] {
+    for stats in &ranked[..shown] {
+        let key = stats.key;
         let protocols: Vec<String> = stats
             .protocols()
             .iter()
@@ -166,14 +167,14 @@ pub fn write_table(
             "{:<39} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<16} {:<8} {:<8}",
             key.source.to_string(),
             format_utc(key.window_start),
-            stats.rejects,
-            stats.packets,
-            stats.bytes,
+            stats.rejects(),
+            stats.packets(),
+            stats.bytes(),
             stats.distinct_dst_ports(),
             hosts,
             protocols.join(","),
-            &format_utc(stats.first_seen)[11..19],
-            &format_utc(stats.last_seen)[11..19],
+            &format_utc(stats.first_seen())[11..19],
+            &format_utc(stats.last_seen())[11..19],
         )?;
     }
     if shown < ranked.len() {

@@ -2,14 +2,17 @@
 //! of the input could be counted at all.
 //!
 //! Pure and single-threaded: records go in through [`RecordSink`], aggregates come out.
-//! Memory grows only with the number of distinct (source, window) pairs; distinct
-//! destination ports and addresses are held in bounded structures.
+//! Memory grows only with the number of distinct (source, window) pairs, and each costs
+//! about 90 bytes while a source keeps to one port, host and interface (most do): richer
+//! detail is allocated only for sources that spread out, and distinct destination ports and
+//! addresses are held in bounded structures (a bitmap, a capped set, then a sketch).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash};
-use std::net::IpAddr;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, Ipv6Addr};
 
 use foldhash::fast::RandomState;
+use indexmap::{IndexMap, IndexSet};
 use serde::Serialize;
 
 use crate::decode::RecordSink;
@@ -17,10 +20,14 @@ use crate::flow_log::{Action, Field, FlowRecord, LogStatus, MalformedLine};
 
 /// The default aggregation window: 5 minutes.
 pub const DEFAULT_WINDOW_SECONDS: u64 = 300;
+/// The shortest window: one minute, the shortest flow-log aggregation interval.
+pub const MIN_WINDOW_SECONDS: u64 = 60;
 /// How many malformed lines are kept with their reasons; the rest are only counted.
 pub const MALFORMED_SAMPLES: usize = 10;
 /// How many interface ids are kept per (source, window) as examples for alerts.
 pub const SAMPLE_INTERFACES: usize = 3;
+/// Addresses are counted exactly up to this many per (source, window), then estimated.
+pub const EXACT_ADDRESSES: usize = 4096;
 
 /// Which address a REJECT is attributed to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +43,8 @@ pub enum SourceAttribution {
 /// How records are grouped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TallyOptions {
-    /// Window length; a record belongs to the window containing its `start`.
+    /// Window length; a record belongs to the window containing its `start`. Values below
+    /// [`MIN_WINDOW_SECONDS`] are raised to it.
     pub window_seconds: u64,
     pub attribution: SourceAttribution,
 }
@@ -58,123 +66,392 @@ pub struct SourceWindow {
     pub window_start: u64,
 }
 
-/// Aggregates of the REJECT records of one source in one window.
-#[derive(Clone, Debug)]
-pub struct SourceStats {
-    /// REJECT records.
-    pub rejects: u64,
-    /// Sum of `packets` over records that have it.
-    pub packets: u64,
-    /// Sum of `bytes` over records that have it.
-    pub bytes: u64,
-    /// Earliest `start` (unix seconds).
-    pub first_seen: u64,
-    /// Latest `end` (unix seconds; `start` when a record has no `end`).
-    pub last_seen: u64,
-    dst_ports: PortSet,
-    dst_addrs: AddressSet,
-    protocols: Vec<(u8, u64)>,
-    reject_reasons: Vec<(Box<str>, u64)>,
-    interfaces: Vec<Box<str>>,
+/// [`SourceWindow`] as stored: 24 bytes, hashed as three words. The window is kept as its
+/// index (start / length), which fits in 32 bits for any window of a minute or more.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PackedKey {
+    address: [u32; 4],
+    window_index: u32,
+    is_v6: bool,
 }
 
+impl PackedKey {
+    fn new(source: IpAddr, window_index: u32) -> Self {
+        let (bits, is_v6) = match source {
+            IpAddr::V4(v4) => (u128::from(v4.to_bits()), false),
+            IpAddr::V6(v6) => (v6.to_bits(), true),
+        };
+        PackedKey {
+            address: [
+                (bits >> 96) as u32,
+                (bits >> 64) as u32,
+                (bits >> 32) as u32,
+                bits as u32,
+            ],
+            window_index,
+            is_v6,
+        }
+    }
+
+    fn source(&self) -> IpAddr {
+        let bits = self
+            .address
+            .iter()
+            .fold(0u128, |bits, &word| bits << 32 | u128::from(word));
+        if self.is_v6 {
+            IpAddr::V6(Ipv6Addr::from_bits(bits))
+        } else {
+            IpAddr::V4((bits as u32).into())
+        }
+    }
+}
+
+impl Hash for PackedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let [a, b, c, d] = self.address.map(u64::from);
+        state.write_u64(a << 32 | b);
+        state.write_u64(c << 32 | d);
+        state.write_u64(u64::from(self.window_index) << 1 | u64::from(self.is_v6));
+    }
+}
+
+const HAS_PORT: u8 = 1;
+const HAS_ADDRESS: u8 = 2;
+const HAS_PROTOCOL: u8 = 4;
+const HAS_INTERFACE: u8 = 8;
+
+/// Aggregates of one (source, window). The first port, host, protocol and interface are
+/// kept inline; [`Detail`] is allocated only when a second one (or a reject reason) appears.
+#[derive(Clone, Debug)]
+struct SourceStats {
+    packets: u64,
+    bytes: u64,
+    first_dst_address: u64,
+    detail: Option<Box<Detail>>,
+    rejects: u32,
+    /// Seconds from the window start to the earliest `start`.
+    first_offset: u32,
+    /// Seconds from the window start to the latest `end`.
+    last_offset: u32,
+    first_interface: u32,
+    /// Records that had the first protocol (all records with a protocol, until `detail`).
+    protocol_rejects: u32,
+    first_dst_port: u16,
+    first_protocol: u8,
+    present: u8,
+}
+
+/// What one REJECT record contributes, extracted once.
+struct RejectSample<'a> {
+    offset: u32,
+    last_offset: u32,
+    packets: u64,
+    bytes: u64,
+    dst_port: Option<u16>,
+    dst_address: Option<u64>,
+    protocol: Option<u8>,
+    interface: Option<u32>,
+    reject_reason: Option<&'a str>,
+}
+
+/// Per-source detail for sources that touch several ports, hosts, protocols or interfaces.
+#[derive(Clone, Debug, Default)]
+struct Detail {
+    dst_ports: PortSet,
+    dst_addresses: AddressSet,
+    /// Records per protocol; a source rarely uses more than a few, so they live inline.
+    protocols: [(u8, u32); INLINE_PROTOCOLS],
+    protocol_kinds: u8,
+    more_protocols: Vec<(u8, u32)>,
+    reject_reasons: Vec<(Box<str>, u32)>,
+    interfaces: [u32; SAMPLE_INTERFACES],
+    interface_count: u8,
+}
+
+const INLINE_PROTOCOLS: usize = 4;
+
 impl SourceStats {
-    fn new(time: u64) -> Self {
+    fn new(offset: u32) -> Self {
         SourceStats {
-            rejects: 0,
             packets: 0,
             bytes: 0,
-            first_seen: time,
-            last_seen: time,
-            dst_ports: PortSet::default(),
-            dst_addrs: AddressSet::default(),
-            protocols: Vec::new(),
-            reject_reasons: Vec::new(),
-            interfaces: Vec::new(),
+            first_dst_address: 0,
+            detail: None,
+            rejects: 0,
+            first_offset: offset,
+            last_offset: offset,
+            first_interface: 0,
+            protocol_rejects: 0,
+            first_dst_port: 0,
+            first_protocol: 0,
+            present: 0,
         }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.present & flag != 0
+    }
+
+    fn add(&mut self, sample: &RejectSample<'_>) {
+        self.rejects = self.rejects.saturating_add(1);
+        self.packets = self.packets.saturating_add(sample.packets);
+        self.bytes = self.bytes.saturating_add(sample.bytes);
+        self.first_offset = self.first_offset.min(sample.offset);
+        self.last_offset = self.last_offset.max(sample.last_offset);
+        let differs = |flag: u8, same: bool| self.present & flag != 0 && !same;
+        let spreads = self.detail.is_some()
+            || sample.reject_reason.is_some()
+            || sample
+                .dst_port
+                .is_some_and(|port| differs(HAS_PORT, port == self.first_dst_port))
+            || sample
+                .dst_address
+                .is_some_and(|addr| differs(HAS_ADDRESS, addr == self.first_dst_address))
+            || sample
+                .protocol
+                .is_some_and(|protocol| differs(HAS_PROTOCOL, protocol == self.first_protocol))
+            || sample
+                .interface
+                .is_some_and(|id| differs(HAS_INTERFACE, id == self.first_interface));
+        if !spreads {
+            if let Some(port) = sample.dst_port {
+                self.first_dst_port = port;
+                self.present |= HAS_PORT;
+            }
+            if let Some(address) = sample.dst_address {
+                self.first_dst_address = address;
+                self.present |= HAS_ADDRESS;
+            }
+            if let Some(protocol) = sample.protocol {
+                self.first_protocol = protocol;
+                self.protocol_rejects += 1;
+                self.present |= HAS_PROTOCOL;
+            }
+            if let Some(id) = sample.interface {
+                self.first_interface = id;
+                self.present |= HAS_INTERFACE;
+            }
+            return;
+        }
+        if self.detail.is_none() {
+            self.detail = Some(Box::new(self.seed_detail()));
+        }
+        if let Some(detail) = self.detail.as_mut() {
+            detail.add(sample);
+        }
+    }
+
+    /// Detail holding what the inline fields recorded so far.
+    fn seed_detail(&self) -> Detail {
+        let mut detail = Detail::default();
+        if self.has(HAS_PORT) {
+            detail.dst_ports.insert(self.first_dst_port);
+        }
+        if self.has(HAS_ADDRESS) {
+            detail.dst_addresses.insert(self.first_dst_address);
+        }
+        if self.has(HAS_PROTOCOL) {
+            detail.count_protocol(self.first_protocol, self.protocol_rejects);
+        }
+        if self.has(HAS_INTERFACE) {
+            detail.sample_interface(self.first_interface);
+        }
+        detail
+    }
+
+    fn distinct_dst_ports(&self) -> u32 {
+        match &self.detail {
+            Some(detail) => detail.dst_ports.len(),
+            None => u32::from(self.has(HAS_PORT)),
+        }
+    }
+
+    fn dst_ports(&self) -> Vec<u16> {
+        match &self.detail {
+            Some(detail) => detail.dst_ports.to_vec(),
+            None if self.has(HAS_PORT) => vec![self.first_dst_port],
+            None => Vec::new(),
+        }
+    }
+
+    fn distinct_dst_addresses(&self) -> u64 {
+        match &self.detail {
+            Some(detail) => detail.dst_addresses.len(),
+            None => u64::from(self.has(HAS_ADDRESS)),
+        }
+    }
+
+    fn protocols(&self) -> Vec<(u8, u64)> {
+        let mut protocols: Vec<(u8, u64)> = match &self.detail {
+            Some(detail) => detail
+                .protocols()
+                .map(|(protocol, count)| (protocol, u64::from(count)))
+                .collect(),
+            None if self.has(HAS_PROTOCOL) => {
+                vec![(self.first_protocol, u64::from(self.protocol_rejects))]
+            }
+            None => Vec::new(),
+        };
+        protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        protocols
+    }
+
+    fn interface_ids(&self) -> Vec<u32> {
+        match &self.detail {
+            Some(detail) => detail.interfaces().to_vec(),
+            None if self.has(HAS_INTERFACE) => vec![self.first_interface],
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Detail {
+    fn add(&mut self, sample: &RejectSample<'_>) {
+        if let Some(port) = sample.dst_port {
+            self.dst_ports.insert(port);
+        }
+        if let Some(address) = sample.dst_address {
+            self.dst_addresses.insert(address);
+        }
+        if let Some(protocol) = sample.protocol {
+            self.count_protocol(protocol, 1);
+        }
+        if let Some(reason) = sample.reject_reason {
+            match self.reject_reasons.iter_mut().find(|(r, _)| &**r == reason) {
+                Some((_, count)) => *count = count.saturating_add(1),
+                None => self.reject_reasons.push((reason.into(), 1)),
+            }
+        }
+        if let Some(id) = sample.interface {
+            self.sample_interface(id);
+        }
+    }
+
+    fn count_protocol(&mut self, protocol: u8, records: u32) {
+        let kinds = usize::from(self.protocol_kinds);
+        let inline = &mut self.protocols[..kinds];
+        if let Some((_, count)) = inline.iter_mut().find(|(p, _)| *p == protocol) {
+            *count = count.saturating_add(records);
+        } else if kinds < INLINE_PROTOCOLS {
+            self.protocols[kinds] = (protocol, records);
+            self.protocol_kinds += 1;
+        } else if let Some((_, count)) =
+            self.more_protocols.iter_mut().find(|(p, _)| *p == protocol)
+        {
+            *count = count.saturating_add(records);
+        } else {
+            self.more_protocols.push((protocol, records));
+        }
+    }
+
+    fn protocols(&self) -> impl Iterator<Item = (u8, u32)> + '_ {
+        self.protocols[..usize::from(self.protocol_kinds)]
+            .iter()
+            .chain(&self.more_protocols)
+            .copied()
+    }
+
+    fn sample_interface(&mut self, id: u32) {
+        let count = usize::from(self.interface_count);
+        if count < SAMPLE_INTERFACES && !self.interfaces[..count].contains(&id) {
+            self.interfaces[count] = id;
+            self.interface_count += 1;
+        }
+    }
+
+    fn interfaces(&self) -> &[u32] {
+        &self.interfaces[..usize::from(self.interface_count)]
+    }
+}
+
+/// A read-only view of one (source, window) aggregate.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceAggregate<'a> {
+    pub key: SourceWindow,
+    stats: &'a SourceStats,
+    interfaces: &'a IndexSet<Box<str>, RandomState>,
+}
+
+impl<'a> SourceAggregate<'a> {
+    /// REJECT records.
+    pub fn rejects(&self) -> u64 {
+        u64::from(self.stats.rejects)
+    }
+
+    /// Sum of `packets` over the records that have it.
+    pub fn packets(&self) -> u64 {
+        self.stats.packets
+    }
+
+    /// Sum of `bytes` over the records that have it (VPC BPA rejects never do).
+    pub fn bytes(&self) -> u64 {
+        self.stats.bytes
+    }
+
+    /// Earliest `start` (unix seconds).
+    pub fn first_seen(&self) -> u64 {
+        self.key.window_start + u64::from(self.stats.first_offset)
+    }
+
+    /// Latest `end` (unix seconds; `start` for records without `end`).
+    pub fn last_seen(&self) -> u64 {
+        self.key.window_start + u64::from(self.stats.last_offset)
     }
 
     /// Distinct destination ports (exact).
     pub fn distinct_dst_ports(&self) -> u32 {
-        self.dst_ports.len()
+        self.stats.distinct_dst_ports()
     }
 
     /// The destination ports, ascending.
     pub fn dst_ports(&self) -> Vec<u16> {
-        self.dst_ports.to_vec()
+        self.stats.dst_ports()
     }
 
     /// Distinct destination addresses: exact up to [`EXACT_ADDRESSES`], then a HyperLogLog
     /// estimate (about 1.6% standard error).
     pub fn distinct_dst_addrs(&self) -> u64 {
-        self.dst_addrs.len()
+        self.stats.distinct_dst_addresses()
     }
 
     /// Whether [`Self::distinct_dst_addrs`] is exact.
     pub fn dst_addrs_exact(&self) -> bool {
-        !matches!(self.dst_addrs, AddressSet::Sketch(_))
+        !matches!(
+            self.stats.detail.as_deref(),
+            Some(Detail {
+                dst_addresses: AddressSet::Sketch(_),
+                ..
+            })
+        )
     }
 
     /// REJECT records per IANA protocol number, most frequent first.
     pub fn protocols(&self) -> Vec<(u8, u64)> {
-        let mut protocols = self.protocols.clone();
-        protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        protocols
+        self.stats.protocols()
     }
 
     /// REJECT records per `reject-reason` (v8), most frequent first; records without a
     /// reason are not listed.
-    pub fn reject_reasons(&self) -> Vec<(&str, u64)> {
-        let mut reasons: Vec<(&str, u64)> = self
+    pub fn reject_reasons(&self) -> Vec<(&'a str, u64)> {
+        let Some(detail) = self.stats.detail.as_deref() else {
+            return Vec::new();
+        };
+        let mut reasons: Vec<(&str, u64)> = detail
             .reject_reasons
             .iter()
-            .map(|(reason, count)| (&**reason, *count))
+            .map(|(reason, count)| (&**reason, u64::from(*count)))
             .collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         reasons
     }
 
     /// Up to [`SAMPLE_INTERFACES`] interfaces that logged the rejects, in order of first sight.
-    pub fn sample_interfaces(&self) -> impl Iterator<Item = &str> {
-        self.interfaces.iter().map(|id| &**id)
-    }
-
-    fn add(&mut self, record: &FlowRecord<'_>, time: u64) {
-        self.rejects += 1;
-        self.packets += record.number(Field::Packets).unwrap_or(0);
-        self.bytes += record.number(Field::Bytes).unwrap_or(0);
-        self.first_seen = self.first_seen.min(time);
-        self.last_seen = self
-            .last_seen
-            .max(record.number(Field::End).unwrap_or(time));
-        if let Some(port) = record.number(Field::DstPort) {
-            self.dst_ports.insert(port as u16);
-        }
-        if let Some(addr) = record.address(Field::DstAddr) {
-            self.dst_addrs.insert(addr);
-        }
-        if let Some(protocol) = record.number(Field::Protocol) {
-            increment(&mut self.protocols, protocol as u8);
-        }
-        if let Some(reason) = record.text(Field::RejectReason) {
-            match self.reject_reasons.iter_mut().find(|(r, _)| &**r == reason) {
-                Some((_, count)) => *count += 1,
-                None => self.reject_reasons.push((reason.into(), 1)),
-            }
-        }
-        if self.interfaces.len() < SAMPLE_INTERFACES
-            && let Some(interface) = record.text(Field::InterfaceId)
-            && !self.interfaces.iter().any(|known| &**known == interface)
-        {
-            self.interfaces.push(interface.into());
-        }
-    }
-}
-
-fn increment<K: PartialEq>(counts: &mut Vec<(K, u64)>, key: K) {
-    match counts.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, count)) => *count += 1,
-        None => counts.push((key, 1)),
+    pub fn sample_interfaces(&self) -> Vec<&'a str> {
+        self.stats
+            .interface_ids()
+            .into_iter()
+            .filter_map(|id| self.interfaces.get_index(id as usize).map(|name| &**name))
+            .collect()
     }
 }
 
@@ -210,10 +487,20 @@ pub struct Totals {
 #[derive(Clone, Debug)]
 pub struct RejectTally {
     options: TallyOptions,
-    stats: HashMap<SourceWindow, SourceStats, RandomState>,
-    gaps: HashMap<(Box<str>, u64), CaptureGaps, RandomState>,
+    stats: IndexMap<PackedKey, SourceStats, RandomState>,
+    /// Interface ids seen, interned so aggregates refer to them by index.
+    interfaces: IndexSet<Box<str>, RandomState>,
+    /// The last interface looked up: records often come in runs from one interface.
+    last_interface: Option<u32>,
+    gaps: HashMap<(u32, u64), CaptureGaps, RandomState>,
     totals: Totals,
     malformed_samples: Vec<MalformedLine>,
+}
+
+impl std::fmt::Debug for PackedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.source(), self.window_index)
+    }
 }
 
 impl Default for RejectTally {
@@ -223,14 +510,16 @@ impl Default for RejectTally {
 }
 
 impl RejectTally {
-    /// An empty tally. A window length of zero is treated as one second.
+    /// An empty tally.
     pub fn new(options: TallyOptions) -> Self {
         RejectTally {
             options: TallyOptions {
-                window_seconds: options.window_seconds.max(1),
+                window_seconds: options.window_seconds.max(MIN_WINDOW_SECONDS),
                 ..options
             },
-            stats: HashMap::default(),
+            stats: IndexMap::default(),
+            interfaces: IndexSet::default(),
+            last_interface: None,
             gaps: HashMap::default(),
             totals: Totals::default(),
             malformed_samples: Vec::new(),
@@ -242,8 +531,25 @@ impl RejectTally {
         self.options
     }
 
-    fn window_of(&self, time: u64) -> u64 {
+    fn window_start(&self, time: u64) -> u64 {
         time - time % self.options.window_seconds
+    }
+
+    fn intern_interface(&mut self, interface: &str) -> u32 {
+        if let Some(last) = self.last_interface
+            && self
+                .interfaces
+                .get_index(last as usize)
+                .is_some_and(|known| &**known == interface)
+        {
+            return last;
+        }
+        let id = match self.interfaces.get_index_of(interface) {
+            Some(index) => index as u32,
+            None => self.interfaces.insert_full(interface.into()).0 as u32,
+        };
+        self.last_interface = Some(id);
+        id
     }
 
     /// Adds one record.
@@ -280,22 +586,42 @@ impl RejectTally {
                 .or_else(|| record.address(Field::SrcAddr)),
             SourceAttribution::SrcAddr => record.address(Field::SrcAddr),
         };
-        let time = record
-            .number(Field::Start)
-            .or_else(|| record.number(Field::End));
-        let (Some(source), Some(time)) = (source, time) else {
+        let start = record.number(Field::Start);
+        let end = record.number(Field::End);
+        let (Some(source), Some(time)) = (source, start.or(end)) else {
+            self.totals.uncountable += 1;
+            return;
+        };
+        // Any real time (below 10^11 seconds, the millisecond cut-off) has a window index
+        // that fits in 32 bits for windows of a minute or more; absurd times do not count.
+        let Ok(window_index) = u32::try_from(time / self.options.window_seconds) else {
             self.totals.uncountable += 1;
             return;
         };
         self.totals.rejects += 1;
-        let key = SourceWindow {
-            source,
-            window_start: self.window_of(time),
+        let window_start = self.window_start(time);
+        let offset =
+            |moment: u64| moment.saturating_sub(window_start).min(u64::from(u32::MAX)) as u32;
+        let interface = record
+            .text(Field::InterfaceId)
+            .map(|interface| self.intern_interface(interface));
+        let sample = RejectSample {
+            offset: offset(time),
+            last_offset: offset(end.unwrap_or(time).max(time)),
+            packets: record.number(Field::Packets).unwrap_or(0),
+            bytes: record.number(Field::Bytes).unwrap_or(0),
+            dst_port: record.number(Field::DstPort).map(|port| port as u16),
+            dst_address: record.address(Field::DstAddr).map(address_fingerprint),
+            protocol: record
+                .number(Field::Protocol)
+                .map(|protocol| protocol as u8),
+            interface,
+            reject_reason: record.text(Field::RejectReason),
         };
         self.stats
-            .entry(key)
-            .or_insert_with(|| SourceStats::new(time))
-            .add(record, time);
+            .entry(PackedKey::new(source, window_index))
+            .or_insert_with(|| SourceStats::new(sample.offset))
+            .add(&sample);
     }
 
     fn add_gap(&mut self, record: &FlowRecord<'_>, bump: impl FnOnce(&mut CaptureGaps)) {
@@ -304,8 +630,9 @@ impl RejectTally {
         else {
             return;
         };
-        let key = (Box::from(interface), self.window_of(start));
-        bump(self.gaps.entry(key).or_default());
+        let id = self.intern_interface(interface);
+        let window_start = self.window_start(start);
+        bump(self.gaps.entry((id, window_start)).or_default());
     }
 
     /// Records a skipped line: counted, and kept with its reason if among the first
@@ -319,8 +646,11 @@ impl RejectTally {
 
     /// Totals, with `sources` computed from the aggregates.
     pub fn totals(&self) -> Totals {
-        let sources: HashSet<IpAddr, RandomState> =
-            self.stats.keys().map(|key| key.source).collect();
+        let sources: HashSet<([u32; 4], bool), RandomState> = self
+            .stats
+            .keys()
+            .map(|key| (key.address, key.is_v6))
+            .collect();
         Totals {
             sources: sources.len() as u64,
             ..self.totals
@@ -342,19 +672,38 @@ impl RejectTally {
         self.stats.is_empty()
     }
 
+    fn view<'a>(&'a self, key: &PackedKey, stats: &'a SourceStats) -> SourceAggregate<'a> {
+        SourceAggregate {
+            key: SourceWindow {
+                source: key.source(),
+                window_start: u64::from(key.window_index) * self.options.window_seconds,
+            },
+            stats,
+            interfaces: &self.interfaces,
+        }
+    }
+
     /// The aggregate of one source in one window.
-    pub fn get(&self, key: &SourceWindow) -> Option<&SourceStats> {
-        self.stats.get(key)
+    pub fn get(&self, key: &SourceWindow) -> Option<SourceAggregate<'_>> {
+        let packed = PackedKey::new(
+            key.source,
+            (key.window_start / self.options.window_seconds) as u32,
+        );
+        self.stats
+            .get_key_value(&packed)
+            .map(|(packed, stats)| self.view(packed, stats))
+            .filter(|aggregate| aggregate.key.window_start == key.window_start)
+    }
+
+    /// All aggregates, in the order they were first seen.
+    pub fn aggregates(&self) -> impl Iterator<Item = SourceAggregate<'_>> {
+        self.stats.iter().map(|(key, stats)| self.view(key, stats))
     }
 
     /// All aggregates, most REJECTs first (ties by address, then window).
-    pub fn by_rejects(&self) -> Vec<(SourceWindow, &SourceStats)> {
-        let mut sources: Vec<(SourceWindow, &SourceStats)> = self
-            .stats
-            .iter()
-            .map(|(key, stats)| (*key, stats))
-            .collect();
-        sources.sort_by(|a, b| b.1.rejects.cmp(&a.1.rejects).then(a.0.cmp(&b.0)));
+    pub fn by_rejects(&self) -> Vec<SourceAggregate<'_>> {
+        let mut sources: Vec<SourceAggregate<'_>> = self.aggregates().collect();
+        sources.sort_by(|a, b| b.rejects().cmp(&a.rejects()).then(a.key.cmp(&b.key)));
         sources
     }
 
@@ -363,7 +712,10 @@ impl RejectTally {
         let mut gaps: Vec<(&str, u64, CaptureGaps)> = self
             .gaps
             .iter()
-            .map(|((interface, window), gaps)| (&**interface, *window, *gaps))
+            .filter_map(|((id, window), gaps)| {
+                let interface = self.interfaces.get_index(*id as usize)?;
+                Some((&**interface, *window, *gaps))
+            })
             .collect();
         gaps.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
         gaps
@@ -380,25 +732,58 @@ impl RecordSink for RejectTally {
     }
 }
 
+/// An exact 64-bit stand-in for an address: IPv4 addresses are their own value, IPv6
+/// addresses a fixed-seed hash with the top bit set (collisions are vanishingly unlikely
+/// among the few thousand addresses a source is counted exactly for).
+fn address_fingerprint(address: IpAddr) -> u64 {
+    match address {
+        IpAddr::V4(v4) => u64::from(v4.to_bits()),
+        IpAddr::V6(v6) => fixed_hash(&v6.to_bits()) | 1 << 63,
+    }
+}
+
+fn fixed_hash<T: Hash>(value: &T) -> u64 {
+    foldhash::quality::FixedState::with_seed(0x5eed_f10e).hash_one(value)
+}
+
 /// Distinct destination ports: a short list for the common case, a 65,536-bit map (8 KiB)
 /// once a source has touched many ports, so a full sweep costs the same as a wide one.
 #[derive(Clone, Debug)]
 enum PortSet {
+    Inline { ports: [u16; INLINE_PORTS], len: u8 },
     Few(Vec<u16>),
     Bitmap { bits: Box<[u64; 1024]>, len: u32 },
 }
 
+const INLINE_PORTS: usize = 8;
 const FEW_PORTS: usize = 64;
 
 impl Default for PortSet {
     fn default() -> Self {
-        PortSet::Few(Vec::new())
+        PortSet::Inline {
+            ports: [0; INLINE_PORTS],
+            len: 0,
+        }
     }
 }
 
 impl PortSet {
     fn insert(&mut self, port: u16) {
         match self {
+            PortSet::Inline { ports, len } => {
+                let used = usize::from(*len);
+                if ports[..used].contains(&port) {
+                    return;
+                }
+                if used < INLINE_PORTS {
+                    ports[used] = port;
+                    *len += 1;
+                } else {
+                    let mut spilled = ports.to_vec();
+                    spilled.push(port);
+                    *self = PortSet::Few(spilled);
+                }
+            }
             PortSet::Few(ports) => {
                 if ports.contains(&port) {
                     return;
@@ -426,6 +811,7 @@ impl PortSet {
 
     fn len(&self) -> u32 {
         match self {
+            PortSet::Inline { len, .. } => u32::from(*len),
             PortSet::Few(ports) => ports.len() as u32,
             PortSet::Bitmap { len, .. } => *len,
         }
@@ -433,6 +819,11 @@ impl PortSet {
 
     fn to_vec(&self) -> Vec<u16> {
         match self {
+            PortSet::Inline { ports, len } => {
+                let mut ports = ports[..usize::from(*len)].to_vec();
+                ports.sort_unstable();
+                ports
+            }
             PortSet::Few(ports) => {
                 let mut ports = ports.clone();
                 ports.sort_unstable();
@@ -445,53 +836,57 @@ impl PortSet {
     }
 }
 
-/// Addresses are counted exactly up to this many per (source, window), then estimated.
-pub const EXACT_ADDRESSES: usize = 4096;
-const FEW_ADDRESSES: usize = 16;
+const FEW_ADDRESSES: usize = 4;
 
-/// Distinct destination addresses: exact while small, then a HyperLogLog sketch so that a
-/// source sweeping a /8 costs 4 KiB, not gigabytes.
+/// Distinct destination addresses (as fingerprints): exact while small, then a HyperLogLog
+/// sketch so that a source sweeping a /8 costs 4 KiB, not megabytes.
 #[derive(Clone, Debug)]
 enum AddressSet {
-    Few(Vec<IpAddr>),
-    Many(HashSet<IpAddr, RandomState>),
+    Few([u64; FEW_ADDRESSES], u8),
+    Many(HashSet<u64, RandomState>),
     Sketch(Box<HyperLogLog>),
 }
 
 impl Default for AddressSet {
     fn default() -> Self {
-        AddressSet::Few(Vec::new())
+        AddressSet::Few([0; FEW_ADDRESSES], 0)
     }
 }
 
 impl AddressSet {
-    fn insert(&mut self, addr: IpAddr) {
+    fn insert(&mut self, fingerprint: u64) {
         match self {
-            AddressSet::Few(addrs) => {
-                if !addrs.contains(&addr) {
-                    addrs.push(addr);
-                    if addrs.len() > FEW_ADDRESSES {
-                        *self = AddressSet::Many(addrs.drain(..).collect());
-                    }
+            AddressSet::Few(addresses, len) => {
+                let used = usize::from(*len);
+                if addresses[..used].contains(&fingerprint) {
+                    return;
+                }
+                if used < FEW_ADDRESSES {
+                    addresses[used] = fingerprint;
+                    *len += 1;
+                } else {
+                    let mut many: HashSet<u64, RandomState> = addresses.iter().copied().collect();
+                    many.insert(fingerprint);
+                    *self = AddressSet::Many(many);
                 }
             }
-            AddressSet::Many(addrs) => {
-                if addrs.insert(addr) && addrs.len() > EXACT_ADDRESSES {
+            AddressSet::Many(addresses) => {
+                if addresses.insert(fingerprint) && addresses.len() > EXACT_ADDRESSES {
                     let mut sketch = Box::new(HyperLogLog::new());
-                    for addr in addrs.iter() {
-                        sketch.insert(addr);
+                    for &known in addresses.iter() {
+                        sketch.insert(known);
                     }
                     *self = AddressSet::Sketch(sketch);
                 }
             }
-            AddressSet::Sketch(sketch) => sketch.insert(&addr),
+            AddressSet::Sketch(sketch) => sketch.insert(fingerprint),
         }
     }
 
     fn len(&self) -> u64 {
         match self {
-            AddressSet::Few(addrs) => addrs.len() as u64,
-            AddressSet::Many(addrs) => addrs.len() as u64,
+            AddressSet::Few(_, len) => u64::from(*len),
+            AddressSet::Many(addresses) => addresses.len() as u64,
             AddressSet::Sketch(sketch) => sketch.estimate(),
         }
     }
@@ -514,8 +909,8 @@ impl HyperLogLog {
         }
     }
 
-    fn insert<T: Hash>(&mut self, item: &T) {
-        let hash = foldhash::quality::FixedState::with_seed(0x5eed_f10e).hash_one(item);
+    fn insert(&mut self, fingerprint: u64) {
+        let hash = fixed_hash(&fingerprint);
         let index = (hash >> (64 - HLL_PRECISION)) as usize;
         // Rank of the first set bit in the remaining bits; the guard bit caps it.
         let rest = (hash << HLL_PRECISION) | (1 << (HLL_PRECISION - 1));
@@ -597,26 +992,25 @@ pub struct CaptureGapReport {
     pub skipdata: u64,
 }
 
-impl SourceReport {
-    /// The report row of one aggregate.
-    pub fn new(key: SourceWindow, stats: &SourceStats) -> Self {
+impl From<SourceAggregate<'_>> for SourceReport {
+    fn from(aggregate: SourceAggregate<'_>) -> Self {
         SourceReport {
-            source: key.source,
-            window_start: key.window_start,
-            rejects: stats.rejects,
-            packets: stats.packets,
-            bytes: stats.bytes,
-            distinct_dst_ports: stats.distinct_dst_ports(),
-            distinct_dst_addrs: stats.distinct_dst_addrs(),
-            distinct_dst_addrs_exact: stats.dst_addrs_exact(),
-            first_seen: stats.first_seen,
-            last_seen: stats.last_seen,
-            protocols: stats
+            source: aggregate.key.source,
+            window_start: aggregate.key.window_start,
+            rejects: aggregate.rejects(),
+            packets: aggregate.packets(),
+            bytes: aggregate.bytes(),
+            distinct_dst_ports: aggregate.distinct_dst_ports(),
+            distinct_dst_addrs: aggregate.distinct_dst_addrs(),
+            distinct_dst_addrs_exact: aggregate.dst_addrs_exact(),
+            first_seen: aggregate.first_seen(),
+            last_seen: aggregate.last_seen(),
+            protocols: aggregate
                 .protocols()
                 .into_iter()
                 .map(|(protocol, rejects)| ProtocolCount { protocol, rejects })
                 .collect(),
-            reject_reasons: stats
+            reject_reasons: aggregate
                 .reject_reasons()
                 .into_iter()
                 .map(|(reason, rejects)| ReasonCount {
@@ -624,7 +1018,11 @@ impl SourceReport {
                     rejects,
                 })
                 .collect(),
-            interfaces: stats.sample_interfaces().map(str::to_owned).collect(),
+            interfaces: aggregate
+                .sample_interfaces()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
@@ -640,7 +1038,7 @@ impl RejectTally {
             sources_omitted: (ranked.len() - shown) as u64,
             sources: ranked[..shown]
                 .iter()
-                .map(|(key, stats)| SourceReport::new(*key, stats))
+                .map(|&aggregate| aggregate.into())
                 .collect(),
             capture_gaps: self
                 .capture_gaps()
@@ -718,17 +1116,17 @@ mod tests {
         let stats = tally
             .get(&key)
             .expect("window of 1418530010 starts at 1418529900");
-        assert_eq!((stats.rejects, stats.packets, stats.bytes), (1, 20, 4249));
         assert_eq!(
-            (stats.first_seen, stats.last_seen),
+            (stats.rejects(), stats.packets(), stats.bytes()),
+            (1, 20, 4249)
+        );
+        assert_eq!(
+            (stats.first_seen(), stats.last_seen()),
             (1_418_530_010, 1_418_530_070)
         );
         assert_eq!(stats.dst_ports(), vec![3389]);
         assert_eq!(stats.protocols(), vec![(6, 1)]);
-        assert_eq!(
-            stats.sample_interfaces().collect::<Vec<_>>(),
-            vec!["eni-1235b8ca123456789"]
-        );
+        assert_eq!(stats.sample_interfaces(), vec!["eni-1235b8ca123456789"]);
     }
 
     #[test]
@@ -738,7 +1136,7 @@ mod tests {
             ..TallyOptions::default()
         };
         let tally = tally_lines(FlowFormat::default(), options, &[REJECT]);
-        assert_eq!(tally.by_rejects()[0].0.window_start, 1_418_529_600);
+        assert_eq!(tally.by_rejects()[0].key.window_start, 1_418_529_600);
     }
 
     #[test]
@@ -747,7 +1145,7 @@ mod tests {
         let tally = tally_default(&[REJECT, &later, REJECT]);
         let ranked = tally.by_rejects();
         assert_eq!(ranked.len(), 2);
-        assert_eq!(ranked[0].1.rejects, 2);
+        assert_eq!(ranked[0].rejects(), 2);
         assert_eq!(tally.totals().sources, 1);
     }
 
@@ -830,7 +1228,7 @@ mod tests {
             TallyOptions::default(),
             &["10.0.0.1 1700000123 REJECT"],
         );
-        assert_eq!(tally.by_rejects()[0].0.window_start, 1_700_000_100);
+        assert_eq!(tally.by_rejects()[0].key.window_start, 1_700_000_100);
     }
 
     #[test]
@@ -852,11 +1250,11 @@ mod tests {
         let sources: Vec<IpAddr> = by_pkt
             .by_rejects()
             .iter()
-            .map(|(key, _)| key.source)
+            .map(|aggregate| aggregate.key.source)
             .collect();
         assert_eq!(sources, vec![ip("10.0.1.5"), ip("203.0.113.5")]);
         let by_src = tally_lines(format, TallyOptions::default(), &lines);
-        assert_eq!(by_src.by_rejects()[0].1.rejects, 2);
+        assert_eq!(by_src.by_rejects()[0].rejects(), 2);
     }
 
     #[test]
@@ -874,7 +1272,7 @@ mod tests {
                 "10.0.0.1 6 1700000000 REJECT BPA",
             ],
         );
-        let stats = tally.by_rejects()[0].1;
+        let stats = tally.by_rejects()[0];
         assert_eq!(stats.reject_reasons(), vec![("BPA", 2)]);
         assert_eq!(stats.protocols(), vec![(6, 2), (17, 1)]);
     }
@@ -892,11 +1290,14 @@ mod tests {
                 tally.add(&parser.parse(&line).unwrap());
             }
         }
-        let stats = tally.by_rejects()[0].1;
-        assert_eq!(stats.rejects, 131_072);
+        let stats = tally.by_rejects()[0];
+        assert_eq!(stats.rejects(), 131_072);
         assert_eq!(stats.distinct_dst_ports(), 65_536);
         assert_eq!(stats.distinct_dst_addrs(), 2);
-        assert!(matches!(stats.dst_ports, PortSet::Bitmap { .. }));
+        assert!(matches!(
+            stats.stats.detail.as_deref().map(|d| &d.dst_ports),
+            Some(PortSet::Bitmap { .. })
+        ));
     }
 
     #[test]
@@ -914,7 +1315,7 @@ mod tests {
                     .unwrap(),
             );
             if host + 1 == EXACT_ADDRESSES as u32 || host + 1 == 50_000 {
-                let stats = tally.by_rejects()[0].1;
+                let stats = tally.by_rejects()[0];
                 counts.push((stats.distinct_dst_addrs(), stats.dst_addrs_exact()));
             }
         }
@@ -926,17 +1327,66 @@ mod tests {
     }
 
     #[test]
+    fn a_source_that_keeps_to_one_port_and_host_needs_no_detail() {
+        let tally = tally_default(&[REJECT, REJECT, REJECT]);
+        let stats = tally.by_rejects()[0];
+        assert!(stats.stats.detail.is_none());
+        assert_eq!(
+            (
+                stats.rejects(),
+                stats.distinct_dst_ports(),
+                stats.distinct_dst_addrs()
+            ),
+            (3, 1, 1)
+        );
+        assert_eq!(stats.protocols(), vec![(6, 3)]);
+        assert_eq!(std::mem::size_of::<SourceStats>(), 56);
+    }
+
+    #[test]
+    fn spreading_out_keeps_what_was_counted_inline() {
+        let other_port = REJECT.replace(" 3389 ", " 22 ");
+        let other_protocol = ICMP_REJECT.replace("172.31.16.139", "172.31.9.69");
+        let tally = tally_default(&[REJECT, REJECT, &other_port, &other_protocol]);
+        let stats = tally.get(&SourceWindow {
+            source: ip("172.31.9.69"),
+            window_start: 1_418_529_900,
+        });
+        let stats = stats.expect("REJECT's window");
+        assert_eq!(stats.dst_ports(), vec![22, 3389]);
+        assert_eq!(stats.protocols(), vec![(6, 3)]);
+        assert_eq!(stats.distinct_dst_addrs(), 1);
+        let icmp = tally.get(&SourceWindow {
+            source: ip("172.31.9.69"),
+            window_start: 1_432_917_000,
+        });
+        assert_eq!(icmp.expect("ICMP's window").protocols(), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn absurd_times_are_uncountable_not_wrapped() {
+        let format = FlowFormat::from_log_format("${srcaddr} ${start} ${action}").unwrap();
+        let tally = tally_lines(
+            format,
+            TallyOptions::default(),
+            &[
+                "10.0.0.1 99999999999 REJECT",
+                "10.0.0.1 99999999999999999 REJECT",
+            ],
+        );
+        assert_eq!(tally.totals().rejects, 1);
+        assert_eq!(tally.totals().uncountable, 1);
+    }
+
+    #[test]
     fn interface_samples_stop_at_the_limit() {
         let lines: Vec<String> = (0..5)
             .map(|i| REJECT.replace("eni-1235b8ca123456789", &format!("eni-{i}")))
             .collect();
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let tally = tally_default(&refs);
-        let stats = tally.by_rejects()[0].1;
-        assert_eq!(
-            stats.sample_interfaces().collect::<Vec<_>>(),
-            vec!["eni-0", "eni-1", "eni-2"]
-        );
+        let stats = tally.by_rejects()[0];
+        assert_eq!(stats.sample_interfaces(), vec!["eni-0", "eni-1", "eni-2"]);
     }
 
     #[test]
@@ -960,7 +1410,7 @@ mod tests {
         let sources: Vec<IpAddr> = tally
             .by_rejects()
             .iter()
-            .map(|(key, _)| key.source)
+            .map(|aggregate| aggregate.key.source)
             .collect();
         assert_eq!(sources, vec![ip("172.31.9.1"), ip("172.31.9.69")]);
     }
