@@ -44,9 +44,10 @@ enum Command {
         /// Print one JSON document instead of a table.
         #[arg(long)]
         json: bool,
-        /// Show at most this many (source, window) rows; 0 shows all.
-        #[arg(long, default_value_t = 25)]
-        limit: usize,
+        /// Show at most this many (source, window) rows; 0 shows all. Default: 25 in the
+        /// table, all in JSON.
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Write synthetic flow logs (seeded, realistic) for tests, demos and benchmarks.
     Generate {
@@ -123,6 +124,8 @@ fn main() -> ExitCode {
                     SourceAttribution::SrcAddr
                 },
             };
+            let default_limit = if json { 0 } else { 25 };
+            let limit = limit.unwrap_or(default_limit);
             run_tally(input, options, json, (limit > 0).then_some(limit))
         }
         Command::Generate {

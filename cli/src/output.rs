@@ -135,9 +135,16 @@ pub fn write_table(
 ) -> io::Result<()> {
     let ranked = tally.by_rejects();
     let shown = limit.unwrap_or(ranked.len()).min(ranked.len());
+    let rows = &ranked[..shown];
+    let width = rows
+        .iter()
+        .map(|row| row.key.source.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("SOURCE".len());
     writeln!(
         out,
-        "{:<39} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<16} {:<8} {:<8}",
+        "{:<width$} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<14} {:<8} {:<8}",
         "SOURCE",
         "WINDOW (UTC)",
         "REJECTS",
@@ -149,7 +156,7 @@ pub fn write_table(
         "FIRST",
         "LAST"
     )?;
-    for stats in &ranked[..shown] {
+    for stats in rows {
         let key = stats.key;
         let protocols: Vec<String> = stats
             .protocols()
@@ -164,7 +171,7 @@ pub fn write_table(
         };
         writeln!(
             out,
-            "{:<39} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<16} {:<8} {:<8}",
+            "{:<width$} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<14} {:<8} {:<8}",
             key.source.to_string(),
             format_utc(key.window_start),
             stats.rejects(),

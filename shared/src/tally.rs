@@ -162,13 +162,19 @@ struct Detail {
     /// Records per protocol; a source rarely uses more than a few, so they live inline.
     protocols: [(u8, u32); INLINE_PROTOCOLS],
     protocol_kinds: u8,
-    more_protocols: Vec<(u8, u32)>,
-    reject_reasons: Vec<(Box<str>, u32)>,
+    /// What few sources have: more protocols than fit inline, and reject reasons (v8).
+    rare: Option<Box<RareDetail>>,
     interfaces: [u32; SAMPLE_INTERFACES],
     interface_count: u8,
 }
 
 const INLINE_PROTOCOLS: usize = 4;
+
+#[derive(Clone, Debug, Default)]
+struct RareDetail {
+    more_protocols: Vec<(u8, u32)>,
+    reject_reasons: Vec<(Box<str>, u32)>,
+}
 
 impl SourceStats {
     fn new(offset: u32) -> Self {
@@ -317,9 +323,10 @@ impl Detail {
             self.count_protocol(protocol, 1);
         }
         if let Some(reason) = sample.reject_reason {
-            match self.reject_reasons.iter_mut().find(|(r, _)| &**r == reason) {
+            let reasons = &mut self.rare.get_or_insert_default().reject_reasons;
+            match reasons.iter_mut().find(|(r, _)| &**r == reason) {
                 Some((_, count)) => *count = count.saturating_add(1),
-                None => self.reject_reasons.push((reason.into(), 1)),
+                None => reasons.push((reason.into(), 1)),
             }
         }
         if let Some(id) = sample.interface {
@@ -335,19 +342,23 @@ impl Detail {
         } else if kinds < INLINE_PROTOCOLS {
             self.protocols[kinds] = (protocol, records);
             self.protocol_kinds += 1;
-        } else if let Some((_, count)) =
-            self.more_protocols.iter_mut().find(|(p, _)| *p == protocol)
-        {
-            *count = count.saturating_add(records);
         } else {
-            self.more_protocols.push((protocol, records));
+            let more = &mut self.rare.get_or_insert_default().more_protocols;
+            match more.iter_mut().find(|(p, _)| *p == protocol) {
+                Some((_, count)) => *count = count.saturating_add(records),
+                None => more.push((protocol, records)),
+            }
         }
     }
 
     fn protocols(&self) -> impl Iterator<Item = (u8, u32)> + '_ {
+        let more = self
+            .rare
+            .as_deref()
+            .map_or(&[][..], |rare| &rare.more_protocols);
         self.protocols[..usize::from(self.protocol_kinds)]
             .iter()
-            .chain(&self.more_protocols)
+            .chain(more)
             .copied()
     }
 
@@ -433,10 +444,15 @@ impl<'a> SourceAggregate<'a> {
     /// REJECT records per `reject-reason` (v8), most frequent first; records without a
     /// reason are not listed.
     pub fn reject_reasons(&self) -> Vec<(&'a str, u64)> {
-        let Some(detail) = self.stats.detail.as_deref() else {
+        let Some(rare) = self
+            .stats
+            .detail
+            .as_deref()
+            .and_then(|detail| detail.rare.as_deref())
+        else {
             return Vec::new();
         };
-        let mut reasons: Vec<(&str, u64)> = detail
+        let mut reasons: Vec<(&str, u64)> = rare
             .reject_reasons
             .iter()
             .map(|(reason, count)| (&**reason, u64::from(*count)))

@@ -1,0 +1,20 @@
+# Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
+.PHONY: help demo test bench fmt lint
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+demo: ## The main job: generate sample flow logs and tally their REJECTs
+	./scripts/demo
+
+test: ## Every check CI runs: fmt, clippy, all tests
+	./scripts/test
+
+bench: ## Throughput and peak RSS of the core on a 1M-record object
+	cargo bench -p rejectwatch-tests --bench throughput
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## Clippy with warnings as errors
+	cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,282 @@
+//! The `rejectwatch` binary, run as a user runs it.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::Value;
+use shared::decode::{LogData, LogEntry, encode_subscription_event};
+use shared::flow_log::FlowFormat;
+use shared::generate::{FlowLogGenerator, GeneratorConfig};
+
+const HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status";
+const REJECT: &str = "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK";
+const ACCEPT: &str = "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK";
+const NODATA: &str =
+    "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA";
+
+fn rejectwatch(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rejectwatch"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running rejectwatch");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or_default())
+        .expect("writing stdin");
+    drop(input);
+    child.wait_with_output().expect("waiting for rejectwatch")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON object per line"))
+        .collect()
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn parse_prints_one_json_object_per_record_with_absent_fields_omitted() {
+    let input = format!("{HEADER}\n{REJECT}\n{NODATA}\n");
+    let output = rejectwatch(&["parse"], Some(input.as_bytes()));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let records = json_lines(&output);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["srcaddr"], "172.31.9.69");
+    assert_eq!(records[0]["dstport"], 3389);
+    assert_eq!(records[0]["action"], "REJECT");
+    assert_eq!(records[0]["log-status"], "OK");
+    assert!(records[1].get("srcaddr").is_none());
+    assert_eq!(records[1]["log-status"], "NODATA");
+}
+
+#[test]
+fn parse_reports_malformed_lines_on_stderr_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "flows.log",
+        format!("{HEADER}\n{REJECT}\n2 x y\n{ACCEPT}\n").as_bytes(),
+    );
+    let output = rejectwatch(&["parse", &path], None);
+    assert!(output.status.success());
+    assert_eq!(json_lines(&output).len(), 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{path}: line 3: expected 14 fields, found 3")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn parse_reads_gzip_and_uses_the_format_for_headerless_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "flows.gz", &gzip("REJECT 10.0.0.1 22\n"));
+    let output = rejectwatch(
+        &[
+            "parse",
+            "--format",
+            "${action} ${srcaddr} ${dstport}",
+            &path,
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        json_lines(&output)[0],
+        serde_json::json!({"action": "REJECT", "srcaddr": "10.0.0.1", "dstport": 22})
+    );
+}
+
+#[test]
+fn parse_reads_cloudwatch_subscription_payloads() {
+    let mut data = LogData::default();
+    data.message_type = "DATA_MESSAGE".into();
+    data.log_group = "/vpc/flow-logs".into();
+    data.log_events = [REJECT, ACCEPT]
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let mut entry = LogEntry::default();
+            entry.id = index.to_string();
+            entry.message = (*message).to_owned();
+            entry
+        })
+        .collect();
+    let payload = text(&encode_subscription_event(&data));
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&payload).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let single = write(dir.path(), "event.json", pretty.as_bytes());
+    let lines = write(
+        dir.path(),
+        "events.jsonl",
+        format!("{payload}\n{payload}\n").as_bytes(),
+    );
+    assert_eq!(json_lines(&rejectwatch(&["parse", &single], None)).len(), 2);
+    assert_eq!(json_lines(&rejectwatch(&["parse", &lines], None)).len(), 4);
+}
+
+#[test]
+fn corrupt_gzip_fails_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = gzip(&format!("{HEADER}\n{REJECT}\n"));
+    bytes.truncate(bytes.len() - 6);
+    let path = write(dir.path(), "broken.log.gz", &bytes);
+    let output = rejectwatch(&["tally", &path], None);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("broken.log.gz") && stderr.contains("gzip"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn parquet_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "flows.log.parquet",
+        b"PAR1\x15\x04\x15\x10\x15\x14",
+    );
+    let output = rejectwatch(&["parse", &path], None);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("Parquet"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn missing_file_fails_naming_it() {
+    let output = rejectwatch(&["tally", "/nonexistent/flows.log"], None);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("/nonexistent/flows.log"));
+}
+
+#[test]
+fn tally_json_matches_the_generator_truth() {
+    let config = GeneratorConfig {
+        records: 20_000,
+        seed: 3,
+        ..GeneratorConfig::default()
+    };
+    let mut generator = FlowLogGenerator::new(config);
+    let mut object = Vec::new();
+    generator.write_gzip(&mut object, 2).unwrap();
+    let expected = generator.into_expected();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "flows.log.gz", &object);
+
+    let output = rejectwatch(&["tally", "--json", &path], None);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let totals = &report["totals"];
+    assert_eq!(totals["records"], expected.records);
+    assert_eq!(totals["rejects"], expected.rejects);
+    assert_eq!(totals["sources"], expected.sources());
+    assert_eq!(totals["nodata"], expected.nodata);
+    assert_eq!(totals["skipdata"], expected.skipdata);
+    assert_eq!(totals["malformed"], 0);
+    assert_eq!(totals["uncountable"], 0);
+    let sources = report["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), expected.per_source.len());
+    let rejects: Vec<u64> = sources
+        .iter()
+        .map(|s| s["rejects"].as_u64().unwrap())
+        .collect();
+    assert!(
+        rejects.windows(2).all(|pair| pair[0] >= pair[1]),
+        "sorted by rejects, descending"
+    );
+    assert_eq!(rejects.iter().sum::<u64>(), expected.rejects);
+    for field in [
+        "source",
+        "window_start",
+        "packets",
+        "bytes",
+        "distinct_dst_ports",
+        "distinct_dst_addrs",
+        "first_seen",
+        "last_seen",
+    ] {
+        assert!(sources[0].get(field).is_some(), "{field}");
+    }
+}
+
+#[test]
+fn tally_table_shows_top_sources_and_totals() {
+    let input = format!("{HEADER}\n{REJECT}\n{REJECT}\n{ACCEPT}\n{NODATA}\n");
+    let output = rejectwatch(&["tally", "--window-minutes", "60"], Some(input.as_bytes()));
+    assert!(output.status.success());
+    let table = text(&output.stdout);
+    let first_row = table.lines().nth(1).unwrap();
+    assert!(first_row.starts_with("172.31.9.69"), "{table}");
+    assert!(first_row.contains("2014-12-14T04:00:00Z"), "{table}");
+    assert!(
+        table.contains(
+            "records 4  rejects 2  sources 1  malformed 0  nodata 1  skipdata 0  uncountable 0"
+        ),
+        "{table}"
+    );
+}
+
+#[test]
+fn generate_writes_what_tally_reads_in_every_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shape, name) in [
+        ("s3-gzip", "a.log.gz"),
+        ("s3-text", "a.log"),
+        ("cloudwatch", "a.jsonl"),
+    ] {
+        let path = dir.path().join(name).display().to_string();
+        let made = rejectwatch(
+            &[
+                "generate",
+                "--records",
+                "3000",
+                "--shape",
+                shape,
+                "--format",
+                "custom",
+                "-o",
+                &path,
+            ],
+            None,
+        );
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        let mut args = vec!["tally", "--json", path.as_str()];
+        let format = FlowFormat::from_fields(&shared::generate::CUSTOM_25_FIELDS).to_string();
+        if shape == "cloudwatch" {
+            args.extend(["--format", format.as_str()]);
+        }
+        let output = rejectwatch(&args, None);
+        assert!(output.status.success(), "{shape}: {}", text(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["totals"]["records"], 3000, "{shape}");
+        assert_eq!(report["totals"]["malformed"], 0, "{shape}");
+    }
+}
