@@ -84,6 +84,44 @@ impl<R: RecordSink + ?Sized> RecordSink for &mut R {
     }
 }
 
+/// Why an S3 key from an event notification could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("S3 key {key:?} has a malformed percent escape")]
+    BadEscape { key: String },
+    #[error("S3 key {key:?} is not UTF-8 once decoded")]
+    NotUtf8 { key: String },
+}
+
+/// Decodes a key as S3 event notifications write it: `+` for a space and `%XX` for any
+/// other escaped byte (so Hive-style prefixes arrive as `year%3D2024`).
+pub fn decode_s3_key(raw: &str) -> Result<String, KeyError> {
+    let bad_escape = || KeyError::BadEscape {
+        key: raw.chars().take(200).collect(),
+    };
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut position = 0;
+    while let Some(&byte) = bytes.get(position) {
+        match byte {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(position + 1..position + 3)
+                    .ok_or_else(bad_escape)?;
+                let text = std::str::from_utf8(hex).map_err(|_| bad_escape())?;
+                decoded.push(u8::from_str_radix(text, 16).map_err(|_| bad_escape())?);
+                position += 2;
+            }
+            other => decoded.push(other),
+        }
+        position += 1;
+    }
+    String::from_utf8(decoded).map_err(|_| KeyError::NotUtf8 {
+        key: raw.chars().take(200).collect(),
+    })
+}
+
 /// Whether an S3 key names a Parquet flow-log object (`....log.parquet`).
 pub fn is_parquet_key(key: &str) -> bool {
     key.ends_with(".parquet")
@@ -699,6 +737,34 @@ mod tests {
         assert!(matches!(
             decode_with(text.as_bytes(), 4096, limits),
             Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn s3_keys_are_url_decoded() {
+        assert_eq!(
+            decode_s3_key("AWSLogs/aws-account-id%3D123456789012/aws-service%3Dvpcflowlogs/aws-region%3Dus-east-1/year%3D2024/x.log.gz"),
+            Ok("AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=us-east-1/year=2024/x.log.gz".into())
+        );
+        assert_eq!(
+            decode_s3_key("my+prefix/a%2Bb%20c%C3%A9"),
+            Ok("my prefix/a+b cé".into())
+        );
+        assert_eq!(
+            decode_s3_key("plain/key.log.gz"),
+            Ok("plain/key.log.gz".into())
+        );
+        assert!(matches!(
+            decode_s3_key("bad%2"),
+            Err(KeyError::BadEscape { .. })
+        ));
+        assert!(matches!(
+            decode_s3_key("bad%zz"),
+            Err(KeyError::BadEscape { .. })
+        ));
+        assert!(matches!(
+            decode_s3_key("bad%ff"),
+            Err(KeyError::NotUtf8 { .. })
         ));
     }
 

@@ -6,10 +6,18 @@
 //!
 //! Nothing here performs I/O or reads the clock; callers pass bytes and times in.
 
+pub mod counters;
 pub mod decode;
 pub mod flow_log;
+pub mod metrics;
+pub mod ports;
+pub mod sample;
 pub mod tally;
 pub mod time;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "generator")]
 pub mod generate;
+#[cfg(feature = "testing")]
+pub mod testing;

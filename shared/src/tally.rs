@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::decode::RecordSink;
 use crate::flow_log::{Action, Field, FlowRecord, LogStatus, MalformedLine};
+use crate::sample::{DISTINCT_SAMPLE, KmvSample, sample_hash, smallest_by_hash};
 
 /// The default aggregation window: 5 minutes.
 pub const DEFAULT_WINDOW_SECONDS: u64 = 300;
@@ -419,6 +420,29 @@ impl<'a> SourceAggregate<'a> {
         self.stats.dst_ports()
     }
 
+    /// Up to [`DISTINCT_SAMPLE`] destination ports: all of them, or the K-minimum-values
+    /// sample that stored counters keep (see [`crate::sample`]).
+    pub fn dst_port_sample(&self) -> Vec<u16> {
+        let ports = self.dst_ports();
+        if ports.len() <= DISTINCT_SAMPLE {
+            return ports;
+        }
+        smallest_by_hash(ports.into_iter().map(u64::from), DISTINCT_SAMPLE)
+            .into_iter()
+            .map(|port| port as u16)
+            .collect()
+    }
+
+    /// Up to [`DISTINCT_SAMPLE`] destination-address fingerprints (see
+    /// [`address_fingerprint`]): all of them, or their K-minimum-values sample.
+    pub fn dst_host_sample(&self) -> Vec<u64> {
+        match &self.stats.detail {
+            Some(detail) => detail.dst_addresses.sample(),
+            None if self.stats.has(HAS_ADDRESS) => vec![self.stats.first_dst_address],
+            None => Vec::new(),
+        }
+    }
+
     /// Distinct destination addresses: exact up to [`EXACT_ADDRESSES`], then a HyperLogLog
     /// estimate (about 1.6% standard error).
     pub fn distinct_dst_addrs(&self) -> u64 {
@@ -749,13 +773,24 @@ impl RecordSink for RejectTally {
 }
 
 /// An exact 64-bit stand-in for an address: IPv4 addresses are their own value, IPv6
-/// addresses a fixed-seed hash with the top bit set (collisions are vanishingly unlikely
-/// among the few thousand addresses a source is counted exactly for).
-fn address_fingerprint(address: IpAddr) -> u64 {
+/// addresses a hash with the top bit set (collisions are vanishingly unlikely among the few
+/// thousand addresses a source is counted exactly for). Stored counters hold fingerprints,
+/// so the hash must never change.
+pub fn address_fingerprint(address: IpAddr) -> u64 {
     match address {
         IpAddr::V4(v4) => u64::from(v4.to_bits()),
-        IpAddr::V6(v6) => fixed_hash(&v6.to_bits()) | 1 << 63,
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            sample_hash(sample_hash(bits as u64) ^ (bits >> 64) as u64) | 1 << 63
+        }
     }
+}
+
+/// The IPv4 address behind a fingerprint; IPv6 fingerprints are one-way.
+pub fn fingerprint_address(fingerprint: u64) -> Option<std::net::Ipv4Addr> {
+    u32::try_from(fingerprint)
+        .ok()
+        .map(std::net::Ipv4Addr::from_bits)
 }
 
 fn fixed_hash<T: Hash>(value: &T) -> u64 {
@@ -860,7 +895,8 @@ const FEW_ADDRESSES: usize = 4;
 enum AddressSet {
     Few([u64; FEW_ADDRESSES], u8),
     Many(HashSet<u64, RandomState>),
-    Sketch(Box<HyperLogLog>),
+    /// Past the exact cap: a count estimate, and the sample that stored counters need.
+    Sketch(Box<(HyperLogLog, KmvSample)>),
 }
 
 impl Default for AddressSet {
@@ -888,14 +924,18 @@ impl AddressSet {
             }
             AddressSet::Many(addresses) => {
                 if addresses.insert(fingerprint) && addresses.len() > EXACT_ADDRESSES {
-                    let mut sketch = Box::new(HyperLogLog::new());
+                    let mut sketch = Box::new((HyperLogLog::new(), KmvSample::default()));
                     for &known in addresses.iter() {
-                        sketch.insert(known);
+                        sketch.0.insert(known);
+                        sketch.1.insert(known);
                     }
                     *self = AddressSet::Sketch(sketch);
                 }
             }
-            AddressSet::Sketch(sketch) => sketch.insert(fingerprint),
+            AddressSet::Sketch(sketch) => {
+                sketch.0.insert(fingerprint);
+                sketch.1.insert(fingerprint);
+            }
         }
     }
 
@@ -903,7 +943,21 @@ impl AddressSet {
         match self {
             AddressSet::Few(_, len) => u64::from(*len),
             AddressSet::Many(addresses) => addresses.len() as u64,
-            AddressSet::Sketch(sketch) => sketch.estimate(),
+            AddressSet::Sketch(sketch) => sketch.0.estimate(),
+        }
+    }
+
+    /// The K-minimum-values sample of the fingerprints.
+    fn sample(&self) -> Vec<u64> {
+        match self {
+            AddressSet::Few(addresses, len) => smallest_by_hash(
+                addresses[..usize::from(*len)].iter().copied(),
+                DISTINCT_SAMPLE,
+            ),
+            AddressSet::Many(addresses) => {
+                smallest_by_hash(addresses.iter().copied(), DISTINCT_SAMPLE)
+            }
+            AddressSet::Sketch(sketch) => sketch.1.values(),
         }
     }
 }

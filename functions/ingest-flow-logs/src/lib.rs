@@ -1,0 +1,462 @@
+//! The ingest handler: unwraps the AWS envelope, runs the core over each delivery, and
+//! hands the resulting counter batch to the store. One summary line and one metrics line
+//! are logged per invocation.
+//!
+//! Every delivery (an S3 object version, or a CloudWatch Logs batch) gets a [`BatchId`];
+//! the store applies each row of a batch at most once, so Lambda's retries and S3's
+//! duplicate notifications never count a record twice. Errors that a retry can fix (the
+//! store, S3 reads, a corrupt object) fail the invocation; everything else is a counted,
+//! logged skip.
+
+pub mod config;
+pub mod event;
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use shared::counters::{BatchId, CounterBatch};
+use shared::decode::{
+    DecodeError, DecodeLimits, KeyError, MessageType, ObjectDecoder, ObjectLines,
+    SubscriptionEvent, decode_s3_key, is_parquet_key, parse_log_data,
+};
+use shared::flow_log::RecordParser;
+use shared::metrics::emf_line;
+use shared::ports::{CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError};
+use shared::tally::{RejectTally, TallyOptions};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::event::{EventError, IngestEvent, S3Record, SqsBody, SqsMessage};
+
+/// What the handler needs from outside.
+pub struct Deps<S, O> {
+    pub store: S,
+    pub objects: O,
+    pub config: Config,
+}
+
+/// Why an invocation failed. Lambda (or SQS) then retries, which the batch ids make safe.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("s3://{bucket}/{key}: bad key")]
+    Key {
+        bucket: String,
+        key: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("{location}: cannot be read as flow logs")]
+    Decode {
+        location: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    /// A stable name for searches and alarms, independent of Rust type names.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            IngestError::Event(_) | IngestError::Key { .. } => "Ingest.Event",
+            IngestError::Decode { .. } => "Ingest.Decode",
+            IngestError::Fetch(_) => "Ingest.Fetch",
+            IngestError::Store(_) => "Ingest.Store",
+        }
+    }
+}
+
+impl From<IngestError> for lambda_runtime::Diagnostic {
+    fn from(error: IngestError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error_chain(&error),
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated, for one log line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// How many malformed lines an invocation logs with their reasons.
+const LOGGED_MALFORMED: usize = 5;
+
+/// Counts for one invocation: logged as one JSON line and returned for direct invocations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub trigger: &'static str,
+    /// Objects or batches tallied and written.
+    pub deliveries: u64,
+    /// Deliveries already applied by an earlier attempt (done marker found).
+    pub duplicates: u64,
+    /// Deliveries skipped by policy: S3 keys outside the flow-log pattern, buckets or log
+    /// groups not counted, S3 test events, objects gone since the notification.
+    pub skipped: u64,
+    pub control_messages: u64,
+    pub records: u64,
+    pub rejects: u64,
+    /// Distinct sources, summed over deliveries.
+    pub sources: u64,
+    pub malformed: u64,
+    pub nodata: u64,
+    pub skipdata: u64,
+    pub uncountable: u64,
+    /// (source, window) and (interface, window) rows in the batches.
+    pub rows: u64,
+    /// Write requests sent to the store.
+    pub writes: u64,
+    /// Rows an earlier attempt had already applied.
+    pub already_applied: u64,
+    pub malformed_samples: Vec<String>,
+    pub skip_reasons: Vec<String>,
+    /// SQS messages reported back as failed.
+    pub failed_messages: u64,
+    pub duration_ms: u64,
+}
+
+impl Summary {
+    fn skip(&mut self, reason: String) {
+        self.skipped += 1;
+        info!(reason = %reason, "delivery skipped");
+        if self.skip_reasons.len() < LOGGED_MALFORMED {
+            self.skip_reasons.push(reason);
+        }
+    }
+
+    fn add_tally(&mut self, tally: &RejectTally, location: &str) {
+        let totals = tally.totals();
+        self.records += totals.records;
+        self.rejects += totals.rejects;
+        self.sources += totals.sources;
+        self.malformed += totals.malformed;
+        self.nodata += totals.nodata;
+        self.skipdata += totals.skipdata;
+        self.uncountable += totals.uncountable;
+        for line in tally.malformed_samples() {
+            if self.malformed_samples.len() < LOGGED_MALFORMED {
+                self.malformed_samples.push(format!("{location} {line}"));
+            }
+        }
+    }
+
+    /// The Embedded Metric Format line with the same counts.
+    pub fn metrics_line(&self, timestamp_millis: u64) -> String {
+        emf_line(
+            timestamp_millis,
+            &[("Function", "ingest-flow-logs"), ("Trigger", self.trigger)],
+            &[
+                ("Deliveries", self.deliveries),
+                ("Duplicates", self.duplicates),
+                ("Skipped", self.skipped),
+                ("Records", self.records),
+                ("Rejects", self.rejects),
+                ("Malformed", self.malformed),
+                ("Skipdata", self.skipdata),
+                ("Uncountable", self.uncountable),
+                ("Writes", self.writes),
+                ("FailedMessages", self.failed_messages),
+            ],
+        )
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Handles one invocation; logs its summary whether it succeeds or fails.
+///
+/// Returns the summary as JSON, or for SQS batches the partial-failure response
+/// (`batchItemFailures`) that makes SQS redeliver only the failed messages.
+pub async fn handle<S, O>(event: Value, deps: &Deps<S, O>) -> Result<Value, IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let result = dispatch(event, deps, &mut summary).await;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => error_chain(error),
+    };
+    // One JSON line per invocation, whatever the log format setting, then the metrics.
+    println!(
+        "{}",
+        json!({"message": "invocation summary", "outcome": outcome, "summary": summary})
+    );
+    println!("{}", summary.metrics_line(now() * 1000));
+    result.map(|response| response.unwrap_or_else(|| json!(summary)))
+}
+
+async fn dispatch<S, O>(
+    event: Value,
+    deps: &Deps<S, O>,
+    summary: &mut Summary,
+) -> Result<Option<Value>, IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    match IngestEvent::classify(event)? {
+        IngestEvent::CloudWatchLogs(event) => {
+            summary.trigger = "cloudwatch";
+            ingest_subscription(&event, deps, summary).await?;
+            Ok(None)
+        }
+        IngestEvent::S3(records) => {
+            summary.trigger = "s3";
+            for record in &records {
+                ingest_s3_record(record, deps, summary).await?;
+            }
+            Ok(None)
+        }
+        IngestEvent::Sqs(messages) => {
+            summary.trigger = "sqs";
+            let failures = ingest_sqs_messages(&messages, deps, summary).await;
+            summary.failed_messages = failures.len() as u64;
+            let failures: Vec<Value> = failures
+                .into_iter()
+                .map(|id| json!({"itemIdentifier": id}))
+                .collect();
+            Ok(Some(json!({"batchItemFailures": failures})))
+        }
+    }
+}
+
+async fn ingest_sqs_messages<S, O>(
+    messages: &[SqsMessage],
+    deps: &Deps<S, O>,
+    summary: &mut Summary,
+) -> Vec<String>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    let mut failures = Vec::new();
+    for message in messages {
+        let result = match SqsBody::parse(&message.body) {
+            Ok(SqsBody::TestEvent) => {
+                summary.skip("S3 test event".into());
+                Ok(())
+            }
+            Ok(SqsBody::S3(records)) => {
+                let mut result = Ok(());
+                for record in &records {
+                    result = ingest_s3_record(record, deps, summary).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
+            Err(error) => Err(IngestError::Event(error)),
+        };
+        if let Err(error) = result {
+            // Only this message is redelivered; the others are done.
+            warn!(message_id = %message.message_id, error_type = error.error_type(), error = %error_chain(&error), "message failed");
+            failures.push(message.message_id.clone());
+        }
+    }
+    failures
+}
+
+async fn ingest_subscription<S, O>(
+    event: &SubscriptionEvent,
+    deps: &Deps<S, O>,
+    summary: &mut Summary,
+) -> Result<(), IngestError>
+where
+    S: CounterStore + Sync,
+{
+    let data = event.decode().map_err(|source| IngestError::Decode {
+        location: "CloudWatch Logs subscription event".into(),
+        source,
+    })?;
+    let location = format!("{}/{}", data.log_group, data.log_stream);
+    let config = &deps.config;
+    let decode_error = |source| IngestError::Decode {
+        location: location.clone(),
+        source,
+    };
+    if shared::decode::message_type(&data).map_err(decode_error)? == MessageType::Control {
+        summary.control_messages += 1;
+        return Ok(());
+    }
+    if !config.count_log_groups.includes(&data.log_group) {
+        summary.skip(format!(
+            "log group {} is not counted (COUNT_CLOUDWATCH_LOG_GROUPS)",
+            data.log_group
+        ));
+        return Ok(());
+    }
+    let id = BatchId::for_cloudwatch_batch(
+        &data.log_group,
+        &data.log_stream,
+        data.log_events.iter().map(|event| event.id.as_str()),
+    );
+    if deps.store.is_done(&id).await? {
+        summary.duplicates += 1;
+        return Ok(());
+    }
+    let mut parser = RecordParser::new(config.format_for(&data.log_group).clone());
+    let mut tally = new_tally(config);
+    parse_log_data(&data, &mut parser, &mut tally).map_err(decode_error)?;
+    summary.add_tally(&tally, &location);
+    write_batch(id, &tally, deps, summary).await
+}
+
+async fn ingest_s3_record<S, O>(
+    record: &S3Record,
+    deps: &Deps<S, O>,
+    summary: &mut Summary,
+) -> Result<(), IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    let config = &deps.config;
+    let bucket = &record.s3.bucket.name;
+    let key = decode_s3_key(&record.s3.object.key).map_err(|source| IngestError::Key {
+        bucket: bucket.clone(),
+        key: record.s3.object.key.clone(),
+        source,
+    })?;
+    if record
+        .event_name
+        .as_deref()
+        .is_some_and(|name| !name.starts_with("ObjectCreated"))
+    {
+        summary.skip(format!(
+            "s3://{bucket}/{key}: event {:?} is not an object creation",
+            record.event_name
+        ));
+        return Ok(());
+    }
+    if !config.key_pattern.is_match(&key) {
+        summary.skip(format!(
+            "s3://{bucket}/{key}: not a flow-log key (FLOW_LOG_KEY_PATTERN)"
+        ));
+        return Ok(());
+    }
+    if !config.count_buckets.includes(bucket) {
+        summary.skip(format!(
+            "s3://{bucket}/{key}: bucket is not counted (COUNT_S3_BUCKETS)"
+        ));
+        return Ok(());
+    }
+    let location = format!("s3://{bucket}/{key}");
+    if is_parquet_key(&key) {
+        return Err(IngestError::Decode {
+            location,
+            source: DecodeError::Parquet,
+        });
+    }
+    let object = ObjectRef {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        version_id: record.s3.object.version_id.clone(),
+        etag: record.s3.object.e_tag.clone(),
+    };
+    let id = BatchId::for_s3_object(
+        bucket,
+        &key,
+        object.version_id.as_deref(),
+        object.etag.as_deref(),
+    );
+    if deps.store.is_done(&id).await? {
+        summary.duplicates += 1;
+        return Ok(());
+    }
+    let tally = match read_object(&object, deps).await {
+        Ok(tally) => tally,
+        // Nothing to count any more; a newer notification covers a replacement.
+        Err(IngestError::Fetch(
+            error @ (FetchError::NotFound { .. } | FetchError::Changed { .. }),
+        )) => {
+            summary.skip(error.to_string());
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    summary.add_tally(&tally, &location);
+    write_batch(id, &tally, deps, summary).await
+}
+
+/// Streams an object through the decoder into a tally, chunk by chunk.
+async fn read_object<S, O>(
+    object: &ObjectRef,
+    deps: &Deps<S, O>,
+) -> Result<RejectTally, IngestError>
+where
+    O: ObjectSource + Sync,
+{
+    let config = &deps.config;
+    let decode_error = |source| IngestError::Decode {
+        location: format!("s3://{}/{}", object.bucket, object.key),
+        source,
+    };
+    let limits = DecodeLimits {
+        max_decompressed_bytes: config.max_decompressed_bytes,
+        ..DecodeLimits::default()
+    };
+    let lines = ObjectLines::new(config.default_format.clone(), new_tally(config));
+    let mut decoder = ObjectDecoder::new(lines, limits);
+    let mut body = deps.objects.open(object).await?;
+    while let Some(chunk) = body.next_chunk().await? {
+        decoder.write(&chunk).map_err(decode_error)?;
+    }
+    Ok(decoder.finish().map_err(decode_error)?.into_records())
+}
+
+fn new_tally(config: &Config) -> RejectTally {
+    RejectTally::new(TallyOptions {
+        window_seconds: config.window_seconds,
+        attribution: config.attribution,
+    })
+}
+
+/// Applies a delivery's batch, then marks it done so later duplicates are skipped unread.
+async fn write_batch<S, O>(
+    id: BatchId,
+    tally: &RejectTally,
+    deps: &Deps<S, O>,
+    summary: &mut Summary,
+) -> Result<(), IngestError>
+where
+    S: CounterStore + Sync,
+{
+    let config = &deps.config;
+    let batch = CounterBatch::from_tally(id, tally, config.index_shards);
+    summary.deliveries += 1;
+    summary.rows += (batch.updates.len() + batch.gaps.len()) as u64;
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let report = deps.store.apply(&batch).await?;
+    summary.writes += report.requests;
+    summary.already_applied += report.already_applied;
+    deps.store
+        .mark_done(&batch.id, now() + config.retention_seconds)
+        .await?;
+    summary.writes += 1;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Wiring: configuration, SDK clients and adapters built once, then the runtime loop.
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use ingest_flow_logs::config::Config;
+use ingest_flow_logs::{Deps, handle};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+use shared::aws::dynamodb::DynamoCounterStore;
+use shared::aws::s3::S3ObjectSource;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    // A missing or invalid variable fails the init phase, naming the variable.
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    // Bursts of deliveries can throttle on-demand tables briefly; back off and retry
+    // rather than fail the whole delivery.
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(8))
+        .build();
+    let deps = Deps {
+        store: DynamoCounterStore::new(
+            aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            config.table_name.clone(),
+            config.retention_seconds,
+            config.write_concurrency,
+        ),
+        objects: S3ObjectSource::new(aws_sdk_s3::Client::new(&sdk)),
+        config,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        handle(event.payload, &deps)
+    }))
+    .await
+}

@@ -1,0 +1,317 @@
+//! The handler with in-memory fakes: every trigger, duplicates, crashes and bad input.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ingest_flow_logs::config::Config;
+use ingest_flow_logs::{Deps, IngestError, handle};
+use serde_json::{Value, json};
+use shared::generate::{FlowLogGenerator, GeneratorConfig};
+use shared::testing::{InMemoryCounterStore, InMemoryObjectSource};
+
+const CLOUDWATCH_REJECTS: &str = include_str!("../../../events/cloudwatch-logs-rejects.json");
+const CLOUDWATCH_CONTROL: &str =
+    include_str!("../../../events/cloudwatch-logs-control-message.json");
+const S3_PUT: &str = include_str!("../../../events/s3-put-flow-log.json");
+const SQS_S3_PUT: &str = include_str!("../../../events/sqs-s3-put-flow-log.json");
+
+const BUCKET: &str = "rejectwatch-flow-logs-123456789012";
+const KEY: &str = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20240501T1220Z_fe123456.log.gz";
+
+fn config(extra: &[(&str, &str)]) -> Config {
+    let mut settings: HashMap<String, String> =
+        HashMap::from([("COUNTERS_TABLE_NAME".into(), "counters".into())]);
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_lookup(|name| settings.get(name).cloned()).unwrap()
+}
+
+fn deps(extra: &[(&str, &str)]) -> Deps<InMemoryCounterStore, InMemoryObjectSource> {
+    Deps {
+        store: InMemoryCounterStore::default(),
+        objects: InMemoryObjectSource::new(),
+        config: config(extra),
+    }
+}
+
+fn event(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn generated_object(records: u64) -> (Vec<u8>, shared::generate::Expected) {
+    let mut generator = FlowLogGenerator::new(GeneratorConfig {
+        records,
+        seed: 11,
+        ..GeneratorConfig::default()
+    });
+    let mut object = Vec::new();
+    generator.write_gzip(&mut object, 2).unwrap();
+    (object, generator.into_expected())
+}
+
+/// An S3 notification for `key`, as S3 sends it (the key URL-encoded).
+fn s3_event(bucket: &str, key: &str, etag: &str) -> Value {
+    let mut event = event(S3_PUT);
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(bucket);
+    event["Records"][0]["s3"]["object"]["key"] = json!(key.replace('=', "%3D"));
+    event["Records"][0]["s3"]["object"]["eTag"] = json!(etag);
+    event
+}
+
+#[tokio::test]
+async fn cloudwatch_batch_is_counted_per_source_and_window() {
+    let deps = deps(&[]);
+    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    assert_eq!(summary["trigger"], "cloudwatch");
+    assert_eq!(summary["records"], 8);
+    assert_eq!(summary["rejects"], 6);
+    assert_eq!(summary["sources"], 3);
+    assert_eq!(summary["nodata"], 1);
+    let scanner = deps
+        .store
+        .counter(ip("198.51.100.7"), 1_714_566_000)
+        .expect("the scanner's row");
+    assert_eq!(scanner.rejects, 4);
+    assert_eq!(scanner.dst_ports, vec![22, 23, 445, 3389]);
+    assert_eq!(scanner.interfaces, vec!["eni-1235b8ca123456789"]);
+    assert!(
+        deps.store
+            .counter(ip("2001:db8:1234:a100:8d6e:3477:df66:f105"), 1_714_566_000)
+            .is_some()
+    );
+    assert_eq!(
+        deps.store
+            .gap("eni-1235b8ca123456789", 1_714_566_000)
+            .map(|gap| gap.nodata),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn control_message_succeeds_without_writes() {
+    let deps = deps(&[]);
+    let summary = handle(event(CLOUDWATCH_CONTROL), &deps).await.unwrap();
+    assert_eq!(summary["control_messages"], 1);
+    assert_eq!(deps.store.requests(), 0);
+}
+
+#[tokio::test]
+async fn second_delivery_of_the_same_batch_adds_nothing() {
+    let deps = deps(&[]);
+    handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    let before = deps.store.counters();
+    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    assert_eq!(summary["duplicates"], 1);
+    assert_eq!(deps.store.counters(), before);
+}
+
+#[tokio::test]
+async fn log_groups_use_their_configured_format() {
+    // The fixture's records are default-format; a different format for this group makes
+    // every record malformed (and none is counted), which shows the override applies.
+    let deps = deps(&[(
+        "FLOW_LOG_FORMATS_BY_LOG_GROUP",
+        r#"{"/rejectwatch/vpc-flow-logs": "${srcaddr} ${action}"}"#,
+    )]);
+    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    assert_eq!(summary["malformed"], 8);
+    assert_eq!(summary["rejects"], 0);
+    assert!(
+        summary["malformed_samples"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(
+                "/rejectwatch/vpc-flow-logs/eni-1235b8ca123456789-all line 1: expected 2 fields"
+            )
+    );
+}
+
+#[tokio::test]
+async fn s3_object_is_streamed_and_counted_exactly() {
+    let deps = deps(&[]);
+    let (object, expected) = generated_object(30_000);
+    deps.objects.put(BUCKET, KEY, object);
+    let summary = handle(event(S3_PUT), &deps).await.unwrap();
+    assert_eq!(summary["trigger"], "s3");
+    assert_eq!(summary["records"], expected.records);
+    assert_eq!(summary["rejects"], expected.rejects);
+    assert_eq!(deps.store.counters().len(), expected.per_source.len());
+    for (key, truth) in &expected.per_source {
+        let row = deps.store.counter(key.source, key.window_start).unwrap();
+        assert_eq!(
+            (row.rejects, row.packets, row.bytes),
+            (truth.rejects, truth.packets, truth.bytes)
+        );
+        for ((counted, exact), actual) in [
+            (row.distinct_dst_ports(), truth.dst_ports.len()),
+            (row.distinct_dst_hosts(), truth.dst_addrs.len()),
+        ] {
+            if actual < shared::sample::DISTINCT_SAMPLE {
+                assert_eq!((counted, exact), (actual as u64, true), "{key:?}");
+            } else {
+                let error = (counted as f64 - actual as f64).abs() / actual as f64;
+                assert!(!exact && error < 0.5, "{key:?}: {counted} for {actual}");
+            }
+        }
+    }
+    // One write per (source, window) and gap row, plus the done marker: never per record.
+    let rows = summary["rows"].as_u64().unwrap();
+    assert_eq!(summary["writes"].as_u64().unwrap(), rows + 1);
+    assert!(rows <= expected.rejects);
+}
+
+#[tokio::test]
+async fn hive_style_keys_are_url_decoded() {
+    let deps = deps(&[]);
+    let key = "AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=us-east-1/year=2024/month=05/day=01/x.log.gz";
+    let (object, expected) = generated_object(500);
+    deps.objects.put(BUCKET, key, object);
+    let summary = handle(s3_event(BUCKET, key, "etag-1"), &deps)
+        .await
+        .unwrap();
+    assert_eq!(summary["rejects"], expected.rejects);
+}
+
+#[tokio::test]
+async fn objects_outside_the_flow_log_pattern_are_skipped_unread() {
+    let deps = deps(&[]);
+    let summary = handle(
+        s3_event(BUCKET, "AWSLogs/123456789012/CloudTrail/x.json.gz", "e"),
+        &deps,
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary["skipped"], 1);
+    assert_eq!(summary["deliveries"], 0);
+    assert!(
+        summary["skip_reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("not a flow-log key")
+    );
+}
+
+#[tokio::test]
+async fn deleted_object_is_a_logged_skip() {
+    let deps = deps(&[]);
+    let summary = handle(event(S3_PUT), &deps).await.unwrap();
+    assert_eq!(summary["skipped"], 1);
+    assert!(
+        summary["skip_reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+}
+
+#[tokio::test]
+async fn corrupt_gzip_fails_the_invocation_for_a_retry() {
+    let deps = deps(&[]);
+    let (mut object, _) = generated_object(2_000);
+    object.truncate(object.len() / 2);
+    deps.objects.put(BUCKET, KEY, object);
+    let error = handle(event(S3_PUT), &deps).await.unwrap_err();
+    assert_eq!(error.error_type(), "Ingest.Decode");
+    assert!(error.to_string().contains(KEY), "{error}");
+    assert_eq!(deps.store.requests(), 0);
+}
+
+#[tokio::test]
+async fn parquet_objects_fail_with_a_clear_error() {
+    let deps = deps(&[]);
+    let key = KEY.replace(".log.gz", ".log.parquet");
+    let error = handle(s3_event(BUCKET, &key, "p"), &deps)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, IngestError::Decode { .. }));
+    assert!(ingest_flow_logs::error_chain(&error).contains("Parquet"));
+}
+
+#[tokio::test]
+async fn unexpected_events_are_rejected_by_name() {
+    let deps = deps(&[]);
+    let error = handle(json!({"detail-type": "Scheduled Event"}), &deps)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "Ingest.Event");
+    let diagnostic: lambda_runtime::Diagnostic = error.into();
+    assert!(
+        diagnostic
+            .error_message
+            .contains("neither `awslogs` nor `Records`")
+    );
+}
+
+#[tokio::test]
+async fn sqs_batch_reports_only_the_failed_message() {
+    let deps = deps(&[]);
+    let (object, expected) = generated_object(3_000);
+    deps.objects.put(BUCKET, KEY, object);
+    let broken_key = KEY.replace("fe123456", "broken00");
+    deps.objects.put(
+        BUCKET,
+        &broken_key,
+        b"\x1f\x8b\x08\x00 not really gzip".to_vec(),
+    );
+    let mut batch = event(SQS_S3_PUT);
+    let mut broken = batch["Records"][0].clone();
+    broken["messageId"] = json!("broken-message");
+    broken["body"] = json!(s3_event(BUCKET, &broken_key, "b").to_string());
+    batch["Records"].as_array_mut().unwrap().push(broken);
+    let response = handle(batch, &deps).await.unwrap();
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": "broken-message"}]})
+    );
+    let counted: u64 = deps.store.counters().iter().map(|row| row.rejects).sum();
+    assert_eq!(counted, expected.rejects);
+}
+
+#[tokio::test]
+async fn crash_after_a_partial_write_then_retry_counts_once() {
+    let (object, expected) = generated_object(20_000);
+    let clean = deps(&[]);
+    clean.objects.put(BUCKET, KEY, object.clone());
+    handle(event(S3_PUT), &clean).await.unwrap();
+
+    let crashed = deps(&[]);
+    crashed.objects.put(BUCKET, KEY, object);
+    crashed.store.fail_after(1_000);
+    let error = handle(event(S3_PUT), &crashed).await.unwrap_err();
+    assert_eq!(error.error_type(), "Ingest.Store");
+    crashed.store.heal();
+    let summary = handle(event(S3_PUT), &crashed).await.unwrap();
+    assert_eq!(summary["already_applied"], 1_000);
+    assert_eq!(crashed.store.counters(), clean.store.counters());
+    let counted: u64 = crashed.store.counters().iter().map(|row| row.rejects).sum();
+    assert_eq!(counted, expected.rejects);
+}
+
+#[tokio::test]
+async fn one_interface_logged_to_both_paths_counts_once_under_the_policy() {
+    // Two flow logs on one interface: CloudWatch Logs and S3 carry the same records. The
+    // policy counts the S3 path only.
+    let deps = deps(&[
+        ("COUNT_CLOUDWATCH_LOG_GROUPS", ""),
+        ("COUNT_S3_BUCKETS", BUCKET),
+    ]);
+    let data = shared::decode::decode_subscription_event(CLOUDWATCH_REJECTS.as_bytes()).unwrap();
+    let text: String = data
+        .log_events
+        .iter()
+        .map(|event| format!("{}\n", event.message))
+        .collect();
+    deps.objects.put(BUCKET, KEY, text.into_bytes());
+    handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    handle(event(S3_PUT), &deps).await.unwrap();
+    assert_eq!(
+        deps.store
+            .counter(ip("198.51.100.7"), 1_714_566_000)
+            .unwrap()
+            .rejects,
+        4
+    );
+}

@@ -1,0 +1,402 @@
+//! The DynamoDB counter store: the only file that knows the table's key formats and
+//! attribute names, and how at-most-once application is expressed in update expressions.
+//!
+//! One table holds everything (see the README's table design):
+//!
+//! | item | `pk` | `sk` | notes |
+//! |---|---|---|---|
+//! | counters | `SRC#<address>` | `WIN#<window start, 10 digits>` | `gsi1pk` = `WIN#<start>#<shard>`, GSI sort key `rejects` |
+//! | capture gaps | `GAP#<window start>` | `ENI#<interface>` | NODATA/SKIPDATA counts |
+//! | done marker | `BATCH#<batch id>` | `DONE` | a delivery fully applied |
+//!
+//! Every counter and gap update is one `UpdateItem` that adds the batch id to the item's
+//! `batches` set and is conditional on the id not being there yet, so a row changes at most
+//! once per delivery however often, and however concurrently, the delivery is processed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use crate::counters::{BatchId, CounterBatch, CounterUpdate, GapUpdate};
+use crate::ports::{ApplyReport, CounterStore, StoreError};
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// Partition key of the `by-window` index: `WIN#<window start>#<shard>`.
+pub const GSI1_PK: &str = "gsi1pk";
+/// The `by-window` index, sorted by `rejects`.
+pub const BY_WINDOW_INDEX: &str = "by-window";
+pub const SOURCE: &str = "source";
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_SECONDS: &str = "window_seconds";
+pub const REJECTS: &str = "rejects";
+pub const PACKETS: &str = "packets";
+pub const BYTES: &str = "bytes";
+/// Number set: per delivery, the K-minimum-values sample of destination ports.
+pub const DST_PORTS: &str = "dst_ports";
+/// Number set: per delivery, the sample of destination-address fingerprints.
+pub const DST_HOSTS: &str = "dst_hosts";
+/// String set: sample interfaces.
+pub const INTERFACES: &str = "interfaces";
+/// Number set: each delivery's earliest `start`; the smallest is the first seen.
+pub const FIRST_SEEN: &str = "first_seen";
+/// Number set: each delivery's latest `end`; the largest is the last seen.
+pub const LAST_SEEN: &str = "last_seen";
+/// Counter attributes `proto_<number>`: REJECTs per IANA protocol.
+pub const PROTOCOL_PREFIX: &str = "proto_";
+/// Counter attributes `reason_<name>`: REJECTs per reject reason.
+pub const REASON_PREFIX: &str = "reason_";
+/// String set of the batch ids already applied to the item.
+pub const BATCHES: &str = "batches";
+pub const INTERFACE: &str = "interface";
+pub const NODATA: &str = "nodata";
+pub const SKIPDATA: &str = "skipdata";
+/// Unix seconds after which DynamoDB's TTL deletes the item.
+pub const EXPIRES_AT: &str = "expires_at";
+
+/// The counter item's partition key for a source.
+pub fn source_key(source: IpAddr) -> String {
+    format!("SRC#{source}")
+}
+
+/// The counter item's sort key for a window (zero-padded so keys sort by time).
+pub fn window_key(window_start: u64) -> String {
+    format!("WIN#{window_start:010}")
+}
+
+/// The `by-window` index partition of a window and shard.
+pub fn window_shard_key(window_start: u64, shard: u8) -> String {
+    format!("WIN#{window_start:010}#{shard:02}")
+}
+
+/// The partition holding a window's capture gaps.
+pub fn gap_key(window_start: u64) -> String {
+    format!("GAP#{window_start:010}")
+}
+
+fn batch_key(batch: &BatchId) -> String {
+    format!("BATCH#{batch}")
+}
+
+/// Counters in a DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct DynamoCounterStore {
+    client: Client,
+    table: String,
+    /// Seconds an item is kept after its window ends.
+    retention_seconds: u64,
+    /// Update requests in flight at once.
+    concurrency: usize,
+}
+
+impl DynamoCounterStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        retention_seconds: u64,
+        concurrency: usize,
+    ) -> Self {
+        DynamoCounterStore {
+            client,
+            table: table.into(),
+            retention_seconds,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    fn error<E>(&self, action: String, error: SdkError<E>) -> StoreError
+    where
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    {
+        let retryable = is_retryable(&error);
+        StoreError::Service {
+            action,
+            table: self.table.clone(),
+            retryable,
+            source: Box::new(error),
+        }
+    }
+
+    async fn update_counter(
+        &self,
+        batch: &BatchId,
+        update: &CounterUpdate,
+    ) -> Result<bool, StoreError> {
+        let mut expression = UpdateExpression::default();
+        expression.set(SOURCE, AttributeValue::S(update.source.to_string()));
+        expression.set(WINDOW_START, number(update.window_start));
+        expression.set(WINDOW_SECONDS, number(update.window_seconds));
+        expression.set(
+            GSI1_PK,
+            AttributeValue::S(window_shard_key(update.window_start, update.shard)),
+        );
+        expression.set(
+            EXPIRES_AT,
+            number(update.window_start + update.window_seconds + self.retention_seconds),
+        );
+        expression.add(REJECTS, number(update.rejects));
+        expression.add(PACKETS, number(update.packets));
+        expression.add(BYTES, number(update.bytes));
+        expression.add_set(FIRST_SEEN, numbers([update.first_seen]));
+        expression.add_set(LAST_SEEN, numbers([update.last_seen]));
+        expression.add_set(
+            DST_PORTS,
+            numbers(update.dst_ports.iter().map(|&port| u64::from(port))),
+        );
+        expression.add_set(DST_HOSTS, numbers(update.dst_hosts.iter().copied()));
+        expression.add_set(INTERFACES, strings(update.interfaces.iter().cloned()));
+        for (protocol, count) in &update.protocols {
+            expression.add(&format!("{PROTOCOL_PREFIX}{protocol}"), number(*count));
+        }
+        for (reason, count) in &update.reject_reasons {
+            expression.add(&format!("{REASON_PREFIX}{reason}"), number(*count));
+        }
+        let key = [
+            (PK, AttributeValue::S(source_key(update.source))),
+            (SK, AttributeValue::S(window_key(update.window_start))),
+        ];
+        self.conditional_update(batch, key, expression)
+            .await
+            .map_err(|error| {
+                self.error(
+                    format!(
+                        "updating counters of {} in window {}",
+                        update.source, update.window_start
+                    ),
+                    error,
+                )
+            })
+    }
+
+    async fn update_gap(&self, batch: &BatchId, gap: &GapUpdate) -> Result<bool, StoreError> {
+        let mut expression = UpdateExpression::default();
+        expression.set(INTERFACE, AttributeValue::S(gap.interface.clone()));
+        expression.set(WINDOW_START, number(gap.window_start));
+        expression.set(
+            EXPIRES_AT,
+            number(gap.window_start + self.retention_seconds),
+        );
+        expression.add(NODATA, number(gap.nodata));
+        expression.add(SKIPDATA, number(gap.skipdata));
+        let key = [
+            (PK, AttributeValue::S(gap_key(gap.window_start))),
+            (SK, AttributeValue::S(format!("ENI#{}", gap.interface))),
+        ];
+        self.conditional_update(batch, key, expression)
+            .await
+            .map_err(|error| {
+                self.error(format!("updating capture gaps of {}", gap.interface), error)
+            })
+    }
+
+    /// Runs the update unless the item already lists the batch; `Ok(false)` when it did.
+    async fn conditional_update(
+        &self,
+        batch: &BatchId,
+        key: [(&str, AttributeValue); 2],
+        mut expression: UpdateExpression,
+    ) -> Result<bool, SdkError<UpdateItemError>> {
+        expression.add_set(BATCHES, AttributeValue::Ss(vec![batch.to_string()]));
+        let batches = expression.name(BATCHES);
+        expression
+            .values
+            .insert(":batch_id".into(), AttributeValue::S(batch.to_string()));
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(
+                key.into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect(),
+            ))
+            .update_expression(expression.render())
+            .condition_expression(format!("NOT contains({batches}, :batch_id)"))
+            .set_expression_attribute_names(Some(expression.names))
+            .set_expression_attribute_values(Some(expression.values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // The expected outcome of a re-delivery: this row already has the batch.
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl CounterStore for DynamoCounterStore {
+    async fn is_done(&self, batch: &BatchId) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(batch_key(batch)))
+            .key(SK, AttributeValue::S("DONE".into()))
+            .projection_expression(PK)
+            .send()
+            .await
+            .map_err(|error| {
+                self.error(format!("reading the done marker of batch {batch}"), error)
+            })?;
+        Ok(output.item.is_some())
+    }
+
+    async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
+        // Indices rather than references into the batch keep the stream's closure free of
+        // higher-ranked lifetimes, which `Send` futures cannot express.
+        let counters = batch.updates.len();
+        stream::iter(0..counters + batch.gaps.len())
+            .map(|index| async move {
+                match batch.updates.get(index) {
+                    Some(update) => self.update_counter(&batch.id, update).await,
+                    None => {
+                        self.update_gap(&batch.id, &batch.gaps[index - counters])
+                            .await
+                    }
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .try_fold(ApplyReport::default(), |mut report, applied| async move {
+                report.requests += 1;
+                if applied {
+                    report.applied += 1;
+                } else {
+                    report.already_applied += 1;
+                }
+                Ok(report)
+            })
+            .await
+    }
+
+    async fn mark_done(&self, batch: &BatchId, expires_at: u64) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(batch_key(batch)))
+            .item(SK, AttributeValue::S("DONE".into()))
+            .item(EXPIRES_AT, number(expires_at))
+            .send()
+            .await
+            .map_err(|error| {
+                self.error(format!("writing the done marker of batch {batch}"), error)
+            })?;
+        Ok(())
+    }
+}
+
+/// Builds `SET a = :a, ... ADD b :b, ...` with placeholders for every name and value, so no
+/// attribute name (some are reserved words, some come from log data) is ever spliced in.
+#[derive(Default)]
+struct UpdateExpression {
+    sets: Vec<String>,
+    adds: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl UpdateExpression {
+    fn name(&mut self, attribute: &str) -> String {
+        if let Some((placeholder, _)) = self.names.iter().find(|(_, name)| *name == attribute) {
+            return placeholder.clone();
+        }
+        let placeholder = format!("#n{}", self.names.len());
+        self.names.insert(placeholder.clone(), attribute.to_owned());
+        placeholder
+    }
+
+    fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    fn set(&mut self, attribute: &str, value: AttributeValue) {
+        let clause = format!("{} = {}", self.name(attribute), self.value(value));
+        self.sets.push(clause);
+    }
+
+    fn add(&mut self, attribute: &str, value: AttributeValue) {
+        let clause = format!("{} {}", self.name(attribute), self.value(value));
+        self.adds.push(clause);
+    }
+
+    /// Adds set members; DynamoDB refuses empty sets, so empty ones are left out.
+    fn add_set(&mut self, attribute: &str, members: AttributeValue) {
+        let empty = match &members {
+            AttributeValue::Ns(members) | AttributeValue::Ss(members) => members.is_empty(),
+            _ => false,
+        };
+        if !empty {
+            self.add(attribute, members);
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut expression = String::new();
+        if !self.sets.is_empty() {
+            expression.push_str("SET ");
+            expression.push_str(&self.sets.join(", "));
+        }
+        if !self.adds.is_empty() {
+            if !expression.is_empty() {
+                expression.push(' ');
+            }
+            expression.push_str("ADD ");
+            expression.push_str(&self.adds.join(", "));
+        }
+        expression
+    }
+}
+
+fn number(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn numbers(values: impl IntoIterator<Item = u64>) -> AttributeValue {
+    let mut members: Vec<String> = values.into_iter().map(|value| value.to_string()).collect();
+    members.sort();
+    members.dedup();
+    AttributeValue::Ns(members)
+}
+
+fn strings(values: impl IntoIterator<Item = String>) -> AttributeValue {
+    let mut members: Vec<String> = values.into_iter().collect();
+    members.sort();
+    members.dedup();
+    AttributeValue::Ss(members)
+}
+
+/// Throttling, timeouts, dispatch failures and 5xx may pass; validation errors will not.
+pub(crate) fn is_retryable<E: ProvideErrorMetadata>(error: &SdkError<E>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status >= 500 || status == 429 || {
+                let code = service.err().code();
+                matches!(
+                    code,
+                    Some(
+                        "ProvisionedThroughputExceededException"
+                            | "RequestLimitExceeded"
+                            | "ThrottlingException"
+                            | "TransactionConflictException"
+                    )
+                )
+            }
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,413 @@
+//! What one delivery adds to the stored counters: one [`CounterUpdate`] per (source,
+//! window), one [`GapUpdate`] per (interface, window) with NODATA/SKIPDATA, and the
+//! [`BatchId`] that lets the store apply each of them at most once however often AWS
+//! delivers the same object or batch.
+//!
+//! Pure: built from a [`RejectTally`] and the delivery's identity; no I/O, no clock.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::sample::sample_hash;
+use crate::tally::{RejectTally, SourceAggregate, address_fingerprint};
+
+/// Identifies one delivery (an S3 object version, or a CloudWatch Logs batch): 32 hex
+/// digits of a SHA-256 over a canonical description, stable across releases.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(String);
+
+impl BatchId {
+    /// An S3 object: bucket, (decoded) key, and the version id or, without versioning, the
+    /// ETag, so that an overwritten object counts again but a re-delivered one does not.
+    pub fn for_s3_object(
+        bucket: &str,
+        key: &str,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> Self {
+        BatchId::from_parts(&[
+            "s3",
+            bucket,
+            key,
+            version_id.unwrap_or(""),
+            etag.unwrap_or(""),
+        ])
+    }
+
+    /// A CloudWatch Logs batch: log group, log stream, and every event id in it.
+    pub fn for_cloudwatch_batch<'a>(
+        log_group: &'a str,
+        log_stream: &'a str,
+        event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut parts = vec!["cloudwatch", log_group, log_stream];
+        parts.extend(event_ids);
+        BatchId::from_parts(&parts)
+    }
+
+    fn from_parts(parts: &[&str]) -> Self {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            // Length-prefixed, so no two part lists hash the same input.
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let digest = hasher.finalize();
+        BatchId(
+            digest[..16]
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+        )
+    }
+
+    /// The 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A batch id as stored (for tests and fakes); `None` unless it is 32 hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| BatchId(text.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The longest reject reason stored as its own counter; longer or odd ones count as `other`.
+const MAX_REASON_LENGTH: usize = 32;
+
+/// What one delivery adds to the counters of one (source, window).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterUpdate {
+    pub source: IpAddr,
+    pub window_start: u64,
+    pub window_seconds: u64,
+    /// Which of the window's index partitions the row lives in (see [`shard_of`]).
+    pub shard: u8,
+    pub rejects: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// K-minimum-values sample of destination ports (see [`crate::sample`]).
+    pub dst_ports: Vec<u16>,
+    /// K-minimum-values sample of destination-address fingerprints.
+    pub dst_hosts: Vec<u64>,
+    /// REJECTs per IANA protocol number.
+    pub protocols: Vec<(u8, u64)>,
+    /// REJECTs per reject reason, names limited to `[A-Za-z0-9_-]{1,32}` (else `other`).
+    pub reject_reasons: Vec<(String, u64)>,
+    /// Up to three interfaces that logged the REJECTs.
+    pub interfaces: Vec<String>,
+}
+
+/// NODATA/SKIPDATA reports of one interface in one window, from one delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GapUpdate {
+    pub interface: String,
+    pub window_start: u64,
+    pub nodata: u64,
+    pub skipdata: u64,
+}
+
+/// Everything one delivery adds to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterBatch {
+    pub id: BatchId,
+    /// One per (source, window), ordered by source then window.
+    pub updates: Vec<CounterUpdate>,
+    /// One per (interface, window) with NODATA or SKIPDATA records.
+    pub gaps: Vec<GapUpdate>,
+}
+
+impl CounterBatch {
+    /// The updates of a tally, in a stable order, with rows spread over `shards` index
+    /// partitions per window.
+    pub fn from_tally(id: BatchId, tally: &RejectTally, shards: u8) -> Self {
+        let window_seconds = tally.options().window_seconds;
+        let mut updates: Vec<CounterUpdate> = tally
+            .aggregates()
+            .map(|aggregate| counter_update(&aggregate, window_seconds, shards))
+            .collect();
+        updates.sort_by_key(|update| (update.source, update.window_start));
+        let gaps = tally
+            .capture_gaps()
+            .into_iter()
+            .map(|(interface, window_start, gaps)| GapUpdate {
+                interface: interface.to_owned(),
+                window_start,
+                nodata: gaps.nodata,
+                skipdata: gaps.skipdata,
+            })
+            .collect();
+        CounterBatch { id, updates, gaps }
+    }
+
+    /// Whether the delivery adds nothing (only ACCEPTs, or a control message).
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.gaps.is_empty()
+    }
+}
+
+fn counter_update(
+    aggregate: &SourceAggregate<'_>,
+    window_seconds: u64,
+    shards: u8,
+) -> CounterUpdate {
+    let mut reasons: Vec<(String, u64)> = Vec::new();
+    for (reason, count) in aggregate.reject_reasons() {
+        let name = if is_safe_reason(reason) {
+            reason
+        } else {
+            "other"
+        };
+        match reasons.iter_mut().find(|(known, _)| known == name) {
+            Some((_, total)) => *total += count,
+            None => reasons.push((name.to_owned(), count)),
+        }
+    }
+    CounterUpdate {
+        source: aggregate.key.source,
+        window_start: aggregate.key.window_start,
+        window_seconds,
+        shard: shard_of(aggregate.key.source, shards),
+        rejects: aggregate.rejects(),
+        packets: aggregate.packets(),
+        bytes: aggregate.bytes(),
+        first_seen: aggregate.first_seen(),
+        last_seen: aggregate.last_seen(),
+        dst_ports: aggregate.dst_port_sample(),
+        dst_hosts: aggregate.dst_host_sample(),
+        protocols: aggregate.protocols(),
+        reject_reasons: reasons,
+        interfaces: aggregate
+            .sample_interfaces()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+/// Reject reasons come from log lines; only plain short names become attribute names.
+fn is_safe_reason(reason: &str) -> bool {
+    !reason.is_empty()
+        && reason.len() <= MAX_REASON_LENGTH
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The index partition of a source: a stable hash of its address, modulo `shards`.
+///
+/// Every invocation writes rows of the current window; spreading them over `shards`
+/// partitions keeps one window from being capped by a single partition's write rate.
+pub fn shard_of(source: IpAddr, shards: u8) -> u8 {
+    (sample_hash(address_fingerprint(source)) % u64::from(shards.max(1))) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_log::{FlowFormat, RecordParser};
+    use crate::tally::TallyOptions;
+
+    fn tally(lines: &[&str]) -> RejectTally {
+        let format = FlowFormat::from_log_format(
+            "${interface-id} ${srcaddr} ${dstaddr} ${dstport} ${protocol} ${start} ${action} ${log-status} ${reject-reason}",
+        )
+        .unwrap();
+        let mut parser = RecordParser::new(format);
+        let mut tally = RejectTally::new(TallyOptions::default());
+        for line in lines {
+            tally.add(&parser.parse(line).unwrap());
+        }
+        tally
+    }
+
+    #[test]
+    fn one_update_per_source_and_window_in_a_stable_order() {
+        let tally = tally(&[
+            "eni-1 10.0.0.9 10.0.1.1 22 6 1700000000 REJECT OK -",
+            "eni-1 10.0.0.2 10.0.1.1 22 6 1700000000 REJECT OK -",
+            "eni-2 10.0.0.9 10.0.1.2 23 6 1700000001 REJECT OK BPA",
+            "eni-1 10.0.0.9 10.0.1.1 22 6 1700000400 REJECT OK -",
+            "eni-3 - - - - 1700000000 - SKIPDATA -",
+        ]);
+        let id = BatchId::for_s3_object("bucket", "key", None, Some("etag"));
+        let batch = CounterBatch::from_tally(id, &tally, 8);
+        let keys: Vec<(String, u64)> = batch
+            .updates
+            .iter()
+            .map(|u| (u.source.to_string(), u.window_start))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("10.0.0.2".into(), 1_699_999_800),
+                ("10.0.0.9".into(), 1_699_999_800),
+                ("10.0.0.9".into(), 1_700_000_400)
+            ]
+        );
+        let first = &batch.updates[1];
+        assert_eq!((first.rejects, first.dst_ports.clone()), (2, vec![22, 23]));
+        assert_eq!(first.interfaces, vec!["eni-1", "eni-2"]);
+        assert_eq!(first.reject_reasons, vec![("BPA".to_owned(), 1)]);
+        assert_eq!(first.dst_hosts.len(), 2);
+        assert_eq!(
+            batch.gaps,
+            vec![GapUpdate {
+                interface: "eni-3".into(),
+                window_start: 1_699_999_800,
+                nodata: 0,
+                skipdata: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn odd_reject_reasons_are_counted_as_other() {
+        let tally = tally(&[
+            "eni-1 10.0.0.9 10.0.1.1 22 6 1700000000 REJECT OK ${jndi:ldap://x}",
+            "eni-1 10.0.0.9 10.0.1.1 22 6 1700000000 REJECT OK a\"b",
+        ]);
+        let batch =
+            CounterBatch::from_tally(BatchId::for_s3_object("b", "k", None, None), &tally, 1);
+        assert_eq!(
+            batch.updates[0].reject_reasons,
+            vec![("other".to_owned(), 2)]
+        );
+    }
+
+    #[test]
+    fn batch_ids_distinguish_versions_and_batches() {
+        let a = BatchId::for_s3_object("bucket", "key", None, Some("\"abc\""));
+        assert_eq!(
+            a,
+            BatchId::for_s3_object("bucket", "key", None, Some("\"abc\""))
+        );
+        assert_ne!(
+            a,
+            BatchId::for_s3_object("bucket", "key", None, Some("\"abd\""))
+        );
+        assert_ne!(
+            a,
+            BatchId::for_s3_object("bucket", "key", Some("v2"), Some("\"abc\""))
+        );
+        assert_ne!(
+            BatchId::for_s3_object("ab", "c", None, None),
+            BatchId::for_s3_object("a", "bc", None, None)
+        );
+        let events = ["1", "2", "3"];
+        let batch = BatchId::for_cloudwatch_batch("/vpc/flow", "eni-1-all", events);
+        assert_eq!(
+            batch,
+            BatchId::for_cloudwatch_batch("/vpc/flow", "eni-1-all", events)
+        );
+        assert_ne!(
+            batch,
+            BatchId::for_cloudwatch_batch("/vpc/flow", "eni-1-all", ["1", "2"])
+        );
+        assert_eq!(batch.as_str().len(), 32);
+        assert_eq!(BatchId::parse(batch.as_str()), Some(batch));
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let shard = shard_of("203.0.113.9".parse().unwrap(), 16);
+        assert_eq!(shard, shard_of("203.0.113.9".parse().unwrap(), 16));
+        let used: std::collections::HashSet<u8> = (0..1000u32)
+            .map(|i| shard_of(IpAddr::V4(i.into()), 16))
+            .collect();
+        assert_eq!(used.len(), 16);
+        assert_eq!(shard_of("10.0.0.1".parse().unwrap(), 0), 0);
+    }
+}
+
+/// A (source, window) row as stored: the sum of every delivery's [`CounterUpdate`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredCounter {
+    pub source: Option<IpAddr>,
+    pub window_start: u64,
+    pub window_seconds: u64,
+    pub rejects: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Union of the deliveries' port samples (see [`crate::sample::estimate_distinct`]).
+    pub dst_ports: Vec<u16>,
+    /// Union of the deliveries' host-fingerprint samples.
+    pub dst_hosts: Vec<u64>,
+    /// Each delivery's earliest `start`.
+    pub first_seen: Vec<u64>,
+    /// Each delivery's latest `end`.
+    pub last_seen: Vec<u64>,
+    pub interfaces: Vec<String>,
+    pub protocols: Vec<(u8, u64)>,
+    pub reject_reasons: Vec<(String, u64)>,
+}
+
+impl StoredCounter {
+    /// Adds one delivery's update the way the store does: sums for counters, unions for
+    /// sets.
+    pub fn merge(&mut self, update: &CounterUpdate) {
+        self.source = Some(update.source);
+        self.window_start = update.window_start;
+        self.window_seconds = update.window_seconds;
+        self.rejects += update.rejects;
+        self.packets += update.packets;
+        self.bytes += update.bytes;
+        union_into(&mut self.dst_ports, update.dst_ports.iter().copied());
+        union_into(&mut self.dst_hosts, update.dst_hosts.iter().copied());
+        union_into(&mut self.first_seen, [update.first_seen]);
+        union_into(&mut self.last_seen, [update.last_seen]);
+        union_into(&mut self.interfaces, update.interfaces.iter().cloned());
+        add_counts(&mut self.protocols, update.protocols.iter().copied());
+        add_counts(
+            &mut self.reject_reasons,
+            update.reject_reasons.iter().cloned(),
+        );
+    }
+
+    /// Distinct destination ports, and whether the count is exact.
+    pub fn distinct_dst_ports(&self) -> (u64, bool) {
+        let ports: Vec<u64> = self.dst_ports.iter().map(|&port| u64::from(port)).collect();
+        crate::sample::estimate_distinct(&ports)
+    }
+
+    /// Distinct destination addresses, and whether the count is exact.
+    pub fn distinct_dst_hosts(&self) -> (u64, bool) {
+        crate::sample::estimate_distinct(&self.dst_hosts)
+    }
+
+    /// The earliest `start` of any delivery.
+    pub fn first_seen(&self) -> Option<u64> {
+        self.first_seen.iter().min().copied()
+    }
+
+    /// The latest `end` of any delivery.
+    pub fn last_seen(&self) -> Option<u64> {
+        self.last_seen.iter().max().copied()
+    }
+}
+
+fn union_into<T: Ord>(set: &mut Vec<T>, members: impl IntoIterator<Item = T>) {
+    set.extend(members);
+    set.sort();
+    set.dedup();
+}
+
+fn add_counts<K: PartialEq>(counts: &mut Vec<(K, u64)>, more: impl IntoIterator<Item = (K, u64)>) {
+    for (key, count) in more {
+        match counts.iter_mut().find(|(known, _)| *known == key) {
+            Some((_, total)) => *total += count,
+            None => counts.push((key, count)),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The capabilities the handlers need from outside, in domain types only: the AWS adapters
+//! in [`crate::aws`] implement them, and [`crate::testing`] has in-memory fakes.
+
+use std::error::Error as StdError;
+use std::future::Future;
+
+use crate::counters::{BatchId, CounterBatch};
+
+/// An error from a service call, with the SDK error kept as its source.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why the counter store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} in table {table}")]
+    Service {
+        /// What was being attempted, such as "updating counters of 203.0.113.9".
+        action: String,
+        table: String,
+        /// Throttling, timeouts and 5xx: a later attempt may succeed.
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Service { retryable, .. } => *retryable,
+        }
+    }
+}
+
+/// What applying a batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Counter and gap rows this call changed.
+    pub applied: u64,
+    /// Rows an earlier delivery of the same batch had already changed (left alone).
+    pub already_applied: u64,
+    /// Write requests sent.
+    pub requests: u64,
+}
+
+/// Where REJECT counters are kept.
+pub trait CounterStore {
+    /// Whether an earlier delivery of this batch finished applying it.
+    fn is_done(&self, batch: &BatchId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Adds the batch's updates, each row at most once per batch id however often this is
+    /// called, including concurrently and after a failure part-way through.
+    fn apply(
+        &self,
+        batch: &CounterBatch,
+    ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send;
+
+    /// Records that the batch is fully applied, so later deliveries can skip it unread;
+    /// the record may be forgotten after `expires_at` (unix seconds).
+    fn mark_done(
+        &self,
+        batch: &BatchId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An S3 object to read, as named by an event notification (key already URL-decoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// Why an object could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("s3://{bucket}/{key} does not exist (deleted since the notification)")]
+    NotFound { bucket: String, key: String },
+    #[error("s3://{bucket}/{key} was replaced since the notification (its ETag differs)")]
+    Changed { bucket: String, key: String },
+    #[error("reading s3://{bucket}/{key}")]
+    Service {
+        bucket: String,
+        key: String,
+        retryable: bool,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// A body being streamed.
+pub trait ObjectBody: Send {
+    /// The next chunk of bytes, or `None` at the end.
+    fn next_chunk(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<bytes::Bytes>, FetchError>> + Send;
+}
+
+/// Where flow-log objects are read from.
+pub trait ObjectSource {
+    type Body: ObjectBody;
+
+    /// Starts streaming an object; nothing is buffered whole.
+    fn open(
+        &self,
+        object: &ObjectRef,
+    ) -> impl Future<Output = Result<Self::Body, FetchError>> + Send;
+}

@@ -1,0 +1,215 @@
+//! In-memory fakes of the ports, for handler tests. Behind the `testing` feature.
+//!
+//! The fakes keep the same promises as the AWS adapters (a row changes at most once per
+//! batch id) and can be told to fail part-way, so crash-and-retry paths can be tested.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use crate::counters::{BatchId, CounterBatch, GapUpdate, StoredCounter};
+use crate::ports::{
+    ApplyReport, CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError,
+};
+
+#[derive(Default)]
+struct Rows {
+    counters: HashMap<(IpAddr, u64), StoredCounter>,
+    counter_batches: HashMap<(IpAddr, u64), HashSet<BatchId>>,
+    gaps: HashMap<(String, u64), (GapUpdate, HashSet<BatchId>)>,
+    done: HashSet<BatchId>,
+    requests: u64,
+    /// Row updates still allowed before every call fails (`None`: never fail).
+    failures_after: Option<u64>,
+}
+
+/// Counters in memory, with at-most-once application per batch id.
+#[derive(Default)]
+pub struct InMemoryCounterStore {
+    rows: Mutex<Rows>,
+}
+
+impl InMemoryCounterStore {
+    /// Makes the store fail every update after `updates` more succeed: a crash part-way.
+    pub fn fail_after(&self, updates: u64) {
+        self.lock().failures_after = Some(updates);
+    }
+
+    /// Stops failing.
+    pub fn heal(&self) {
+        self.lock().failures_after = None;
+    }
+
+    /// The row of a source in a window.
+    pub fn counter(&self, source: IpAddr, window_start: u64) -> Option<StoredCounter> {
+        self.lock().counters.get(&(source, window_start)).cloned()
+    }
+
+    /// Every counter row.
+    pub fn counters(&self) -> Vec<StoredCounter> {
+        let mut rows: Vec<StoredCounter> = self.lock().counters.values().cloned().collect();
+        rows.sort_by_key(|row| (row.source, row.window_start));
+        rows
+    }
+
+    /// Summed gap counts of an interface in a window.
+    pub fn gap(&self, interface: &str, window_start: u64) -> Option<GapUpdate> {
+        self.lock()
+            .gaps
+            .get(&(interface.to_owned(), window_start))
+            .map(|(gap, _)| gap.clone())
+    }
+
+    /// Write requests received (row updates and done markers).
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rows> {
+        // A panic while holding the lock is a test failure already; keep its state.
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn injected_failure() -> StoreError {
+    StoreError::Service {
+        action: "updating counters (injected failure)".into(),
+        table: "in-memory".into(),
+        retryable: true,
+        source: "injected failure".into(),
+    }
+}
+
+impl Rows {
+    fn spend_one_update(&mut self) -> Result<(), StoreError> {
+        self.requests += 1;
+        match self.failures_after {
+            Some(0) => Err(injected_failure()),
+            Some(left) => {
+                self.failures_after = Some(left - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl CounterStore for InMemoryCounterStore {
+    async fn is_done(&self, batch: &BatchId) -> Result<bool, StoreError> {
+        Ok(self.lock().done.contains(batch))
+    }
+
+    async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport::default();
+        for update in &batch.updates {
+            let mut rows = self.lock();
+            rows.spend_one_update()?;
+            report.requests += 1;
+            let key = (update.source, update.window_start);
+            if rows
+                .counter_batches
+                .entry(key)
+                .or_default()
+                .insert(batch.id.clone())
+            {
+                rows.counters.entry(key).or_default().merge(update);
+                report.applied += 1;
+            } else {
+                report.already_applied += 1;
+            }
+        }
+        for gap in &batch.gaps {
+            let mut rows = self.lock();
+            rows.spend_one_update()?;
+            report.requests += 1;
+            let key = (gap.interface.clone(), gap.window_start);
+            let (stored, batches) = rows.gaps.entry(key).or_insert_with(|| {
+                (
+                    GapUpdate {
+                        nodata: 0,
+                        skipdata: 0,
+                        ..gap.clone()
+                    },
+                    HashSet::new(),
+                )
+            });
+            if batches.insert(batch.id.clone()) {
+                stored.nodata += gap.nodata;
+                stored.skipdata += gap.skipdata;
+                report.applied += 1;
+            } else {
+                report.already_applied += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn mark_done(&self, batch: &BatchId, _expires_at: u64) -> Result<(), StoreError> {
+        let mut rows = self.lock();
+        rows.spend_one_update()?;
+        rows.done.insert(batch.clone());
+        Ok(())
+    }
+}
+
+/// Objects in memory, served in chunks of a chosen size.
+#[derive(Default)]
+pub struct InMemoryObjectSource {
+    objects: Mutex<HashMap<(String, String), Vec<u8>>>,
+    chunk_bytes: usize,
+}
+
+impl InMemoryObjectSource {
+    /// An empty source serving 64 KiB chunks.
+    pub fn new() -> Self {
+        InMemoryObjectSource {
+            objects: Mutex::default(),
+            chunk_bytes: 64 << 10,
+        }
+    }
+
+    /// Stores an object.
+    pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((bucket.to_owned(), key.to_owned()), bytes);
+    }
+}
+
+/// The chunks of an in-memory object.
+pub struct InMemoryBody {
+    chunks: VecDeque<Bytes>,
+}
+
+impl ObjectBody for InMemoryBody {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        Ok(self.chunks.pop_front())
+    }
+}
+
+impl ObjectSource for InMemoryObjectSource {
+    type Body = InMemoryBody;
+
+    async fn open(&self, object: &ObjectRef) -> Result<InMemoryBody, FetchError> {
+        let objects = self
+            .objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = objects
+            .get(&(object.bucket.clone(), object.key.clone()))
+            .ok_or_else(|| FetchError::NotFound {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+            })?;
+        let chunks = bytes
+            .chunks(self.chunk_bytes.max(1))
+            .map(Bytes::copy_from_slice)
+            .collect();
+        Ok(InMemoryBody { chunks })
+    }
+}
