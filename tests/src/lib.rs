@@ -1,5 +1,7 @@
 //! Helpers shared by the cross-crate tests and benchmarks.
 
+pub mod moto;
+
 use shared::decode::{DecodeError, DecodeLimits, ObjectDecoder, ObjectLines};
 use shared::flow_log::FlowFormat;
 use shared::tally::{RejectTally, TallyOptions};

@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::counters::{BatchId, CounterBatch, CounterUpdate, GapUpdate};
+use crate::counters::{BatchId, CounterBatch, CounterUpdate, GapUpdate, StoredCounter};
 use crate::ports::{ApplyReport, CounterStore, StoreError};
 
 pub const PK: &str = "pk";
@@ -292,6 +292,137 @@ impl CounterStore for DynamoCounterStore {
             })?;
         Ok(())
     }
+}
+
+impl DynamoCounterStore {
+    /// The rows of one window with at least `min_rejects` REJECTs, from every shard of
+    /// the `by-window` index: a `Query` per shard, never a scan.
+    pub async fn window_counters(
+        &self,
+        window_start: u64,
+        shards: u8,
+        min_rejects: u64,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
+        let mut rows = Vec::new();
+        for shard in 0..shards.max(1) {
+            let pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_WINDOW_INDEX)
+                .key_condition_expression("#g = :g AND #r >= :min")
+                .expression_attribute_names("#g", GSI1_PK)
+                .expression_attribute_names("#r", REJECTS)
+                .expression_attribute_values(
+                    ":g",
+                    AttributeValue::S(window_shard_key(window_start, shard)),
+                )
+                .expression_attribute_values(":min", number(min_rejects))
+                .into_paginator()
+                .items()
+                .send();
+            let items: Vec<HashMap<String, AttributeValue>> =
+                pages.try_collect().await.map_err(|error| {
+                    self.error(
+                        format!("reading window {window_start} shard {shard}"),
+                        error,
+                    )
+                })?;
+            rows.extend(items.iter().filter_map(counter_from_item));
+        }
+        Ok(rows)
+    }
+
+    /// One source's rows with windows starting in `from..=to`.
+    pub async fn source_counters(
+        &self,
+        source: IpAddr,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(source_key(source)))
+            .expression_attribute_values(":from", AttributeValue::S(window_key(from)))
+            .expression_attribute_values(":to", AttributeValue::S(window_key(to)))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|error| self.error(format!("reading counters of {source}"), error))?;
+        Ok(items.iter().filter_map(counter_from_item).collect())
+    }
+}
+
+/// Reads a counter item; `None` for items that are not counters.
+pub fn counter_from_item(item: &HashMap<String, AttributeValue>) -> Option<StoredCounter> {
+    if !item.get(PK)?.as_s().ok()?.starts_with("SRC#") {
+        return None;
+    }
+    let number_of = |name: &str| -> u64 {
+        item.get(name)
+            .and_then(|value| value.as_n().ok())
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0)
+    };
+    let numbers_of = |name: &str| -> Vec<u64> {
+        let mut values: Vec<u64> = item
+            .get(name)
+            .and_then(|value| value.as_ns().ok())
+            .map(|members| {
+                members
+                    .iter()
+                    .filter_map(|text| text.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        values.sort_unstable();
+        values
+    };
+    let mut protocols = Vec::new();
+    let mut reject_reasons = Vec::new();
+    for (name, value) in item {
+        let count = value.as_n().ok().and_then(|text| text.parse::<u64>().ok());
+        if let (Some(protocol), Some(count)) = (name.strip_prefix(PROTOCOL_PREFIX), count)
+            && let Ok(protocol) = protocol.parse::<u8>()
+        {
+            protocols.push((protocol, count));
+        } else if let (Some(reason), Some(count)) = (name.strip_prefix(REASON_PREFIX), count) {
+            reject_reasons.push((reason.to_owned(), count));
+        }
+    }
+    protocols.sort_unstable();
+    reject_reasons.sort();
+    let mut interfaces: Vec<String> = item
+        .get(INTERFACES)
+        .and_then(|value| value.as_ss().ok())
+        .cloned()
+        .unwrap_or_default();
+    interfaces.sort();
+    Some(StoredCounter {
+        source: item.get(SOURCE)?.as_s().ok()?.parse().ok(),
+        window_start: number_of(WINDOW_START),
+        window_seconds: number_of(WINDOW_SECONDS),
+        rejects: number_of(REJECTS),
+        packets: number_of(PACKETS),
+        bytes: number_of(BYTES),
+        dst_ports: numbers_of(DST_PORTS)
+            .into_iter()
+            .filter_map(|port| u16::try_from(port).ok())
+            .collect(),
+        dst_hosts: numbers_of(DST_HOSTS),
+        first_seen: numbers_of(FIRST_SEEN),
+        last_seen: numbers_of(LAST_SEEN),
+        interfaces,
+        protocols,
+        reject_reasons,
+    })
 }
 
 /// Builds `SET a = :a, ... ADD b :b, ...` with placeholders for every name and value, so no

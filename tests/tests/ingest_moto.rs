@@ -1,0 +1,386 @@
+//! The ingest handler against real HTTP servers: moto's DynamoDB, S3 and SQS on loopback,
+//! reached through the real SDK clients and adapters.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use futures_util::TryStreamExt;
+use ingest_flow_logs::config::Config;
+use ingest_flow_logs::{Deps, handle};
+use rejectwatch_tests::moto::{MotoServer, create_counters_table};
+use serde_json::{Value, json};
+use shared::aws::dynamodb::{DynamoCounterStore, counter_from_item};
+use shared::aws::s3::S3ObjectSource;
+use shared::counters::{BatchId, CounterBatch, StoredCounter};
+use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig};
+use shared::ports::CounterStore;
+use shared::tally::TallyOptions;
+
+const TABLE: &str = "rejectwatch-counters";
+const BUCKET: &str = "rejectwatch-flow-logs";
+const QUEUE: &str = "rejectwatch-flow-log-objects";
+
+struct Stack {
+    _moto: MotoServer,
+    sdk: SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl Stack {
+    /// A fresh moto server with the table, the bucket, and a queue that receives the
+    /// bucket's object-created notifications.
+    async fn start() -> Stack {
+        let moto = MotoServer::start();
+        let sdk = moto.sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3 = aws_sdk_s3::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        create_counters_table(&dynamodb, TABLE).await;
+        s3.create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("creating the bucket");
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(QUEUE)
+            .send()
+            .await
+            .expect("creating the queue")
+            .queue_url
+            .expect("a queue URL");
+        let notification = NotificationConfiguration::builder()
+            .queue_configurations(
+                QueueConfiguration::builder()
+                    .queue_arn(format!("arn:aws:sqs:us-east-1:123456789012:{QUEUE}"))
+                    .events(Event::S3ObjectCreated)
+                    .build()
+                    .expect("queue configuration"),
+            )
+            .build();
+        s3.put_bucket_notification_configuration()
+            .bucket(BUCKET)
+            .notification_configuration(notification)
+            .send()
+            .await
+            .expect("configuring notifications");
+        Stack {
+            _moto: moto,
+            sdk,
+            dynamodb,
+            s3,
+            sqs,
+            queue_url,
+        }
+    }
+
+    fn deps(&self, extra: &[(&str, &str)]) -> Deps<DynamoCounterStore, S3ObjectSource> {
+        let mut settings: HashMap<String, String> =
+            HashMap::from([("COUNTERS_TABLE_NAME".into(), TABLE.into())]);
+        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
+        Deps {
+            store: self.store(&config),
+            objects: S3ObjectSource::new(aws_sdk_s3::Client::new(&self.sdk)),
+            config,
+        }
+    }
+
+    fn store(&self, config: &Config) -> DynamoCounterStore {
+        DynamoCounterStore::new(
+            self.dynamodb.clone(),
+            TABLE,
+            config.retention_seconds,
+            config.write_concurrency,
+        )
+    }
+
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .expect("putting the object");
+    }
+
+    /// The object-created notifications waiting in the queue, as a Lambda SQS event
+    /// (S3's test event, if any, included: the handler must cope with it).
+    async fn receive_sqs_event(&self, wanted: usize) -> Value {
+        let mut records = Vec::new();
+        for _ in 0..20 {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receiving messages");
+            for message in output.messages.unwrap_or_default() {
+                let body = message.body.unwrap_or_default();
+                let is_object = body.contains("ObjectCreated");
+                records.push(json!({
+                    "messageId": message.message_id.unwrap_or_default(),
+                    "body": body,
+                    "eventSource": "aws:sqs",
+                }));
+                if is_object
+                    && records
+                        .iter()
+                        .filter(|r| r["body"].as_str().unwrap_or("").contains("ObjectCreated"))
+                        .count()
+                        >= wanted
+                {
+                    return json!({"Records": records});
+                }
+            }
+        }
+        panic!("{wanted} object notifications did not arrive in the queue");
+    }
+
+    /// Every counter row, read back the way a user would.
+    async fn counters(&self) -> HashMap<(String, u64), StoredCounter> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .dynamodb
+            .scan()
+            .table_name(TABLE)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("scanning the table");
+        items
+            .iter()
+            .filter_map(counter_from_item)
+            .map(|row| {
+                (
+                    (row.source.expect("a source").to_string(), row.window_start),
+                    row,
+                )
+            })
+            .collect()
+    }
+}
+
+/// A generated object of one five-minute delivery from a few hundred sources: moto applies
+/// about a hundred updates a second, so the row count, not the record count, sets the
+/// test's duration.
+fn generate(records: u64, seed: u64) -> (Vec<u8>, Expected) {
+    let mut generator = FlowLogGenerator::new(GeneratorConfig {
+        records,
+        seed,
+        benign_sources: 300,
+        start_time: 1_700_000_100,
+        duration_seconds: 290,
+        ..GeneratorConfig::default()
+    });
+    let mut object = Vec::new();
+    generator.write_gzip(&mut object, 1).expect("generating");
+    (object, generator.into_expected())
+}
+
+fn flow_log_key(name: &str) -> String {
+    format!(
+        "AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=us-east-1/year=2024/month=05/day=01/{name}.log.gz"
+    )
+}
+
+/// The stored rows equal the generator's truth, row by row.
+fn assert_counts_match(rows: &HashMap<(String, u64), StoredCounter>, expected: &Expected) {
+    assert_eq!(rows.len(), expected.per_source.len(), "rows");
+    for (key, truth) in &expected.per_source {
+        let row = &rows[&(key.source.to_string(), key.window_start)];
+        assert_eq!(
+            (row.rejects, row.packets, row.bytes),
+            (truth.rejects, truth.packets, truth.bytes),
+            "{key:?}"
+        );
+        if truth.dst_ports.len() < shared::sample::DISTINCT_SAMPLE {
+            assert_eq!(
+                row.distinct_dst_ports(),
+                (truth.dst_ports.len() as u64, true),
+                "{key:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_batch_is_written_to_dynamodb() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let event: Value =
+        serde_json::from_str(include_str!("../../events/cloudwatch-logs-rejects.json")).unwrap();
+    let summary = handle(event.clone(), &deps).await.expect("first delivery");
+    assert_eq!(summary["rejects"], 6);
+    let rows = stack.counters().await;
+    let scanner = &rows[&("198.51.100.7".to_owned(), 1_714_566_000)];
+    assert_eq!(scanner.rejects, 4);
+    assert_eq!(scanner.dst_ports, vec![22, 23, 445, 3389]);
+    assert_eq!(scanner.interfaces, vec!["eni-1235b8ca123456789"]);
+    assert_eq!(scanner.protocols, vec![(6, 4)]);
+    assert_eq!(
+        (scanner.first_seen(), scanner.last_seen()),
+        (Some(1_714_566_011), Some(1_714_566_074))
+    );
+
+    let again = handle(event, &deps).await.expect("second delivery");
+    assert_eq!(again["duplicates"], 1);
+    assert_eq!(stack.counters().await, rows);
+
+    // The evaluator's access path: the window's rows, from the index, without a scan.
+    let window = deps
+        .store
+        .window_counters(1_714_566_000, deps.config.index_shards, 2)
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0].source, Some("198.51.100.7".parse().unwrap()));
+    let history = deps
+        .store
+        .source_counters(
+            "198.51.100.7".parse().unwrap(),
+            1_714_500_000,
+            1_714_600_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_put_notification_from_the_queue_is_counted_exactly() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let (object, expected) = generate(20_000, 21);
+    stack.put_object(&flow_log_key("first"), object).await;
+    let event = stack.receive_sqs_event(1).await;
+    let response = handle(event, &deps)
+        .await
+        .expect("handling the queue's messages");
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_counts_match(&stack.counters().await, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_object_in_an_sqs_batch_fails_only_its_message() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let (object, expected) = generate(5_000, 22);
+    stack.put_object(&flow_log_key("good"), object).await;
+    let mut corrupt = generate(1_000, 23).0;
+    corrupt.truncate(corrupt.len() / 3);
+    stack.put_object(&flow_log_key("corrupt"), corrupt).await;
+    let event = stack.receive_sqs_event(2).await;
+    let response = handle(event.clone(), &deps)
+        .await
+        .expect("handling the batch");
+    let failures = response["batchItemFailures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1);
+    let failed_id = failures[0]["itemIdentifier"].as_str().unwrap();
+    let failed = event["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["messageId"] == failed_id)
+        .unwrap();
+    assert!(failed["body"].as_str().unwrap().contains("corrupt"));
+    assert_counts_match(&stack.counters().await, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_deliveries_count_once() {
+    let stack = Stack::start().await;
+    let (object, expected) = generate(20_000, 24);
+    let key = flow_log_key("concurrent");
+    stack.put_object(&key, object).await;
+    let event = stack.receive_sqs_event(1).await;
+    let (first, second) = (stack.deps(&[]), stack.deps(&[]));
+    let (a, b) = tokio::join!(
+        handle(event.clone(), &first),
+        handle(event.clone(), &second)
+    );
+    assert_eq!(a.unwrap(), json!({"batchItemFailures": []}));
+    assert_eq!(b.unwrap(), json!({"batchItemFailures": []}));
+    handle(event, &first).await.expect("a third, late delivery");
+    assert_counts_match(&stack.counters().await, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let (object, expected) = generate(20_000, 25);
+    let key = flow_log_key("crash");
+    stack.put_object(&key, object.clone()).await;
+    let event = stack.receive_sqs_event(1).await;
+    // The first attempt wrote the first half of its rows, then died before the rest and
+    // before its done marker.
+    let body: Value = serde_json::from_str(
+        event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["body"].as_str().unwrap().contains("ObjectCreated"))
+            .unwrap()["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let etag = body["Records"][0]["s3"]["object"]["eTag"]
+        .as_str()
+        .map(str::to_owned);
+    let id = BatchId::for_s3_object(BUCKET, &key, None, etag.as_deref());
+    let tally = rejectwatch_tests::tally_object(&object, TallyOptions::default()).unwrap();
+    let mut partial = CounterBatch::from_tally(id, &tally, deps.config.index_shards);
+    let half = partial.updates.len() / 2;
+    partial.updates.truncate(half);
+    deps.store
+        .apply(&partial)
+        .await
+        .expect("the partial first attempt");
+
+    let response = handle(event, &deps).await.expect("the retry");
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_counts_match(&stack.counters().await, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_record_object_matches_the_generator_truth() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[("WRITE_CONCURRENCY", "32")]);
+    let (object, expected) = generate(1_000_000, 26);
+    assert!(
+        expected.per_source.len() < 2_000,
+        "{} rows",
+        expected.per_source.len()
+    );
+    stack.put_object(&flow_log_key("million"), object).await;
+    let event = stack.receive_sqs_event(1).await;
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(1200), handle(event, &deps))
+        .await
+        .expect("ingesting within 20 minutes")
+        .expect("ingesting");
+    eprintln!(
+        "1M-record object ingested into moto in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let rows = stack.counters().await;
+    assert_counts_match(&rows, &expected);
+    let counted: u64 = rows.values().map(|row| row.rejects).sum();
+    assert_eq!(counted, expected.rejects);
+}
