@@ -8,7 +8,6 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use futures_util::TryStreamExt;
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, handle};
 use rejectwatch_tests::moto::{MotoServer, create_counters_table};
