@@ -120,6 +120,7 @@ impl Hash for PackedKey {
 /// protocols and interfaces are kept inline, which covers ordinary sources; [`Detail`] is
 /// allocated only when a third one (or a reject reason) appears.
 #[derive(Clone, Debug)]
+#[repr(C)]
 struct SourceStats {
     packets: u64,
     bytes: u64,
@@ -583,10 +584,20 @@ pub struct Totals {
 /// queueing one behind the other.
 const BATCH: usize = 64;
 
+/// One aggregate: exactly two cache lines (104 bytes of fields, laid out in declaration
+/// order), so that [`Rows::warm`] can bring a row in by reading the key at its start and
+/// `used` at its end.
+#[derive(Clone, Debug)]
+#[repr(C, align(64))]
+struct Row {
+    key: PackedKey,
+    stats: SourceStats,
+}
+
 /// The aggregates: rows in order of first sight, found through an open-addressing index.
 #[derive(Clone, Debug, Default)]
 struct Rows {
-    rows: Vec<(PackedKey, SourceStats)>,
+    rows: Vec<Row>,
     /// Linear probing over `rows`: 0 for an empty slot, else the top half of the key's
     /// hash above the row's position plus one. A power of two long, at most 3/4 full.
     index: Vec<u64>,
@@ -613,14 +624,14 @@ impl Rows {
                 return None;
             }
             let row = (entry as u32 - 1) as usize;
-            if entry >> 32 == hash >> 32 && self.rows[row].0 == *key {
+            if entry >> 32 == hash >> 32 && self.rows[row].key == *key {
                 return Some(row);
             }
             slot = (slot + 1) & self.mask();
         }
     }
 
-    fn get(&self, key: &PackedKey) -> Option<&(PackedKey, SourceStats)> {
+    fn get(&self, key: &PackedKey) -> Option<&Row> {
         self.find(key, self.hash(key)).map(|row| &self.rows[row])
     }
 
@@ -632,13 +643,15 @@ impl Rows {
                     self.grow();
                 }
                 let row = self.rows.len();
-                self.rows
-                    .push((sample.key, SourceStats::new(sample.offset)));
+                self.rows.push(Row {
+                    key: sample.key,
+                    stats: SourceStats::new(sample.offset),
+                });
                 self.place(sample.hash, row);
                 row
             }
         };
-        &mut self.rows[row].1
+        &mut self.rows[row].stats
     }
 
     fn place(&mut self, hash: u64, row: usize) {
@@ -655,7 +668,7 @@ impl Rows {
     fn grow(&mut self) {
         self.index = vec![0; (self.index.len() * 2).max(16)];
         for row in 0..self.rows.len() {
-            let hash = self.hash(&self.rows[row].0);
+            let hash = self.hash(&self.rows[row].key);
             self.place(hash, row);
         }
     }
@@ -666,17 +679,21 @@ impl Rows {
         if self.index.is_empty() {
             return;
         }
-        let mut entries = [0u64; BATCH];
-        for (entry, sample) in entries.iter_mut().zip(samples) {
-            *entry = self.index[sample.hash as usize & self.mask()];
+        let mut slots = [0u64; BATCH];
+        for (slot, sample) in slots.iter_mut().zip(samples) {
+            *slot = self.index[sample.hash as usize & self.mask()];
         }
         let mut touched = 0;
-        for (entry, sample) in entries.iter().zip(samples) {
-            if entry >> 32 == sample.hash >> 32
-                && let Some((key, stats)) = self.rows.get((*entry as u32).wrapping_sub(1) as usize)
-            {
-                // A row spans two cache lines: read from both.
-                touched ^= key.window_index ^ u32::from(stats.used[INTERFACES]);
+        for (slot, sample) in slots.iter().zip(samples) {
+            // Probe on from the home slot (usually within its cache line) by hash alone.
+            let mut entry = *slot;
+            let mut at = sample.hash as usize;
+            while entry != 0 && entry >> 32 != sample.hash >> 32 {
+                at = (at + 1) & self.mask();
+                entry = self.index[at];
+            }
+            if let Some(row) = self.rows.get((entry as u32).wrapping_sub(1) as usize) {
+                touched ^= row.key.window_index ^ u32::from(row.stats.used[INTERFACES]);
             }
         }
         std::hint::black_box(touched);
@@ -876,7 +893,7 @@ impl RejectTally {
 
     /// Totals, with `sources` computed from the aggregates.
     pub fn totals(&self) -> Totals {
-        let keys = self.rows.rows.iter().map(|(key, _)| key);
+        let keys = self.rows.rows.iter().map(|row| &row.key);
         let sources: HashSet<([u32; 4], bool), RandomState> = keys
             .chain(self.pending.iter().map(|sample| &sample.key))
             .map(|key| (key.address, key.is_v6))
@@ -937,7 +954,7 @@ impl RejectTally {
             (key.window_start / self.options.window_seconds) as u32,
         );
         let aggregate = match self.rows.get(&packed) {
-            Some((packed, stats)) => self.view(packed, Some(stats)),
+            Some(row) => self.view(&row.key, Some(&row.stats)),
             None => self.view(self.pending_only_keys().find(|&&k| k == packed)?, None),
         };
         Some(aggregate).filter(|aggregate| aggregate.key.window_start == key.window_start)
@@ -946,7 +963,7 @@ impl RejectTally {
     /// All aggregates, in the order they were first seen.
     pub fn aggregates(&self) -> impl Iterator<Item = SourceAggregate<'_>> {
         let applied = self.rows.rows.iter();
-        let applied = applied.map(|(key, stats)| self.view(key, Some(stats)));
+        let applied = applied.map(|row| self.view(&row.key, Some(&row.stats)));
         applied.chain(self.pending_only_keys().map(|key| self.view(key, None)))
     }
 
@@ -1593,6 +1610,8 @@ mod tests {
         );
         assert_eq!(stats.protocols(), vec![(6, 4)]);
         assert_eq!(std::mem::size_of::<SourceStats>(), 80);
+        assert_eq!(std::mem::size_of::<Row>(), 128);
+        assert_eq!(std::mem::offset_of!(Row, stats.used) / 64, 1);
 
         let third_port = REJECT.replace(" 3389 ", " 443 ");
         let tally = tally_default(&[REJECT, &other_port, &third_port]);
