@@ -662,13 +662,17 @@ fn read_text_at(bytes: &[u8], position: usize, slot: &mut Slot) -> usize {
 }
 
 /// The position of the first space at or after `position`, or the length: eight bytes at a
-/// time, as [`tokenize`] does.
+/// time.
 #[inline]
 fn find_space(bytes: &[u8], mut position: usize) -> usize {
-    while let Some(word) = bytes.get(position..position + 8) {
-        let spaces = space_bits(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    while let Some(word) = bytes.get(position..).and_then(<[u8]>::first_chunk::<8>) {
+        // Zero bytes where the spaces are; the lowest flagged byte is exactly the first
+        // zero (a borrow can only flag bytes above a real zero).
+        let x = u64::from_le_bytes(*word) ^ (ONES * u64::from(b' '));
+        let spaces = x.wrapping_sub(ONES) & !x & (ONES << 7);
         if spaces != 0 {
-            return position + spaces.trailing_zeros() as usize;
+            return position + spaces.trailing_zeros() as usize / 8;
         }
         position += 8;
     }
@@ -2380,6 +2384,13 @@ mod one_pass_tests {
             prop_assert_eq!(digit_run(word), run);
             let expected = text[..run].parse::<u64>().unwrap_or(0);
             prop_assert_eq!(eight_digits_value(word, run), expected);
+        }
+
+        #[test]
+        fn find_space_finds_the_first_space(text in "[ a-z\u{80}-\u{ff}]{0,40}", from in 0usize..40) {
+            let bytes = text.as_bytes();
+            let from = from.min(bytes.len());
+            prop_assert_eq!(find_space(bytes, from), token_end(bytes, from));
         }
 
         #[test]
