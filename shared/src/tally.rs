@@ -700,6 +700,64 @@ impl Rows {
     }
 }
 
+/// A text of 8 to 24 bytes as its length and three (possibly overlapping) words, which
+/// together determine it: compared and hashed in a few operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ShortText {
+    words: [u64; 3],
+    len: usize,
+}
+
+impl ShortText {
+    fn new(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let word = |at: usize| {
+            let chunk = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>);
+            chunk.map_or(0, |chunk| u64::from_le_bytes(*chunk))
+        };
+        let len = bytes.len();
+        (8..=24).contains(&len).then(|| ShortText {
+            words: [word(0), word(len.min(16) - 8), word(len - 8)],
+            len,
+        })
+    }
+
+    fn slot(&self) -> usize {
+        let [a, b, c] = self.words;
+        let mixed = (a ^ b.rotate_left(21) ^ c.rotate_left(42) ^ self.len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - RECENT_IDS_BITS)) as usize
+    }
+}
+
+const RECENT_IDS_BITS: u32 = 8;
+
+/// A direct-mapped cache from short texts (interface ids are 21 bytes) to interned ids.
+/// A flow log names a few hundred interfaces, so nearly every lookup hits.
+#[derive(Clone, Debug)]
+struct RecentIds {
+    entries: Box<[(ShortText, u32); 1 << RECENT_IDS_BITS]>,
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        RecentIds {
+            entries: Box::new([(ShortText::default(), 0); 1 << RECENT_IDS_BITS]),
+        }
+    }
+}
+
+impl RecentIds {
+    fn get(&self, key: &ShortText) -> Option<u32> {
+        let (known, id) = &self.entries[key.slot()];
+        (known == key).then_some(*id)
+    }
+
+    fn put(&mut self, key: ShortText, id: u32) {
+        self.entries[key.slot()] = (key, id);
+    }
+}
+
 /// REJECT aggregates of a batch of records, keyed by [`SourceWindow`].
 ///
 /// REJECTs are applied to the aggregates [`BATCH`] at a time; every read sees the ones
@@ -712,8 +770,8 @@ pub struct RejectTally {
     pending: Vec<RejectSample>,
     /// Interface ids seen, interned so aggregates refer to them by index.
     interfaces: IndexSet<Box<str>, RandomState>,
-    /// The last interface looked up: records often come in runs from one interface.
-    last_interface: Option<u32>,
+    /// Recently interned interface ids, to skip hashing and comparing through `interfaces`.
+    recent_interfaces: RecentIds,
     /// Reject reasons seen, interned like interfaces.
     reasons: IndexSet<Box<str>, RandomState>,
     gaps: HashMap<(u32, u64), CaptureGaps, RandomState>,
@@ -744,7 +802,7 @@ impl RejectTally {
             rows: Rows::default(),
             pending: Vec::with_capacity(BATCH),
             interfaces: IndexSet::default(),
-            last_interface: None,
+            recent_interfaces: RecentIds::default(),
             reasons: IndexSet::default(),
             gaps: HashMap::default(),
             totals: Totals::default(),
@@ -762,19 +820,17 @@ impl RejectTally {
     }
 
     fn intern_interface(&mut self, interface: &str) -> u32 {
-        if let Some(last) = self.last_interface
-            && self
-                .interfaces
-                .get_index(last as usize)
-                .is_some_and(|known| &**known == interface)
-        {
-            return last;
+        let key = ShortText::new(interface);
+        if let Some(id) = key.and_then(|key| self.recent_interfaces.get(&key)) {
+            return id;
         }
         let id = match self.interfaces.get_index_of(interface) {
             Some(index) => index as u32,
             None => self.interfaces.insert_full(interface.into()).0 as u32,
         };
-        self.last_interface = Some(id);
+        if let Some(key) = key {
+            self.recent_interfaces.put(key, id);
+        }
         id
     }
 
@@ -1619,6 +1675,40 @@ mod tests {
         assert!(stats.stats().detail.is_some());
         assert_eq!(stats.dst_ports(), vec![22, 443, 3389]);
         assert_eq!(stats.protocols(), vec![(6, 3)]);
+    }
+
+    #[test]
+    fn short_texts_are_equal_exactly_when_the_texts_are() {
+        let mut texts: Vec<String> = [
+            "eni-1235b8ca123456789",
+            "eni-1235b8ca123456788",
+            "eni-0235b8ca123456789",
+            "eni-1235b8cb123456789",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgh\0",
+            "short",
+        ]
+        .map(String::from)
+        .to_vec();
+        for len in 7..=25 {
+            texts.push("x".repeat(len));
+            texts.push(format!(
+                "{}y{}",
+                "x".repeat(len / 2),
+                "x".repeat(len - len / 2 - 1)
+            ));
+        }
+        for a in &texts {
+            for b in &texts {
+                let same_key = ShortText::new(a).is_some_and(|key| ShortText::new(b) == Some(key));
+                assert_eq!(
+                    same_key,
+                    a == b && (8..=24).contains(&a.len()),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 
     #[test]
