@@ -397,11 +397,10 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
     }
 
     fn text_line(&mut self, line_number: u64, text: &str) -> Result<(), DecodeError> {
-        if text.trim_ascii().is_empty() {
-            return Ok(());
-        }
+        let is_blank = || text.trim_ascii().is_empty();
         let parser = match &mut self.parser {
             Some(parser) => parser,
+            None if is_blank() => return Ok(()),
             None if FlowFormat::is_header_line(text) => {
                 let format = FlowFormat::from_header(text).map_err(DecodeError::BadHeader)?;
                 self.parser = Some(RecordParser::new(format));
@@ -411,6 +410,8 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
         };
         match parser.parse(text) {
             Ok(record) => self.records.record(&record),
+            // Blank lines never parse, so they are only looked for among the failures.
+            Err(_) if is_blank() => {}
             Err(_) if FlowFormat::is_header_line(text) => {
                 let format = FlowFormat::from_header(text).map_err(DecodeError::BadHeader)?;
                 *parser = RecordParser::new(format);

@@ -1170,38 +1170,38 @@ fn read_ipv6(token: &[u8]) -> Option<u128> {
     let mut groups = [0u16; 8];
     let mut count = 0;
     let mut gap_at = None;
-    let mut rest = token;
-    if let Some(after) = rest.strip_prefix(b"::") {
+    let mut at = 0;
+    if token.starts_with(b"::") {
         gap_at = Some(0);
-        rest = after;
+        at = 2;
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .iter()
-            .take(5)
-            .take_while(|b| b.is_ascii_hexdigit())
-            .count();
-        if digits == 0 || digits > 4 || count == 8 {
+    while at < token.len() {
+        if count == 8 {
             return None;
         }
-        let value = rest[..digits]
-            .iter()
-            .fold(0u16, |value, &byte| value << 4 | hex_value(byte));
+        let start = at;
+        let mut value = 0u16;
+        while let Some(digit) = token.get(at).and_then(|&byte| hex_digit(byte)) {
+            value = value << 4 | digit;
+            at += 1;
+        }
+        if !(1..=4).contains(&(at - start)) {
+            return None;
+        }
         groups[count] = value;
         count += 1;
-        rest = &rest[digits..];
-        if rest.is_empty() {
-            break;
-        }
-        rest = rest.strip_prefix(b":")?;
-        if let Some(after) = rest.strip_prefix(b":") {
-            if gap_at.is_some() {
-                return None;
+        match token.get(at) {
+            None => break,
+            Some(b':') if token.get(at + 1) == Some(&b':') => {
+                if gap_at.is_some() {
+                    return None;
+                }
+                gap_at = Some(count);
+                at += 2;
             }
-            gap_at = Some(count);
-            rest = after;
-        } else if rest.is_empty() {
-            return None;
+            // A single colon must be followed by another group.
+            Some(b':') if at + 1 < token.len() => at += 1,
+            Some(_) => return None,
         }
     }
     let bits = match gap_at {
@@ -1214,17 +1214,16 @@ fn read_ipv6(token: &[u8]) -> Option<u128> {
         }
         _ => return None,
     };
-    Some(
-        bits.iter()
-            .fold(0u128, |all, &group| all << 16 | u128::from(group)),
-    )
+    Some(Ipv6Addr::from(bits).to_bits())
 }
 
-fn hex_value(byte: u8) -> u16 {
+#[inline]
+fn hex_digit(byte: u8) -> Option<u16> {
     match byte {
-        b'0'..=b'9' => u16::from(byte - b'0'),
-        b'a'..=b'f' => u16::from(byte - b'a' + 10),
-        _ => u16::from(byte.wrapping_sub(b'A').wrapping_add(10)),
+        b'0'..=b'9' => Some(u16::from(byte - b'0')),
+        b'a'..=b'f' => Some(u16::from(byte - b'a' + 10)),
+        b'A'..=b'F' => Some(u16::from(byte - b'A' + 10)),
+        _ => None,
     }
 }
 
