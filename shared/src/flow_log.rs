@@ -588,23 +588,18 @@ impl RecordParser {
 #[inline]
 fn read_in_one_pass(readers: &[Reader], line: &str, slots: &mut [Slot]) -> bool {
     let bytes = line.as_bytes();
-    if bytes.is_empty() {
-        return false;
-    }
-    let mut position = 0;
-    for (index, (reader, slot)) in readers.iter().zip(slots.iter_mut()).enumerate() {
-        if index > 0 {
-            // Each value is followed by a space or the end, and the line ends in a
-            // non-space, so there is a next value unless this is the end.
-            if position == bytes.len() {
-                return false;
-            }
-            position += 1;
-            if bytes[position] == b' ' {
-                position = skip_spaces(bytes, position);
-            }
+    // Starts one before the first value, as if after a separator.
+    let mut end = usize::MAX;
+    for (reader, slot) in readers.iter().zip(slots.iter_mut()) {
+        // Each value ends at a space or the end of the line, and the line ends in a
+        // non-space: after a space there is a next value, after the end there is none.
+        let mut position = end.wrapping_add(1);
+        match bytes.get(position) {
+            Some(b' ') => position = skip_spaces(bytes, position),
+            Some(_) => {}
+            None => return false,
         }
-        let end = match *reader {
+        let read = match *reader {
             Reader::Text => Some(read_text_at(bytes, position, slot)),
             Reader::Number { max, .. } => read_number_at(bytes, position, slot, |value| {
                 (value <= max).then_some(value)
@@ -616,12 +611,12 @@ fn read_in_one_pass(readers: &[Reader], line: &str, slots: &mut [Slot]) -> bool 
             Reader::Action => read_action_at(bytes, position, slot),
             Reader::LogStatus => read_log_status_at(bytes, position, slot),
         };
-        match end {
-            Some(end) => position = end,
+        match read {
+            Some(after) => end = after,
             None => return false,
         }
     }
-    position == bytes.len()
+    end == bytes.len()
 }
 
 /// The position of the first non-space at or after `position` (runs of spaces are rare).
@@ -689,40 +684,41 @@ fn read_number_at(
     slot: &mut Slot,
     accept: impl FnOnce(u64) -> Option<u64>,
 ) -> Option<usize> {
-    let (value, digits) = leading_digits(bytes, position);
-    let end = position + digits;
-    if digits == 0 || !ends_at(bytes, end) {
+    let (value, digits, ends) = leading_digits(bytes, position);
+    if digits == 0 || !ends {
         return read_absent_at(bytes, position, slot);
     }
     if digits >= 16 {
         return None;
     }
     *slot = Slot::Number(accept(value)?);
-    Some(end)
+    Some(position + digits)
 }
 
 /// The value and count of the decimal digits starting at `position` (the value is only
-/// meaningful for fewer than 16 digits). Reads eight digits at a time when the line has
-/// eight more bytes, without a branch per digit.
+/// meaningful for fewer than 16 digits), and whether a space or the end follows them.
+/// Reads eight digits at a time when the line has eight more bytes, without a branch per
+/// digit.
 #[inline(always)]
-fn leading_digits(bytes: &[u8], position: usize) -> (u64, usize) {
+fn leading_digits(bytes: &[u8], position: usize) -> (u64, usize, bool) {
     let word_at = |at: usize| {
-        bytes
-            .get(at..at + 8)
-            .map(|word| u64::from_le_bytes(word.try_into().unwrap_or([0; 8])))
+        let word = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>);
+        word.map(|word| u64::from_le_bytes(*word))
     };
+    // The byte after the digits, when it is in the word.
+    let follows = |word: u64, digits: usize| (word >> (8 * digits)) as u8;
     if let Some(first) = word_at(position) {
         let digits = digit_run(first);
         if digits < 8 {
-            return (eight_digits_value(first, digits), digits);
+            let value = eight_digits_value(first, digits);
+            return (value, digits, follows(first, digits) == b' ');
         }
         if let Some(second) = word_at(position + 8) {
             let more = digit_run(second);
             let high = eight_digits_value(first, 8);
-            return (
-                high * POWERS_OF_TEN[more] + eight_digits_value(second, more),
-                8 + more,
-            );
+            let value = high * POWERS_OF_TEN[more] + eight_digits_value(second, more);
+            let ends = more == 8 || follows(second, more) == b' ';
+            return (value, 8 + more, ends);
         }
     }
     let mut value = 0u64;
@@ -735,7 +731,7 @@ fn leading_digits(bytes: &[u8], position: usize) -> (u64, usize) {
         value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
         digits += 1;
     }
-    (value, digits)
+    (value, digits, ends_at(bytes, position + digits))
 }
 
 const POWERS_OF_TEN: [u64; 9] = [
@@ -2398,8 +2394,9 @@ mod one_pass_tests {
             rest in "( [0-9a-z]{0,20})?",
         ) {
             let text = format!("{digits}{rest}");
-            let (value, count) = leading_digits(text.as_bytes(), 0);
+            let (value, count, ends) = leading_digits(text.as_bytes(), 0);
             prop_assert_eq!(count, digits.len());
+            prop_assert_eq!(ends, ends_at(text.as_bytes(), count));
             prop_assert_eq!(value, digits.parse::<u64>().unwrap_or(0));
         }
     }
