@@ -730,10 +730,11 @@ impl ShortText {
     }
 }
 
-const RECENT_IDS_BITS: u32 = 8;
+const RECENT_IDS_BITS: u32 = 10;
 
 /// A direct-mapped cache from short texts (interface ids are 21 bytes) to interned ids.
-/// A flow log names a few hundred interfaces, so nearly every lookup hits.
+/// A flow log names a few hundred interfaces; with 1024 entries few of them share one, so
+/// nearly every lookup hits.
 #[derive(Clone, Debug)]
 struct RecentIds {
     entries: Box<[(ShortText, u32); 1 << RECENT_IDS_BITS]>,
