@@ -313,16 +313,22 @@ struct CheckedText<'a> {
 impl<'a> CheckedText<'a> {
     /// `bytes[start..end]` as text, or `None` when it is not valid UTF-8. Lines are asked
     /// for in order, so each byte is checked about once: again only after an invalid one.
+    #[inline]
     fn get(&mut self, bytes: &'a [u8], start: usize, end: usize) -> Option<&'a str> {
         if start < self.from || end > self.from + self.text.len() {
-            let rest = &bytes[start..];
-            let text = match std::str::from_utf8(rest) {
-                Ok(text) => text,
-                Err(error) => std::str::from_utf8(&rest[..error.valid_up_to()]).unwrap_or(""),
-            };
-            *self = CheckedText { from: start, text };
+            self.check_from(bytes, start);
         }
         self.text.get(start - self.from..end - self.from)
+    }
+
+    #[inline(never)]
+    fn check_from(&mut self, bytes: &'a [u8], start: usize) {
+        let rest = &bytes[start..];
+        let text = match std::str::from_utf8(rest) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&rest[..error.valid_up_to()]).unwrap_or(""),
+        };
+        *self = CheckedText { from: start, text };
     }
 }
 

@@ -1059,6 +1059,7 @@ impl RecordSink for RejectTally {
 /// An exact 64-bit stand-in for an address: IPv4 addresses are their own value, IPv6
 /// addresses a fixed-seed hash with the top bit set (collisions are vanishingly unlikely
 /// among the few thousand addresses a source is counted exactly for).
+#[inline]
 fn address_fingerprint(address: IpAddr) -> u64 {
     match address {
         IpAddr::V4(v4) => u64::from(v4.to_bits()),
