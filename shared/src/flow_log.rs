@@ -515,6 +515,8 @@ pub enum FieldValue<'a> {
 #[derive(Clone, Debug)]
 pub struct RecordParser {
     format: FlowFormat,
+    /// Whether the format is the default one, read by code specialised to it.
+    is_default: bool,
     slots: Vec<Slot>,
     /// (start, end) of each token of the current line; one spare to detect extras.
     tokens: Vec<(u32, u32)>,
@@ -526,6 +528,7 @@ impl RecordParser {
         let slots = vec![Slot::Absent; format.width()];
         let tokens = vec![(0, 0); format.width() + 1];
         RecordParser {
+            is_default: format.readers == DEFAULT_READERS,
             format,
             slots,
             tokens,
@@ -544,7 +547,12 @@ impl RecordParser {
     /// is stripped when the rest of the line has exactly the format's width.
     pub fn parse<'a>(&'a mut self, line: &'a str) -> Result<FlowRecord<'a>, ParseError> {
         let line = strip_export_timestamp(line.trim_ascii(), self.format.width())?;
-        if !read_in_one_pass(&self.format.readers, line, &mut self.slots) {
+        let read = if self.is_default {
+            read_default_in_one_pass(line, &mut self.slots)
+        } else {
+            read_in_one_pass(&self.format.readers, line, &mut self.slots)
+        };
+        if !read {
             self.read_by_tokens(line)?;
         }
         Ok(FlowRecord {
@@ -585,38 +593,61 @@ impl RecordParser {
 /// leave alone (numbers of 16 or more digits, IPv6 with an embedded IPv4 part). The caller
 /// then takes the general path, which accepts exactly the same values and explains errors;
 /// so this function only has to be right about the lines it accepts.
-#[inline]
+#[inline(never)]
 fn read_in_one_pass(readers: &[Reader], line: &str, slots: &mut [Slot]) -> bool {
-    let bytes = line.as_bytes();
     // Starts one before the first value, as if after a separator.
     let mut end = usize::MAX;
     for (reader, slot) in readers.iter().zip(slots.iter_mut()) {
-        // Each value ends at a space or the end of the line, and the line ends in a
-        // non-space: after a space there is a next value, after the end there is none.
-        let mut position = end.wrapping_add(1);
-        match bytes.get(position) {
-            Some(b' ') => position = skip_spaces(bytes, position),
-            Some(_) => {}
-            None => return false,
-        }
-        let read = match *reader {
-            Reader::Text => Some(read_text_at(bytes, position, slot)),
-            Reader::Number { max, .. } => read_number_at(bytes, position, slot, |value| {
-                (value <= max).then_some(value)
-            }),
-            Reader::Timestamp(_) => read_number_at(bytes, position, slot, |value| {
-                Some(normalise_timestamp(value))
-            }),
-            Reader::Address(_) => read_address_at(line, position, slot),
-            Reader::Action => read_action_at(bytes, position, slot),
-            Reader::LogStatus => read_log_status_at(bytes, position, slot),
-        };
-        match read {
+        match read_next_value(*reader, line, end, slot) {
             Some(after) => end = after,
             None => return false,
         }
     }
-    end == bytes.len()
+    end == line.len()
+}
+
+/// [`read_in_one_pass`] for the default format, written out column by column so that
+/// each reader is known at compile time: no dispatch per value.
+#[inline(never)]
+fn read_default_in_one_pass(line: &str, slots: &mut [Slot]) -> bool {
+    let Some(slots) = slots.first_chunk_mut::<{ DEFAULT_FIELDS.len() }>() else {
+        return false;
+    };
+    let mut end = usize::MAX;
+    macro_rules! columns {
+        ($($column:literal)*) => {$(
+            match read_next_value(DEFAULT_READERS[$column], line, end, &mut slots[$column]) {
+                Some(after) => end = after,
+                None => return false,
+            }
+        )*};
+    }
+    columns!(0 1 2 3 4 5 6 7 8 9 10 11 12 13);
+    end == line.len()
+}
+
+/// Reads the value after the one that ended at `end` into `slot`: its end, or `None`.
+#[inline(always)]
+fn read_next_value(reader: Reader, line: &str, end: usize, slot: &mut Slot) -> Option<usize> {
+    let bytes = line.as_bytes();
+    // Each value ends at a space or the end of the line, and the line ends in a
+    // non-space: after a space there is a next value, after the end there is none.
+    let mut position = end.wrapping_add(1);
+    if *bytes.get(position)? == b' ' {
+        position = skip_spaces(bytes, position);
+    }
+    match reader {
+        Reader::Text => Some(read_text_at(bytes, position, slot)),
+        Reader::Number { max, .. } => read_number_at(bytes, position, slot, |value| {
+            (value <= max).then_some(value)
+        }),
+        Reader::Timestamp(_) => read_number_at(bytes, position, slot, |value| {
+            Some(normalise_timestamp(value))
+        }),
+        Reader::Address(_) => read_address_at(line, position, slot),
+        Reader::Action => read_action_at(bytes, position, slot),
+        Reader::LogStatus => read_log_status_at(bytes, position, slot),
+    }
 }
 
 /// The position of the first non-space at or after `position` (runs of spaces are rare).
@@ -1033,19 +1064,34 @@ enum Reader {
 
 impl Reader {
     fn for_column(column: &Column) -> Reader {
-        let Column::Known(field) = column else {
-            return Reader::Text;
-        };
+        match column {
+            Column::Known(field) => Reader::for_field(*field),
+            Column::Unknown(_) => Reader::Text,
+        }
+    }
+
+    const fn for_field(field: Field) -> Reader {
         match field.kind() {
             FieldKind::Text => Reader::Text,
-            FieldKind::Number { max } => Reader::Number { field: *field, max },
-            FieldKind::Timestamp => Reader::Timestamp(*field),
-            FieldKind::Address => Reader::Address(*field),
+            FieldKind::Number { max } => Reader::Number { field, max },
+            FieldKind::Timestamp => Reader::Timestamp(field),
+            FieldKind::Address => Reader::Address(field),
             FieldKind::Action => Reader::Action,
             FieldKind::LogStatus => Reader::LogStatus,
         }
     }
 }
+
+/// The readers of the default format, which most flow logs use.
+const DEFAULT_READERS: [Reader; DEFAULT_FIELDS.len()] = {
+    let mut readers = [Reader::Text; DEFAULT_FIELDS.len()];
+    let mut index = 0;
+    while index < readers.len() {
+        readers[index] = Reader::for_field(DEFAULT_FIELDS[index]);
+        index += 1;
+    }
+    readers
+};
 
 /// Reads the token `line[start..end]` (no spaces, not empty) into `slot`; `false` when it
 /// is not a valid value ([`explain`] then says why).
@@ -2421,6 +2467,34 @@ mod one_pass_tests {
         }
 
         #[test]
+        fn the_default_format_reader_agrees_with_the_general_one(
+            tokens in DEFAULT_FIELDS.map(|field| {
+                prop_oneof![
+                    3 => select(plausible(field.kind())),
+                    1 => select(TOKENS),
+                ]
+            }),
+            spaces in proptest::collection::vec(1usize..3, 15),
+            extra in proptest::option::weighted(0.1, select(TOKENS)),
+            missing in 0usize..30,
+        ) {
+            let mut tokens = tokens.to_vec();
+            tokens.extend(extra);
+            if missing < tokens.len() {
+                tokens.remove(missing);
+            }
+            let line = line_of(&tokens, &spaces);
+            let readers = &FlowFormat::default().readers;
+            let mut general = vec![Slot::Absent; readers.len()];
+            let mut default = general.clone();
+            prop_assert_eq!(
+                read_default_in_one_pass(&line, &mut default),
+                read_in_one_pass(readers, &line, &mut general)
+            );
+            prop_assert_eq!(default, general);
+        }
+
+        #[test]
         fn eight_byte_digit_reading_agrees_with_the_scalar_loop(
             digits in "[0-9]{0,8}",
             rest in "[ -~\u{80}-\u{ff}]{8}",
@@ -2461,6 +2535,14 @@ mod one_pass_tests {
             prop_assert_eq!(ends, ends_at(text.as_bytes(), count));
             prop_assert_eq!(value, digits.parse::<u64>().unwrap_or(0));
         }
+    }
+
+    #[test]
+    fn only_the_default_format_takes_the_default_reader() {
+        assert!(RecordParser::new(FlowFormat::default()).is_default);
+        let mut fields = DEFAULT_FIELDS.to_vec();
+        fields.swap(5, 6);
+        assert!(!RecordParser::new(FlowFormat::from_fields(&fields)).is_default);
     }
 
     #[test]
