@@ -3,9 +3,10 @@
 //!
 //! Pure and single-threaded: records go in through [`RecordSink`], aggregates come out.
 //! Memory grows only with the number of distinct (source, window) pairs, and each costs
-//! about 90 bytes while a source keeps to one port, host and interface (most do): richer
-//! detail is allocated only for sources that spread out, and distinct destination ports and
-//! addresses are held in bounded structures (a bitmap, a capped set, then a sketch).
+//! about 145 bytes (a two-cache-line row and its share of the index) while a source keeps
+//! to two ports, hosts, protocols and interfaces (ordinary sources do): richer detail is
+//! allocated only for sources that spread out, and distinct destination ports and addresses
+//! are held in bounded structures (a bitmap, a capped set, then a sketch).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
