@@ -62,6 +62,11 @@ pub enum DecodeError {
 pub trait LineSink {
     /// One complete line (1-based number). A `\r` before the `\n` is left in place.
     fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError>;
+    /// One complete line, like [`LineSink::line`], already known to be valid UTF-8: the
+    /// decoder checks whole buffers at once, which is cheaper than line by line.
+    fn text_line(&mut self, line_number: u64, line: &str) -> Result<(), DecodeError> {
+        self.line(line_number, line.as_bytes())
+    }
     /// A line longer than [`DecodeLimits::max_line_bytes`]; its bytes were dropped.
     fn oversized_line(&mut self, line_number: u64, length: usize);
 }
@@ -283,16 +288,18 @@ impl<S: LineSink> LineSplitter<S> {
             });
         }
         let sink = &mut self.sink;
-        let mut rest = bytes;
-        while let Some(newline) = memchr::memchr(b'\n', rest) {
-            let piece = &rest[..newline];
-            rest = &rest[newline + 1..];
+        let mut text = CheckedText::default();
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', bytes) {
+            let piece = &bytes[start..newline];
             self.line_number += 1;
             if let Some(length) = self.oversized.take() {
                 sink.oversized_line(self.line_number, length + piece.len());
             } else if self.partial.is_empty() {
                 if piece.len() > self.limits.max_line_bytes {
                     sink.oversized_line(self.line_number, piece.len());
+                } else if let Some(line) = text.get(bytes, start, newline) {
+                    sink.text_line(self.line_number, line)?;
                 } else {
                     sink.line(self.line_number, piece)?;
                 }
@@ -304,7 +311,9 @@ impl<S: LineSink> LineSplitter<S> {
                 sink.line(self.line_number, &self.partial)?;
                 self.partial.clear();
             }
+            start = newline + 1;
         }
+        let rest = &bytes[start..];
         if let Some(length) = self.oversized.as_mut() {
             *length += rest.len();
         } else if self.partial.len() + rest.len() > self.limits.max_line_bytes {
@@ -327,6 +336,37 @@ impl<S: LineSink> LineSplitter<S> {
             self.partial.clear();
         }
         Ok(())
+    }
+}
+
+/// A stretch of a decoded buffer known to be UTF-8: checked once, from the first line
+/// that needs it to the end of the buffer or the first invalid byte, for all the lines in
+/// it.
+#[derive(Default)]
+struct CheckedText<'a> {
+    from: usize,
+    text: &'a str,
+}
+
+impl<'a> CheckedText<'a> {
+    /// `bytes[start..end]` as text, or `None` when it is not valid UTF-8. Lines are asked
+    /// for in order, so each byte is checked about once: again only after an invalid one.
+    #[inline]
+    fn get(&mut self, bytes: &'a [u8], start: usize, end: usize) -> Option<&'a str> {
+        if start < self.from || end > self.from + self.text.len() {
+            self.check_from(bytes, start);
+        }
+        self.text.get(start - self.from..end - self.from)
+    }
+
+    #[inline(never)]
+    fn check_from(&mut self, bytes: &'a [u8], start: usize) {
+        let rest = &bytes[start..];
+        let text = match std::str::from_utf8(rest) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&rest[..error.valid_up_to()]).unwrap_or(""),
+        };
+        *self = CheckedText { from: start, text };
     }
 }
 
@@ -388,18 +428,23 @@ impl<R: RecordSink> ObjectLines<R> {
 
 impl<R: RecordSink> LineSink for ObjectLines<R> {
     fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError> {
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.records.malformed(MalformedLine {
-                line_number,
-                error: ParseError::NotUtf8,
-            });
-            return Ok(());
-        };
-        if text.trim_ascii().is_empty() {
-            return Ok(());
+        match std::str::from_utf8(line) {
+            Ok(text) => self.text_line(line_number, text),
+            Err(_) => {
+                self.records.malformed(MalformedLine {
+                    line_number,
+                    error: ParseError::NotUtf8,
+                });
+                Ok(())
+            }
         }
+    }
+
+    fn text_line(&mut self, line_number: u64, text: &str) -> Result<(), DecodeError> {
+        let is_blank = || text.trim_ascii().is_empty();
         let parser = match &mut self.parser {
             Some(parser) => parser,
+            None if is_blank() => return Ok(()),
             None if FlowFormat::is_header_line(text) => {
                 let format = FlowFormat::from_header(text).map_err(DecodeError::BadHeader)?;
                 self.parser = Some(RecordParser::new(format));
@@ -409,6 +454,8 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
         };
         match parser.parse(text) {
             Ok(record) => self.records.record(&record),
+            // Blank lines never parse, so they are only looked for among the failures.
+            Err(_) if is_blank() => {}
             Err(_) if FlowFormat::is_header_line(text) => {
                 let format = FlowFormat::from_header(text).map_err(DecodeError::BadHeader)?;
                 *parser = RecordParser::new(format);
@@ -821,6 +868,25 @@ mod tests {
             }
         );
         assert_eq!(collected.malformed[1].error, ParseError::NotUtf8);
+    }
+
+    #[test]
+    fn checked_text_agrees_with_checking_each_line() {
+        let cases: [&[u8]; 4] = [
+            b"ok\n\xff bad\nnext \xc3\xa9\n\n",
+            b"\xc3\xa9\n\xc3\n\xa9\nfine\n",
+            b"a\nb\n\xf0\x9f\x92\n",
+            b"\n\n",
+        ];
+        for bytes in cases {
+            let mut text = CheckedText::default();
+            let mut start = 0;
+            for newline in memchr::memchr_iter(b'\n', bytes) {
+                let expected = std::str::from_utf8(&bytes[start..newline]).ok();
+                assert_eq!(text.get(bytes, start, newline), expected, "{bytes:?}");
+                start = newline + 1;
+            }
+        }
     }
 
     #[test]

@@ -231,8 +231,6 @@ const NOT_PRESENT: u8 = u8::MAX;
 pub struct FlowFormat {
     columns: Vec<Column>,
     readers: Vec<Reader>,
-    /// The columns grouped by kind: the order the parser visits them.
-    plan: Plan,
     positions: [u8; Field::ALL.len()],
     /// Cached [`FlowFormat::can_count_rejects`]: it is asked once per record.
     counts_rejects: bool,
@@ -306,10 +304,8 @@ impl FlowFormat {
         );
         let has_action = positions[Field::Action as usize] != NOT_PRESENT;
         let readers: Vec<Reader> = columns.iter().map(Reader::for_column).collect();
-        let plan = Plan::new(&readers);
         Ok(FlowFormat {
             readers,
-            plan,
             columns,
             positions,
             counts_rejects: has_action && !is_transit_gateway,
@@ -488,7 +484,7 @@ fn quoted(value: &str) -> String {
 }
 
 /// A parsed value, stored without borrowing so the parser can reuse its buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Slot {
     Absent,
     Number(u64),
@@ -519,6 +515,8 @@ pub enum FieldValue<'a> {
 #[derive(Clone, Debug)]
 pub struct RecordParser {
     format: FlowFormat,
+    /// Whether the format is the default one, read by code specialised to it.
+    is_default: bool,
     slots: Vec<Slot>,
     /// (start, end) of each token of the current line; one spare to detect extras.
     tokens: Vec<(u32, u32)>,
@@ -530,6 +528,7 @@ impl RecordParser {
         let slots = vec![Slot::Absent; format.width()];
         let tokens = vec![(0, 0); format.width() + 1];
         RecordParser {
+            is_default: format.readers == DEFAULT_READERS,
             format,
             slots,
             tokens,
@@ -547,72 +546,14 @@ impl RecordParser {
     /// CRLF files) is ignored. A leading ISO-8601 timestamp, as in CloudWatch Logs exports,
     /// is stripped when the rest of the line has exactly the format's width.
     pub fn parse<'a>(&'a mut self, line: &'a str) -> Result<FlowRecord<'a>, ParseError> {
-        let width = self.format.width();
-        let line = strip_export_timestamp(line.trim_ascii(), width)?;
-        let found = tokenize(line.as_bytes(), &mut self.tokens);
-        if found != width {
-            return Err(ParseError::FieldCount {
-                expected: width,
-                found,
-            });
-        }
-        // Columns are visited kind by kind, each kind in its own loop, so there is no
-        // branch on the kind per column for the processor to mispredict.
-        let plan = &self.format.plan;
-        let bytes = line.as_bytes();
-        let tokens = &self.tokens;
-        let slots = &mut self.slots;
-        let token = |column: u8| {
-            let (start, end) = tokens[usize::from(column)];
-            (start as usize, end as usize)
+        let line = strip_export_timestamp(line.trim_ascii(), self.format.width())?;
+        let read = if self.is_default {
+            read_default_in_one_pass(line, &mut self.slots)
+        } else {
+            read_in_one_pass(&self.format.readers, line, &mut self.slots)
         };
-        let is_absent = |start: usize, end: usize| end - start == 1 && bytes[start] == b'-';
-        for &column in &plan.texts {
-            let (start, end) = token(column);
-            slots[usize::from(column)] = if is_absent(start, end) {
-                Slot::Absent
-            } else {
-                text_slot(start, end)
-            };
-        }
-        let mut valid = true;
-        for &(column, max) in &plan.numbers {
-            let (start, end) = token(column);
-            slots[usize::from(column)] = if is_absent(start, end) {
-                Slot::Absent
-            } else {
-                let value = read_digits(&bytes[start..end]);
-                valid &= value.is_some_and(|value| value <= max);
-                Slot::Number(value.unwrap_or(0))
-            };
-        }
-        for &column in &plan.timestamps {
-            let (start, end) = token(column);
-            slots[usize::from(column)] = if is_absent(start, end) {
-                Slot::Absent
-            } else {
-                let value = read_digits(&bytes[start..end]);
-                valid &= value.is_some();
-                Slot::Number(normalise_timestamp(value.unwrap_or(0)))
-            };
-        }
-        for &column in &plan.addresses {
-            let (start, end) = token(column);
-            slots[usize::from(column)] = if is_absent(start, end) {
-                Slot::Absent
-            } else {
-                let address = read_address(line, start, end);
-                valid &= address.is_some();
-                address.unwrap_or(Slot::Absent)
-            };
-        }
-        for &column in &plan.keywords {
-            let (start, end) = token(column);
-            let reader = self.format.readers[usize::from(column)];
-            valid &= read_token(reader, line, start, end, &mut slots[usize::from(column)]);
-        }
-        if !valid {
-            return Err(self.first_error(line));
+        if !read {
+            self.read_by_tokens(line)?;
         }
         Ok(FlowRecord {
             format: &self.format,
@@ -620,21 +561,374 @@ impl RecordParser {
             slots: &self.slots,
         })
     }
-}
 
-impl RecordParser {
-    /// The error of the first invalid column, in column order (the plan's order differs).
+    /// The general path, for lines the one-pass reader declines: splits the line into
+    /// tokens first, so that a wrong field count is reported as such, then reads the
+    /// columns in order and explains the first invalid one.
     #[cold]
-    fn first_error(&self, line: &str) -> ParseError {
-        let mut scratch = Slot::Absent;
-        for (column, reader) in self.format.readers.iter().enumerate() {
-            let (start, end) = self.tokens[column];
-            if !read_token(*reader, line, start as usize, end as usize, &mut scratch) {
-                return explain(*reader, line, start as usize);
+    #[inline(never)]
+    fn read_by_tokens(&mut self, line: &str) -> Result<(), ParseError> {
+        let width = self.format.width();
+        let found = tokenize(line.as_bytes(), &mut self.tokens);
+        if found != width {
+            return Err(ParseError::FieldCount {
+                expected: width,
+                found,
+            });
+        }
+        let columns = self.format.readers.iter().zip(&self.tokens);
+        for ((reader, &(start, end)), slot) in columns.zip(&mut self.slots) {
+            let (start, end) = (start as usize, end as usize);
+            if !read_token(*reader, line, start, end, slot) {
+                return Err(explain(*reader, line, start));
             }
         }
-        ParseError::NotUtf8
+        Ok(())
     }
+}
+
+/// Reads a trimmed line of a well-formed record in one pass from left to right, each
+/// column straight into its slot, touching every byte about once. `false` when the line is
+/// anything else: a wrong field count, an invalid value, or a rare form the fast readers
+/// leave alone (numbers of 16 or more digits, IPv6 with an embedded IPv4 part). The caller
+/// then takes the general path, which accepts exactly the same values and explains errors;
+/// so this function only has to be right about the lines it accepts.
+#[inline(never)]
+fn read_in_one_pass(readers: &[Reader], line: &str, slots: &mut [Slot]) -> bool {
+    // Starts one before the first value, as if after a separator.
+    let mut end = usize::MAX;
+    for (reader, slot) in readers.iter().zip(slots.iter_mut()) {
+        match read_next_value(*reader, line, end, slot) {
+            Some(after) => end = after,
+            None => return false,
+        }
+    }
+    end == line.len()
+}
+
+/// [`read_in_one_pass`] for the default format, written out column by column so that
+/// each reader is known at compile time: no dispatch per value.
+#[inline(never)]
+fn read_default_in_one_pass(line: &str, slots: &mut [Slot]) -> bool {
+    let Some(slots) = slots.first_chunk_mut::<{ DEFAULT_FIELDS.len() }>() else {
+        return false;
+    };
+    let mut end = usize::MAX;
+    macro_rules! columns {
+        ($($column:literal)*) => {$(
+            match read_next_value(DEFAULT_READERS[$column], line, end, &mut slots[$column]) {
+                Some(after) => end = after,
+                None => return false,
+            }
+        )*};
+    }
+    columns!(0 1 2 3 4 5 6 7 8 9 10 11 12 13);
+    end == line.len()
+}
+
+/// Reads the value after the one that ended at `end` into `slot`: its end, or `None`.
+#[inline(always)]
+fn read_next_value(reader: Reader, line: &str, end: usize, slot: &mut Slot) -> Option<usize> {
+    let bytes = line.as_bytes();
+    // Each value ends at a space or the end of the line, and the line ends in a
+    // non-space: after a space there is a next value, after the end there is none.
+    let mut position = end.wrapping_add(1);
+    if *bytes.get(position)? == b' ' {
+        position = skip_spaces(bytes, position);
+    }
+    match reader {
+        Reader::Text => Some(read_text_at(bytes, position, slot)),
+        Reader::Number { max, .. } => read_number_at(bytes, position, slot, |value| {
+            (value <= max).then_some(value)
+        }),
+        Reader::Timestamp(_) => read_number_at(bytes, position, slot, |value| {
+            Some(normalise_timestamp(value))
+        }),
+        Reader::Address(_) => read_address_at(line, position, slot),
+        Reader::Action => read_action_at(bytes, position, slot),
+        Reader::LogStatus => read_log_status_at(bytes, position, slot),
+    }
+}
+
+/// The position of the first non-space at or after `position` (runs of spaces are rare).
+#[cold]
+fn skip_spaces(bytes: &[u8], mut position: usize) -> usize {
+    while bytes.get(position) == Some(&b' ') {
+        position += 1;
+    }
+    position
+}
+
+/// Whether a token that started earlier ends at `position`: a space or the end follows.
+#[inline]
+fn ends_at(bytes: &[u8], position: usize) -> bool {
+    matches!(bytes.get(position), None | Some(b' '))
+}
+
+/// `-` (an absent value) at `position`: the end of the token.
+#[inline(always)]
+fn read_absent_at(bytes: &[u8], position: usize, slot: &mut Slot) -> Option<usize> {
+    let end = position + 1;
+    (bytes.get(position) == Some(&b'-') && ends_at(bytes, end)).then(|| {
+        *slot = Slot::Absent;
+        end
+    })
+}
+
+/// A text token (or `-`) starting at `position`, which is not a space: its end.
+#[inline(always)]
+fn read_text_at(bytes: &[u8], position: usize, slot: &mut Slot) -> usize {
+    let end = find_space(bytes, position);
+    *slot = if end - position == 1 && bytes[position] == b'-' {
+        Slot::Absent
+    } else {
+        text_slot(position, end)
+    };
+    end
+}
+
+/// The position of the first space at or after `position`, or the length: eight bytes at a
+/// time.
+#[inline]
+fn find_space(bytes: &[u8], mut position: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    while let Some(word) = bytes.get(position..).and_then(<[u8]>::first_chunk::<8>) {
+        // Zero bytes where the spaces are; the lowest flagged byte is exactly the first
+        // zero (a borrow can only flag bytes above a real zero).
+        let x = u64::from_le_bytes(*word) ^ (ONES * u64::from(b' '));
+        let spaces = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        if spaces != 0 {
+            return position + spaces.trailing_zeros() as usize / 8;
+        }
+        position += 8;
+    }
+    token_end(bytes, position)
+}
+
+/// A decimal number token (or `-`) starting at `position`, checked and converted by
+/// `accept`: its end. Declines numbers of 16 or more digits, which need the overflow
+/// checks of [`read_digits`].
+#[inline(always)]
+fn read_number_at(
+    bytes: &[u8],
+    position: usize,
+    slot: &mut Slot,
+    accept: impl FnOnce(u64) -> Option<u64>,
+) -> Option<usize> {
+    let (value, digits, ends) = leading_digits(bytes, position);
+    if digits == 0 || !ends {
+        return read_absent_at(bytes, position, slot);
+    }
+    if digits >= 16 {
+        return None;
+    }
+    *slot = Slot::Number(accept(value)?);
+    Some(position + digits)
+}
+
+/// The value and count of the decimal digits starting at `position` (the value is only
+/// meaningful for fewer than 16 digits), and whether a space or the end follows them.
+/// Reads eight digits at a time when the line has eight more bytes, without a branch per
+/// digit.
+#[inline(always)]
+fn leading_digits(bytes: &[u8], position: usize) -> (u64, usize, bool) {
+    let word_at = |at: usize| {
+        let word = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>);
+        word.map(|word| u64::from_le_bytes(*word))
+    };
+    // The byte after the digits, when it is in the word.
+    let follows = |word: u64, digits: usize| (word >> (8 * digits)) as u8;
+    if let Some(first) = word_at(position) {
+        let digits = digit_run(first);
+        if digits < 8 {
+            let value = eight_digits_value(first, digits);
+            return (value, digits, follows(first, digits) == b' ');
+        }
+        if let Some(second) = word_at(position + 8) {
+            let more = digit_run(second);
+            let high = eight_digits_value(first, 8);
+            let value = high * POWERS_OF_TEN[more] + eight_digits_value(second, more);
+            let ends = more == 8 || follows(second, more) == b' ';
+            return (value, 8 + more, ends);
+        }
+    }
+    let mut value = 0u64;
+    let mut digits = 0;
+    while let Some(&byte) = bytes.get(position + digits) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+        digits += 1;
+    }
+    (value, digits, ends_at(bytes, position + digits))
+}
+
+const POWERS_OF_TEN: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the little-endian word's bytes, from the first, are ASCII digits.
+#[inline]
+fn digit_run(word: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit of a byte set when it is below '0' (the subtraction borrows), above '9' (the
+    // addition reaches 0x80) or not ASCII. Borrows and carries only run from a byte that is
+    // already flagged into later ones, so the first flagged byte is exact.
+    let below = word.wrapping_sub(ONES * b'0' as u64);
+    let above = word.wrapping_add(ONES * (0x80 - 10 - b'0') as u64);
+    let not_digit = (below | above | word) & HIGH;
+    not_digit.trailing_zeros() as usize / 8
+}
+
+/// The value of the first `digits` (0 to 8) ASCII digits of a little-endian word, the first
+/// byte being the most significant digit: pairs, then quads, then all eight combined with
+/// three multiplications.
+#[inline]
+fn eight_digits_value(word: u64, digits: usize) -> u64 {
+    if digits == 0 {
+        return 0;
+    }
+    // Moving the digits to the top bytes leaves zeros in front: leading zeros.
+    let value = (word & 0x0f0f_0f0f_0f0f_0f0f) << (8 * (8 - digits));
+    let value = (value.wrapping_mul(10 << 8 | 1) >> 8) & 0x00ff_00ff_00ff_00ff;
+    let value = (value.wrapping_mul(100 << 16 | 1) >> 16) & 0x0000_ffff_0000_ffff;
+    value.wrapping_mul(10_000 << 32 | 1) >> 32
+}
+
+/// An address token (or `-`) starting at `position`: dotted-quad IPv4 read in place, other
+/// forms through [`read_address`]. Returns the end of the token.
+#[inline(always)]
+fn read_address_at(line: &str, position: usize, slot: &mut Slot) -> Option<usize> {
+    let bytes = line.as_bytes();
+    if let Some((bits, end)) = read_ipv4_at(bytes, position)
+        && ends_at(bytes, end)
+    {
+        *slot = Slot::Ipv4(bits);
+        return Some(end);
+    }
+    let end = find_space(bytes, position);
+    *slot = if end - position == 1 && bytes[position] == b'-' {
+        Slot::Absent
+    } else {
+        read_address(line, position, end)?
+    };
+    Some(end)
+}
+
+/// A dotted quad starting at `position`, by [`read_ipv4`]'s rules, and where it ends.
+#[inline(always)]
+fn read_ipv4_at(bytes: &[u8], position: usize) -> Option<(u32, usize)> {
+    let Some(window) = bytes.get(position..).and_then(<[u8]>::first_chunk::<16>) else {
+        return read_ipv4_near_end(bytes, position);
+    };
+    let (bits, length) = read_ipv4_in(window)?;
+    Some((bits, position + length))
+}
+
+/// A dotted quad at the start of a 16-byte window (the longest is 15 bytes) and its
+/// length: [`read_octet`]'s rules on a fixed-size array, which needs no bounds checks.
+#[inline(always)]
+fn read_ipv4_in(window: &[u8; 16]) -> Option<(u32, usize)> {
+    // An octet starts at 12 at most (three of at most four bytes before it) and is read
+    // up to its fourth byte, so the mask never changes an index; it spares the checks.
+    let digit = |at: usize| u32::from(window[at & 15].wrapping_sub(b'0'));
+    let mut bits = 0u32;
+    let mut at = 0;
+    for index in 0..4 {
+        let mut value = digit(at);
+        if value > 9 {
+            return None;
+        }
+        at += 1;
+        let second = digit(at);
+        if second <= 9 {
+            if value == 0 {
+                return None;
+            }
+            value = value * 10 + second;
+            at += 1;
+            let third = digit(at);
+            if third <= 9 {
+                value = value * 10 + third;
+                at += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+        }
+        bits = bits << 8 | value;
+        if index < 3 {
+            if window[at & 15] != b'.' {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    Some((bits, at))
+}
+
+/// [`read_ipv4_at`] for an address within 16 bytes of the end of the line.
+#[cold]
+fn read_ipv4_near_end(bytes: &[u8], mut position: usize) -> Option<(u32, usize)> {
+    let mut bits = 0u32;
+    for index in 0..4 {
+        let (value, used) = read_octet(bytes.get(position..)?)?;
+        bits = bits << 8 | value;
+        position += used;
+        if index < 3 {
+            if bytes.get(position) != Some(&b'.') {
+                return None;
+            }
+            position += 1;
+        }
+    }
+    Some((bits, position))
+}
+
+/// `ACCEPT`, `REJECT` or `-` starting at `position`: the end of the token.
+#[inline(always)]
+fn read_action_at(bytes: &[u8], position: usize, slot: &mut Slot) -> Option<usize> {
+    let end = position + 6;
+    let action = match bytes.get(position..end) {
+        Some(b"REJECT") => Action::Reject,
+        Some(b"ACCEPT") => Action::Accept,
+        _ => return read_absent_at(bytes, position, slot),
+    };
+    if !ends_at(bytes, end) {
+        return None;
+    }
+    *slot = Slot::Action(action);
+    Some(end)
+}
+
+/// `OK`, `NODATA`, `SKIPDATA` or `-` starting at `position`: the end of the token.
+#[inline(always)]
+fn read_log_status_at(bytes: &[u8], position: usize, slot: &mut Slot) -> Option<usize> {
+    let (status, end) = if bytes.get(position..position + 2) == Some(b"OK") {
+        (LogStatus::Ok, position + 2)
+    } else if bytes.get(position..position + 6) == Some(b"NODATA") {
+        (LogStatus::NoData, position + 6)
+    } else if bytes.get(position..position + 8) == Some(b"SKIPDATA") {
+        (LogStatus::SkipData, position + 8)
+    } else {
+        return read_absent_at(bytes, position, slot);
+    };
+    if !ends_at(bytes, end) {
+        return None;
+    }
+    *slot = Slot::LogStatus(status);
+    Some(end)
 }
 
 /// Splits `bytes` at runs of spaces: writes the (start, end) of the first tokens into
@@ -734,34 +1028,6 @@ fn strip_export_timestamp(line: &str, width: usize) -> Result<&str, ParseError> 
     }
 }
 
-/// The columns of a format grouped by how they are read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Plan {
-    texts: Vec<u8>,
-    numbers: Vec<(u8, u64)>,
-    timestamps: Vec<u8>,
-    addresses: Vec<u8>,
-    /// `action` and `log-status`.
-    keywords: Vec<u8>,
-}
-
-impl Plan {
-    fn new(readers: &[Reader]) -> Self {
-        let mut plan = Plan::default();
-        for (column, reader) in readers.iter().enumerate() {
-            let column = column as u8;
-            match *reader {
-                Reader::Text => plan.texts.push(column),
-                Reader::Number { max, .. } => plan.numbers.push((column, max)),
-                Reader::Timestamp(_) => plan.timestamps.push(column),
-                Reader::Address(_) => plan.addresses.push(column),
-                Reader::Action | Reader::LogStatus => plan.keywords.push(column),
-            }
-        }
-        plan
-    }
-}
-
 /// Seconds since 1970 stay below 10^11 until the year 5138, so anything larger was
 /// written in milliseconds.
 fn normalise_timestamp(value: u64) -> u64 {
@@ -798,19 +1064,34 @@ enum Reader {
 
 impl Reader {
     fn for_column(column: &Column) -> Reader {
-        let Column::Known(field) = column else {
-            return Reader::Text;
-        };
+        match column {
+            Column::Known(field) => Reader::for_field(*field),
+            Column::Unknown(_) => Reader::Text,
+        }
+    }
+
+    const fn for_field(field: Field) -> Reader {
         match field.kind() {
             FieldKind::Text => Reader::Text,
-            FieldKind::Number { max } => Reader::Number { field: *field, max },
-            FieldKind::Timestamp => Reader::Timestamp(*field),
-            FieldKind::Address => Reader::Address(*field),
+            FieldKind::Number { max } => Reader::Number { field, max },
+            FieldKind::Timestamp => Reader::Timestamp(field),
+            FieldKind::Address => Reader::Address(field),
             FieldKind::Action => Reader::Action,
             FieldKind::LogStatus => Reader::LogStatus,
         }
     }
 }
+
+/// The readers of the default format, which most flow logs use.
+const DEFAULT_READERS: [Reader; DEFAULT_FIELDS.len()] = {
+    let mut readers = [Reader::Text; DEFAULT_FIELDS.len()];
+    let mut index = 0;
+    while index < readers.len() {
+        readers[index] = Reader::for_field(DEFAULT_FIELDS[index]);
+        index += 1;
+    }
+    readers
+};
 
 /// Reads the token `line[start..end]` (no spaces, not empty) into `slot`; `false` when it
 /// is not a valid value ([`explain`] then says why).
@@ -983,38 +1264,38 @@ fn read_ipv6(token: &[u8]) -> Option<u128> {
     let mut groups = [0u16; 8];
     let mut count = 0;
     let mut gap_at = None;
-    let mut rest = token;
-    if let Some(after) = rest.strip_prefix(b"::") {
+    let mut at = 0;
+    if token.starts_with(b"::") {
         gap_at = Some(0);
-        rest = after;
+        at = 2;
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .iter()
-            .take(5)
-            .take_while(|b| b.is_ascii_hexdigit())
-            .count();
-        if digits == 0 || digits > 4 || count == 8 {
+    while at < token.len() {
+        if count == 8 {
             return None;
         }
-        let value = rest[..digits]
-            .iter()
-            .fold(0u16, |value, &byte| value << 4 | hex_value(byte));
+        let start = at;
+        let mut value = 0u16;
+        while let Some(digit) = token.get(at).and_then(|&byte| hex_digit(byte)) {
+            value = value << 4 | digit;
+            at += 1;
+        }
+        if !(1..=4).contains(&(at - start)) {
+            return None;
+        }
         groups[count] = value;
         count += 1;
-        rest = &rest[digits..];
-        if rest.is_empty() {
-            break;
-        }
-        rest = rest.strip_prefix(b":")?;
-        if let Some(after) = rest.strip_prefix(b":") {
-            if gap_at.is_some() {
-                return None;
+        match token.get(at) {
+            None => break,
+            Some(b':') if token.get(at + 1) == Some(&b':') => {
+                if gap_at.is_some() {
+                    return None;
+                }
+                gap_at = Some(count);
+                at += 2;
             }
-            gap_at = Some(count);
-            rest = after;
-        } else if rest.is_empty() {
-            return None;
+            // A single colon must be followed by another group.
+            Some(b':') if at + 1 < token.len() => at += 1,
+            Some(_) => return None,
         }
     }
     let bits = match gap_at {
@@ -1027,17 +1308,16 @@ fn read_ipv6(token: &[u8]) -> Option<u128> {
         }
         _ => return None,
     };
-    Some(
-        bits.iter()
-            .fold(0u128, |all, &group| all << 16 | u128::from(group)),
-    )
+    Some(Ipv6Addr::from(bits).to_bits())
 }
 
-fn hex_value(byte: u8) -> u16 {
+#[inline]
+fn hex_digit(byte: u8) -> Option<u16> {
     match byte {
-        b'0'..=b'9' => u16::from(byte - b'0'),
-        b'a'..=b'f' => u16::from(byte - b'a' + 10),
-        _ => u16::from(byte.wrapping_sub(b'A').wrapping_add(10)),
+        b'0'..=b'9' => Some(u16::from(byte - b'0')),
+        b'a'..=b'f' => Some(u16::from(byte - b'a' + 10)),
+        b'A'..=b'F' => Some(u16::from(byte - b'A' + 10)),
+        _ => None,
     }
 }
 
@@ -2051,5 +2331,234 @@ mod tokenize_tests {
             let mut tokens = vec![(0, 0); 3];
             prop_assert_eq!(tokenize(text.as_bytes(), &mut tokens), words);
         }
+    }
+}
+
+#[cfg(test)]
+mod one_pass_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::sample::{select, subsequence};
+
+    /// Values that are valid for some kinds and not others, or sit on an edge of a fast
+    /// reader: lengths around eight and sixteen digits, the u64 and port limits, unusual
+    /// address forms, near-miss keywords.
+    const TOKENS: &[&str] = &[
+        "-",
+        "--",
+        "0",
+        "00",
+        "7",
+        "007",
+        "255",
+        "256",
+        "65535",
+        "65536",
+        "1418530010",
+        "1418530010000",
+        "12345678",
+        "123456789",
+        "999999999999999",
+        "1234567890123456",
+        "9999999999999999999",
+        "18446744073709551615",
+        "18446744073709551616",
+        "000000000000000000000001",
+        "1.2.3.4",
+        "10.0.0.220",
+        "255.255.255.255",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3",
+        "1.2.3.4.5",
+        "1.2.3.4x",
+        "::",
+        "::1",
+        "2001:db8::ffff:0:1",
+        "::ffff:1.2.3.4",
+        "fe80::1%eth0",
+        "2001:DB8::F",
+        "REJECT",
+        "ACCEPT",
+        "REJECTED",
+        "reject",
+        "OK",
+        "OKAY",
+        "NODATA",
+        "SKIPDATA",
+        "SKIPDATAX",
+        "eni-1235b8ca123456789",
+        "x\ty",
+        "12a",
+        "a12",
+        "é",
+        "9é",
+        "1\u{a0}2",
+        "-1",
+        "+1",
+    ];
+
+    /// Tokens that are valid for a field of this kind, most of the time.
+    fn plausible(kind: FieldKind) -> &'static [&'static str] {
+        match kind {
+            FieldKind::Number { .. } | FieldKind::Timestamp => &[
+                "0",
+                "6",
+                "443",
+                "65535",
+                "1418530010",
+                "12345678",
+                "123456789012345",
+            ],
+            FieldKind::Address => &["10.0.0.1", "203.0.113.12", "::1", "2001:db8::1"],
+            FieldKind::Action => &["ACCEPT", "REJECT"],
+            FieldKind::LogStatus => &["OK", "NODATA", "SKIPDATA"],
+            FieldKind::Text => &["eni-1235b8ca123456789", "123456789010", "x"],
+        }
+    }
+
+    /// A few fields in any order and, for each, a plausible token or any tricky one.
+    fn record_like_lines() -> impl Strategy<Value = (Vec<Field>, Vec<&'static str>)> {
+        subsequence(Field::ALL.to_vec(), 1..8)
+            .prop_shuffle()
+            .prop_flat_map(|fields| {
+                let tokens: Vec<_> = fields
+                    .iter()
+                    .map(|field| {
+                        prop_oneof![
+                            3 => select(plausible(field.kind())),
+                            1 => select(TOKENS),
+                        ]
+                    })
+                    .collect();
+                (Just(fields), tokens)
+            })
+    }
+
+    fn line_of(tokens: &[&str], spaces: &[usize]) -> String {
+        let mut line = String::new();
+        for (token, spaces) in tokens.iter().zip(spaces) {
+            line.push_str(token);
+            line.push_str(&" ".repeat(*spaces));
+        }
+        line.trim_ascii().to_owned()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the one-pass reader accepts, the general path accepts with the same
+        /// values; what it declines goes to the general path, so parsing is unchanged.
+        #[test]
+        fn one_pass_reading_agrees_with_the_general_path(
+            (fields, tokens) in record_like_lines(),
+            spaces in proptest::collection::vec(1usize..3, 8),
+            extra in proptest::option::weighted(0.1, select(TOKENS)),
+        ) {
+            let mut tokens = tokens;
+            tokens.extend(extra);
+            let line = line_of(&tokens, &spaces);
+            let mut parser = RecordParser::new(FlowFormat::from_fields(&fields));
+            let mut fast = vec![Slot::Absent; fields.len()];
+            if read_in_one_pass(&parser.format.readers, &line, &mut fast) {
+                prop_assert_eq!(parser.read_by_tokens(&line), Ok(()));
+                prop_assert_eq!(&fast, &parser.slots);
+            }
+        }
+
+        #[test]
+        fn the_default_format_reader_agrees_with_the_general_one(
+            tokens in DEFAULT_FIELDS.map(|field| {
+                prop_oneof![
+                    3 => select(plausible(field.kind())),
+                    1 => select(TOKENS),
+                ]
+            }),
+            spaces in proptest::collection::vec(1usize..3, 15),
+            extra in proptest::option::weighted(0.1, select(TOKENS)),
+            missing in 0usize..30,
+        ) {
+            let mut tokens = tokens.to_vec();
+            tokens.extend(extra);
+            if missing < tokens.len() {
+                tokens.remove(missing);
+            }
+            let line = line_of(&tokens, &spaces);
+            let readers = &FlowFormat::default().readers;
+            let mut general = vec![Slot::Absent; readers.len()];
+            let mut default = general.clone();
+            prop_assert_eq!(
+                read_default_in_one_pass(&line, &mut default),
+                read_in_one_pass(readers, &line, &mut general)
+            );
+            prop_assert_eq!(default, general);
+        }
+
+        #[test]
+        fn eight_byte_digit_reading_agrees_with_the_scalar_loop(
+            digits in "[0-9]{0,8}",
+            rest in "[ -~\u{80}-\u{ff}]{8}",
+        ) {
+            let text = format!("{digits}{rest}");
+            let word = u64::from_le_bytes(text.as_bytes()[..8].try_into().unwrap());
+            let run = text.bytes().take(8).take_while(u8::is_ascii_digit).count();
+            prop_assert_eq!(digit_run(word), run);
+            let expected = text[..run].parse::<u64>().unwrap_or(0);
+            prop_assert_eq!(eight_digits_value(word, run), expected);
+        }
+
+        #[test]
+        fn windowed_ipv4_reading_agrees_with_the_octet_by_octet_reader(
+            text in "[0-9.]{0,18}",
+            rest in "[ 0-9.a-z]{0,18}",
+        ) {
+            let line = format!("{text}{rest}");
+            let bytes = line.as_bytes();
+            prop_assert_eq!(read_ipv4_at(bytes, 0), read_ipv4_near_end(bytes, 0));
+        }
+
+        #[test]
+        fn find_space_finds_the_first_space(text in "[ a-z\u{80}-\u{ff}]{0,40}", from in 0usize..40) {
+            let bytes = text.as_bytes();
+            let from = from.min(bytes.len());
+            prop_assert_eq!(find_space(bytes, from), token_end(bytes, from));
+        }
+
+        #[test]
+        fn leading_digits_reads_any_run_below_sixteen_digits(
+            digits in "[0-9]{0,15}",
+            rest in "( [0-9a-z]{0,20})?",
+        ) {
+            let text = format!("{digits}{rest}");
+            let (value, count, ends) = leading_digits(text.as_bytes(), 0);
+            prop_assert_eq!(count, digits.len());
+            prop_assert_eq!(ends, ends_at(text.as_bytes(), count));
+            prop_assert_eq!(value, digits.parse::<u64>().unwrap_or(0));
+        }
+    }
+
+    #[test]
+    fn only_the_default_format_takes_the_default_reader() {
+        assert!(RecordParser::new(FlowFormat::default()).is_default);
+        let mut fields = DEFAULT_FIELDS.to_vec();
+        fields.swap(5, 6);
+        assert!(!RecordParser::new(FlowFormat::from_fields(&fields)).is_default);
+    }
+
+    #[test]
+    fn typical_lines_take_the_one_pass_path() {
+        let format = FlowFormat::default();
+        let mut slots = vec![Slot::Absent; format.width()];
+        for line in [
+            "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK",
+            "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA",
+            "2  123456789010 eni-1 2001:db8::1 ::1 0 0 58 1 84 1418530010 1418530070 ACCEPT SKIPDATA",
+        ] {
+            assert!(
+                read_in_one_pass(&format.readers, line, &mut slots),
+                "{line}"
+            );
+        }
+        assert!(!read_in_one_pass(&format.readers, "", &mut slots));
     }
 }

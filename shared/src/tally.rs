@@ -3,16 +3,18 @@
 //!
 //! Pure and single-threaded: records go in through [`RecordSink`], aggregates come out.
 //! Memory grows only with the number of distinct (source, window) pairs, and each costs
-//! about 90 bytes while a source keeps to one port, host and interface (most do): richer
-//! detail is allocated only for sources that spread out, and distinct destination ports and
-//! addresses are held in bounded structures (a bitmap, a capped set, then a sketch).
+//! about 145 bytes (a two-cache-line row and its share of the index) while a source keeps
+//! to two ports, hosts, protocols and interfaces (ordinary sources do): richer detail is
+//! allocated only for sources that spread out, and distinct destination ports and addresses
+//! are held in bounded structures (a bitmap, a capped set, then a sketch).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
 
 use foldhash::fast::RandomState;
-use indexmap::{IndexMap, IndexSet};
+use indexmap::IndexSet;
 use serde::Serialize;
 
 use crate::decode::RecordSink;
@@ -116,34 +118,41 @@ impl Hash for PackedKey {
     }
 }
 
-const HAS_PORT: u8 = 1;
-const HAS_ADDRESS: u8 = 2;
-const HAS_PROTOCOL: u8 = 4;
-const HAS_INTERFACE: u8 = 8;
-
-/// Aggregates of one (source, window). The first port, host, protocol and interface are
-/// kept inline; [`Detail`] is allocated only when a second one (or a reject reason) appears.
+/// Aggregates of one (source, window). Up to two distinct destination ports, hosts,
+/// protocols and interfaces are kept inline, which covers ordinary sources; [`Detail`] is
+/// allocated only when a third one (or a reject reason) appears.
 #[derive(Clone, Debug)]
+#[repr(C)]
 struct SourceStats {
     packets: u64,
     bytes: u64,
-    first_dst_address: u64,
+    dst_addresses: [u64; 2],
     detail: Option<Box<Detail>>,
     rejects: u32,
     /// Seconds from the window start to the earliest `start`.
     first_offset: u32,
     /// Seconds from the window start to the latest `end`.
     last_offset: u32,
-    first_interface: u32,
-    /// Records that had the first protocol (all records with a protocol, until `detail`).
-    protocol_rejects: u32,
-    first_dst_port: u16,
-    first_protocol: u8,
-    present: u8,
+    interfaces: [u32; 2],
+    /// Records per inline protocol (all records with a protocol, until `detail`).
+    protocol_rejects: [u32; 2],
+    dst_ports: [u16; 2],
+    protocols: [u8; 2],
+    /// How many of the inline ports, addresses, protocols and interfaces are in use.
+    used: [u8; 4],
 }
 
-/// What one REJECT record contributes, extracted once.
-struct RejectSample<'a> {
+const PORTS: usize = 0;
+const ADDRESSES: usize = 1;
+const PROTOCOLS: usize = 2;
+const INTERFACES: usize = 3;
+
+/// What one REJECT record contributes, extracted once and owned, so that it can wait in
+/// [`RejectTally`]'s batch after the line is gone.
+#[derive(Clone, Copy, Debug)]
+struct RejectSample {
+    key: PackedKey,
+    hash: u64,
     offset: u32,
     last_offset: u32,
     packets: u64,
@@ -152,7 +161,8 @@ struct RejectSample<'a> {
     dst_address: Option<u64>,
     protocol: Option<u8>,
     interface: Option<u32>,
-    reject_reason: Option<&'a str>,
+    /// Interned in [`RejectTally::reasons`].
+    reject_reason: Option<u32>,
 }
 
 /// Per-source detail for sources that touch several ports, hosts, protocols or interfaces.
@@ -174,7 +184,34 @@ const INLINE_PROTOCOLS: usize = 4;
 #[derive(Clone, Debug, Default)]
 struct RareDetail {
     more_protocols: Vec<(u8, u32)>,
-    reject_reasons: Vec<(Box<str>, u32)>,
+    /// (interned reason, records).
+    reject_reasons: Vec<(u32, u32)>,
+}
+
+/// Where `value` is among the first `used` of `values`, or would go: `Some(None)` when
+/// there is no value, `None` when it is new and both places are taken.
+fn inline_place<T: Copy + PartialEq>(
+    values: &[T; 2],
+    used: u8,
+    value: Option<T>,
+) -> Option<Option<usize>> {
+    let Some(value) = value else {
+        return Some(None);
+    };
+    let used = usize::from(used);
+    match values[..used].iter().position(|&known| known == value) {
+        Some(index) => Some(Some(index)),
+        None if used < 2 => Some(Some(used)),
+        None => None,
+    }
+}
+
+/// Puts `value` at `place` (from [`inline_place`]).
+fn put_inline<T: Copy>(values: &mut [T; 2], used: &mut u8, value: Option<T>, place: Option<usize>) {
+    if let (Some(value), Some(index)) = (value, place) {
+        values[index] = value;
+        *used = (*used).max(index as u8 + 1);
+    }
 }
 
 impl SourceStats {
@@ -182,65 +219,30 @@ impl SourceStats {
         SourceStats {
             packets: 0,
             bytes: 0,
-            first_dst_address: 0,
+            dst_addresses: [0; 2],
             detail: None,
             rejects: 0,
             first_offset: offset,
             last_offset: offset,
-            first_interface: 0,
-            protocol_rejects: 0,
-            first_dst_port: 0,
-            first_protocol: 0,
-            present: 0,
+            interfaces: [0; 2],
+            protocol_rejects: [0; 2],
+            dst_ports: [0; 2],
+            protocols: [0; 2],
+            used: [0; 4],
         }
     }
 
-    fn has(&self, flag: u8) -> bool {
-        self.present & flag != 0
+    fn used(&self, kind: usize) -> usize {
+        usize::from(self.used[kind])
     }
 
-    fn add(&mut self, sample: &RejectSample<'_>) {
+    fn add(&mut self, sample: &RejectSample) {
         self.rejects = self.rejects.saturating_add(1);
         self.packets = self.packets.saturating_add(sample.packets);
         self.bytes = self.bytes.saturating_add(sample.bytes);
         self.first_offset = self.first_offset.min(sample.offset);
         self.last_offset = self.last_offset.max(sample.last_offset);
-        let differs = |flag: u8, same: bool| self.present & flag != 0 && !same;
-        let spreads = self.detail.is_some()
-            || sample.reject_reason.is_some()
-            || sample
-                .dst_port
-                .is_some_and(|port| differs(HAS_PORT, port == self.first_dst_port))
-            || sample
-                .dst_address
-                .is_some_and(|addr| differs(HAS_ADDRESS, addr == self.first_dst_address))
-            || sample
-                .protocol
-                .is_some_and(|protocol| differs(HAS_PROTOCOL, protocol == self.first_protocol))
-            || sample
-                .interface
-                .is_some_and(|id| differs(HAS_INTERFACE, id == self.first_interface));
-        if !spreads {
-            if let Some(port) = sample.dst_port {
-                self.first_dst_port = port;
-                self.present |= HAS_PORT;
-            }
-            if let Some(address) = sample.dst_address {
-                self.first_dst_address = address;
-                self.present |= HAS_ADDRESS;
-            }
-            if let Some(protocol) = sample.protocol {
-                self.first_protocol = protocol;
-                self.protocol_rejects += 1;
-                self.present |= HAS_PROTOCOL;
-            }
-            if let Some(id) = sample.interface {
-                self.first_interface = id;
-                self.present |= HAS_INTERFACE;
-            }
-            return;
-        }
-        if self.detail.is_none() {
+        if self.detail.is_none() && !self.add_inline(sample) {
             self.detail = Some(Box::new(self.seed_detail()));
         }
         if let Some(detail) = self.detail.as_mut() {
@@ -248,20 +250,65 @@ impl SourceStats {
         }
     }
 
+    /// Records the sample in the inline fields; `false`, changing nothing, when it does
+    /// not fit there.
+    fn add_inline(&mut self, sample: &RejectSample) -> bool {
+        if sample.reject_reason.is_some() {
+            return false;
+        }
+        let places = (
+            inline_place(&self.dst_ports, self.used[PORTS], sample.dst_port),
+            inline_place(
+                &self.dst_addresses,
+                self.used[ADDRESSES],
+                sample.dst_address,
+            ),
+            inline_place(&self.protocols, self.used[PROTOCOLS], sample.protocol),
+            inline_place(&self.interfaces, self.used[INTERFACES], sample.interface),
+        );
+        let (Some(port), Some(address), Some(protocol), Some(interface)) = places else {
+            return false;
+        };
+        let used = &mut self.used;
+        put_inline(&mut self.dst_ports, &mut used[PORTS], sample.dst_port, port);
+        put_inline(
+            &mut self.dst_addresses,
+            &mut used[ADDRESSES],
+            sample.dst_address,
+            address,
+        );
+        put_inline(
+            &mut self.protocols,
+            &mut used[PROTOCOLS],
+            sample.protocol,
+            protocol,
+        );
+        if let Some(index) = protocol {
+            self.protocol_rejects[index] += 1;
+        }
+        put_inline(
+            &mut self.interfaces,
+            &mut used[INTERFACES],
+            sample.interface,
+            interface,
+        );
+        true
+    }
+
     /// Detail holding what the inline fields recorded so far.
     fn seed_detail(&self) -> Detail {
         let mut detail = Detail::default();
-        if self.has(HAS_PORT) {
-            detail.dst_ports.insert(self.first_dst_port);
+        for &port in &self.dst_ports[..self.used(PORTS)] {
+            detail.dst_ports.insert(port);
         }
-        if self.has(HAS_ADDRESS) {
-            detail.dst_addresses.insert(self.first_dst_address);
+        for &address in &self.dst_addresses[..self.used(ADDRESSES)] {
+            detail.dst_addresses.insert(address);
         }
-        if self.has(HAS_PROTOCOL) {
-            detail.count_protocol(self.first_protocol, self.protocol_rejects);
+        for index in 0..self.used(PROTOCOLS) {
+            detail.count_protocol(self.protocols[index], self.protocol_rejects[index]);
         }
-        if self.has(HAS_INTERFACE) {
-            detail.sample_interface(self.first_interface);
+        for &id in &self.interfaces[..self.used(INTERFACES)] {
+            detail.sample_interface(id);
         }
         detail
     }
@@ -269,22 +316,25 @@ impl SourceStats {
     fn distinct_dst_ports(&self) -> u32 {
         match &self.detail {
             Some(detail) => detail.dst_ports.len(),
-            None => u32::from(self.has(HAS_PORT)),
+            None => self.used(PORTS) as u32,
         }
     }
 
     fn dst_ports(&self) -> Vec<u16> {
         match &self.detail {
             Some(detail) => detail.dst_ports.to_vec(),
-            None if self.has(HAS_PORT) => vec![self.first_dst_port],
-            None => Vec::new(),
+            None => {
+                let mut ports = self.dst_ports[..self.used(PORTS)].to_vec();
+                ports.sort_unstable();
+                ports
+            }
         }
     }
 
     fn distinct_dst_addresses(&self) -> u64 {
         match &self.detail {
             Some(detail) => detail.dst_addresses.len(),
-            None => u64::from(self.has(HAS_ADDRESS)),
+            None => self.used(ADDRESSES) as u64,
         }
     }
 
@@ -294,10 +344,12 @@ impl SourceStats {
                 .protocols()
                 .map(|(protocol, count)| (protocol, u64::from(count)))
                 .collect(),
-            None if self.has(HAS_PROTOCOL) => {
-                vec![(self.first_protocol, u64::from(self.protocol_rejects))]
-            }
-            None => Vec::new(),
+            None => (0..self.used(PROTOCOLS))
+                .map(|index| {
+                    let count = self.protocol_rejects[index];
+                    (self.protocols[index], u64::from(count))
+                })
+                .collect(),
         };
         protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         protocols
@@ -306,14 +358,13 @@ impl SourceStats {
     fn interface_ids(&self) -> Vec<u32> {
         match &self.detail {
             Some(detail) => detail.interfaces().to_vec(),
-            None if self.has(HAS_INTERFACE) => vec![self.first_interface],
-            None => Vec::new(),
+            None => self.interfaces[..self.used(INTERFACES)].to_vec(),
         }
     }
 }
 
 impl Detail {
-    fn add(&mut self, sample: &RejectSample<'_>) {
+    fn add(&mut self, sample: &RejectSample) {
         if let Some(port) = sample.dst_port {
             self.dst_ports.insert(port);
         }
@@ -325,9 +376,9 @@ impl Detail {
         }
         if let Some(reason) = sample.reject_reason {
             let reasons = &mut self.rare.get_or_insert_default().reject_reasons;
-            match reasons.iter_mut().find(|(r, _)| &**r == reason) {
+            match reasons.iter_mut().find(|(known, _)| *known == reason) {
                 Some((_, count)) => *count = count.saturating_add(1),
-                None => reasons.push((reason.into(), 1)),
+                None => reasons.push((reason, 1)),
             }
         }
         if let Some(id) = sample.interface {
@@ -380,44 +431,67 @@ impl Detail {
 #[derive(Clone, Copy, Debug)]
 pub struct SourceAggregate<'a> {
     pub key: SourceWindow,
-    stats: &'a SourceStats,
-    interfaces: &'a IndexSet<Box<str>, RandomState>,
+    packed: PackedKey,
+    /// The row's state after the last batch was applied; `None` when the source first
+    /// appeared in the batch still pending.
+    applied: Option<&'a SourceStats>,
+    tally: &'a RejectTally,
 }
 
 impl<'a> SourceAggregate<'a> {
+    /// The aggregate's state, with REJECTs still waiting in the tally's batch applied to a
+    /// copy (borrowed, at no cost, when none wait).
+    fn stats(&self) -> Cow<'a, SourceStats> {
+        let mut waiting = self
+            .tally
+            .pending
+            .iter()
+            .filter(|sample| sample.key == self.packed)
+            .peekable();
+        let mut stats = match (self.applied, waiting.peek()) {
+            (Some(applied), None) => return Cow::Borrowed(applied),
+            (Some(applied), Some(_)) => applied.clone(),
+            (None, first) => SourceStats::new(first.map_or(0, |sample| sample.offset)),
+        };
+        for sample in waiting {
+            stats.add(sample);
+        }
+        Cow::Owned(stats)
+    }
+
     /// REJECT records.
     pub fn rejects(&self) -> u64 {
-        u64::from(self.stats.rejects)
+        u64::from(self.stats().rejects)
     }
 
     /// Sum of `packets` over the records that have it.
     pub fn packets(&self) -> u64 {
-        self.stats.packets
+        self.stats().packets
     }
 
     /// Sum of `bytes` over the records that have it (VPC BPA rejects never do).
     pub fn bytes(&self) -> u64 {
-        self.stats.bytes
+        self.stats().bytes
     }
 
     /// Earliest `start` (unix seconds).
     pub fn first_seen(&self) -> u64 {
-        self.key.window_start + u64::from(self.stats.first_offset)
+        self.key.window_start + u64::from(self.stats().first_offset)
     }
 
     /// Latest `end` (unix seconds; `start` for records without `end`).
     pub fn last_seen(&self) -> u64 {
-        self.key.window_start + u64::from(self.stats.last_offset)
+        self.key.window_start + u64::from(self.stats().last_offset)
     }
 
     /// Distinct destination ports (exact).
     pub fn distinct_dst_ports(&self) -> u32 {
-        self.stats.distinct_dst_ports()
+        self.stats().distinct_dst_ports()
     }
 
     /// The destination ports, ascending.
     pub fn dst_ports(&self) -> Vec<u16> {
-        self.stats.dst_ports()
+        self.stats().dst_ports()
     }
 
     /// Up to [`DISTINCT_SAMPLE`] destination ports: all of them, or the K-minimum-values
@@ -436,23 +510,23 @@ impl<'a> SourceAggregate<'a> {
     /// Up to [`DISTINCT_SAMPLE`] destination-address fingerprints (see
     /// [`address_fingerprint`]): all of them, or their K-minimum-values sample.
     pub fn dst_host_sample(&self) -> Vec<u64> {
-        match &self.stats.detail {
+        let stats = self.stats();
+        match &stats.detail {
             Some(detail) => detail.dst_addresses.sample(),
-            None if self.stats.has(HAS_ADDRESS) => vec![self.stats.first_dst_address],
-            None => Vec::new(),
+            None => stats.dst_addresses[..stats.used(ADDRESSES)].to_vec(),
         }
     }
 
     /// Distinct destination addresses: exact up to [`EXACT_ADDRESSES`], then a HyperLogLog
     /// estimate (about 1.6% standard error).
     pub fn distinct_dst_addrs(&self) -> u64 {
-        self.stats.distinct_dst_addresses()
+        self.stats().distinct_dst_addresses()
     }
 
     /// Whether [`Self::distinct_dst_addrs`] is exact.
     pub fn dst_addrs_exact(&self) -> bool {
         !matches!(
-            self.stats.detail.as_deref(),
+            self.stats().detail.as_deref(),
             Some(Detail {
                 dst_addresses: AddressSet::Sketch(_),
                 ..
@@ -462,14 +536,14 @@ impl<'a> SourceAggregate<'a> {
 
     /// REJECT records per IANA protocol number, most frequent first.
     pub fn protocols(&self) -> Vec<(u8, u64)> {
-        self.stats.protocols()
+        self.stats().protocols()
     }
 
     /// REJECT records per `reject-reason` (v8), most frequent first; records without a
     /// reason are not listed.
     pub fn reject_reasons(&self) -> Vec<(&'a str, u64)> {
-        let Some(rare) = self
-            .stats
+        let stats = self.stats();
+        let Some(rare) = stats
             .detail
             .as_deref()
             .and_then(|detail| detail.rare.as_deref())
@@ -479,7 +553,10 @@ impl<'a> SourceAggregate<'a> {
         let mut reasons: Vec<(&str, u64)> = rare
             .reject_reasons
             .iter()
-            .map(|(reason, count)| (&**reason, u64::from(*count)))
+            .filter_map(|&(id, count)| {
+                let reason = self.tally.reasons.get_index(id as usize)?;
+                Some((&**reason, u64::from(count)))
+            })
             .collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         reasons
@@ -487,10 +564,13 @@ impl<'a> SourceAggregate<'a> {
 
     /// Up to [`SAMPLE_INTERFACES`] interfaces that logged the rejects, in order of first sight.
     pub fn sample_interfaces(&self) -> Vec<&'a str> {
-        self.stats
+        self.stats()
             .interface_ids()
             .into_iter()
-            .filter_map(|id| self.interfaces.get_index(id as usize).map(|name| &**name))
+            .filter_map(|id| {
+                let interfaces = &self.tally.interfaces;
+                interfaces.get_index(id as usize).map(|name| &**name)
+            })
             .collect()
     }
 }
@@ -523,15 +603,203 @@ pub struct Totals {
     pub uncountable: u64,
 }
 
+/// How many REJECTs wait before they are applied together. Their rows are mostly not in
+/// the processor's caches (a busy hour has tens of thousands of them); looking all of a
+/// batch's rows up before updating any lets those cache misses overlap instead of
+/// queueing one behind the other.
+const BATCH: usize = 64;
+
+/// One aggregate: exactly two cache lines (104 bytes of fields, laid out in declaration
+/// order), so that [`Rows::warm`] can bring a row in by reading the key at its start and
+/// `used` at its end.
+#[derive(Clone, Debug)]
+#[repr(C, align(64))]
+struct Row {
+    key: PackedKey,
+    stats: SourceStats,
+}
+
+/// The aggregates: rows in order of first sight, found through an open-addressing index.
+#[derive(Clone, Debug, Default)]
+struct Rows {
+    rows: Vec<Row>,
+    /// Linear probing over `rows`: 0 for an empty slot, else the top half of the key's
+    /// hash above the row's position plus one. A power of two long, at most 3/4 full.
+    index: Vec<u64>,
+    hasher: RandomState,
+}
+
+impl Rows {
+    fn hash(&self, key: &PackedKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn mask(&self) -> usize {
+        self.index.len().wrapping_sub(1)
+    }
+
+    fn find(&self, key: &PackedKey, hash: u64) -> Option<usize> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let mut slot = hash as usize & self.mask();
+        loop {
+            let entry = self.index[slot];
+            if entry == 0 {
+                return None;
+            }
+            let row = (entry as u32 - 1) as usize;
+            if entry >> 32 == hash >> 32 && self.rows[row].key == *key {
+                return Some(row);
+            }
+            slot = (slot + 1) & self.mask();
+        }
+    }
+
+    fn get(&self, key: &PackedKey) -> Option<&Row> {
+        self.find(key, self.hash(key)).map(|row| &self.rows[row])
+    }
+
+    fn find_or_insert(&mut self, sample: &RejectSample) -> &mut SourceStats {
+        let row = match self.find(&sample.key, sample.hash) {
+            Some(row) => row,
+            None => {
+                if (self.rows.len() + 1) * 4 > self.index.len() * 3 {
+                    self.grow();
+                }
+                let row = self.rows.len();
+                self.rows.push(Row {
+                    key: sample.key,
+                    stats: SourceStats::new(sample.offset),
+                });
+                self.place(sample.hash, row);
+                row
+            }
+        };
+        &mut self.rows[row].stats
+    }
+
+    fn place(&mut self, hash: u64, row: usize) {
+        // Rows are counted in u32 like every other count here; 4 billion (source, window)
+        // pairs would need hundreds of gigabytes first.
+        let entry = (hash >> 32) << 32 | u64::from(row as u32 + 1);
+        let mut slot = hash as usize & self.mask();
+        while self.index[slot] != 0 {
+            slot = (slot + 1) & self.mask();
+        }
+        self.index[slot] = entry;
+    }
+
+    fn grow(&mut self) {
+        self.index = vec![0; (self.index.len() * 2).max(16)];
+        for row in 0..self.rows.len() {
+            let hash = self.hash(&self.rows[row].key);
+            self.place(hash, row);
+        }
+    }
+
+    /// Reads the index slots, then the rows, of all the samples, so that their cache misses
+    /// overlap; the updates that follow then find everything in cache.
+    fn warm(&self, samples: &[RejectSample]) {
+        if self.index.is_empty() {
+            return;
+        }
+        let mut slots = [0u64; BATCH];
+        for (slot, sample) in slots.iter_mut().zip(samples) {
+            *slot = self.index[sample.hash as usize & self.mask()];
+        }
+        let mut touched = 0;
+        for (slot, sample) in slots.iter().zip(samples) {
+            // Probe on from the home slot (usually within its cache line) by hash alone.
+            let mut entry = *slot;
+            let mut at = sample.hash as usize;
+            while entry != 0 && entry >> 32 != sample.hash >> 32 {
+                at = (at + 1) & self.mask();
+                entry = self.index[at];
+            }
+            if let Some(row) = self.rows.get((entry as u32).wrapping_sub(1) as usize) {
+                touched ^= row.key.window_index ^ u32::from(row.stats.used[INTERFACES]);
+            }
+        }
+        std::hint::black_box(touched);
+    }
+}
+
+/// A text of 8 to 24 bytes as its length and three (possibly overlapping) words, which
+/// together determine it: compared and hashed in a few operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ShortText {
+    words: [u64; 3],
+    len: usize,
+}
+
+impl ShortText {
+    fn new(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let word = |at: usize| {
+            let chunk = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>);
+            chunk.map_or(0, |chunk| u64::from_le_bytes(*chunk))
+        };
+        let len = bytes.len();
+        (8..=24).contains(&len).then(|| ShortText {
+            words: [word(0), word(len.min(16) - 8), word(len - 8)],
+            len,
+        })
+    }
+
+    fn slot(&self) -> usize {
+        let [a, b, c] = self.words;
+        let mixed = (a ^ b.rotate_left(21) ^ c.rotate_left(42) ^ self.len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - RECENT_IDS_BITS)) as usize
+    }
+}
+
+const RECENT_IDS_BITS: u32 = 10;
+
+/// A direct-mapped cache from short texts (interface ids are 21 bytes) to interned ids.
+/// A flow log names a few hundred interfaces; with 1024 entries few of them share one, so
+/// nearly every lookup hits.
+#[derive(Clone, Debug)]
+struct RecentIds {
+    entries: Box<[(ShortText, u32); 1 << RECENT_IDS_BITS]>,
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        RecentIds {
+            entries: Box::new([(ShortText::default(), 0); 1 << RECENT_IDS_BITS]),
+        }
+    }
+}
+
+impl RecentIds {
+    fn get(&self, key: &ShortText) -> Option<u32> {
+        let (known, id) = &self.entries[key.slot()];
+        (known == key).then_some(*id)
+    }
+
+    fn put(&mut self, key: ShortText, id: u32) {
+        self.entries[key.slot()] = (key, id);
+    }
+}
+
 /// REJECT aggregates of a batch of records, keyed by [`SourceWindow`].
+///
+/// REJECTs are applied to the aggregates [`BATCH`] at a time; every read sees the ones
+/// still waiting, so the batching shows only in speed.
 #[derive(Clone, Debug)]
 pub struct RejectTally {
     options: TallyOptions,
-    stats: IndexMap<PackedKey, SourceStats, RandomState>,
+    rows: Rows,
+    /// REJECTs counted in the totals but not yet applied to `rows`.
+    pending: Vec<RejectSample>,
     /// Interface ids seen, interned so aggregates refer to them by index.
     interfaces: IndexSet<Box<str>, RandomState>,
-    /// The last interface looked up: records often come in runs from one interface.
-    last_interface: Option<u32>,
+    /// Recently interned interface ids, to skip hashing and comparing through `interfaces`.
+    recent_interfaces: RecentIds,
+    /// Reject reasons seen, interned like interfaces.
+    reasons: IndexSet<Box<str>, RandomState>,
     gaps: HashMap<(u32, u64), CaptureGaps, RandomState>,
     totals: Totals,
     malformed_samples: Vec<MalformedLine>,
@@ -557,9 +825,11 @@ impl RejectTally {
                 window_seconds: options.window_seconds.max(MIN_WINDOW_SECONDS),
                 ..options
             },
-            stats: IndexMap::default(),
+            rows: Rows::default(),
+            pending: Vec::with_capacity(BATCH),
             interfaces: IndexSet::default(),
-            last_interface: None,
+            recent_interfaces: RecentIds::default(),
+            reasons: IndexSet::default(),
             gaps: HashMap::default(),
             totals: Totals::default(),
             malformed_samples: Vec::new(),
@@ -576,20 +846,25 @@ impl RejectTally {
     }
 
     fn intern_interface(&mut self, interface: &str) -> u32 {
-        if let Some(last) = self.last_interface
-            && self
-                .interfaces
-                .get_index(last as usize)
-                .is_some_and(|known| &**known == interface)
-        {
-            return last;
+        let key = ShortText::new(interface);
+        if let Some(id) = key.and_then(|key| self.recent_interfaces.get(&key)) {
+            return id;
         }
         let id = match self.interfaces.get_index_of(interface) {
             Some(index) => index as u32,
             None => self.interfaces.insert_full(interface.into()).0 as u32,
         };
-        self.last_interface = Some(id);
+        if let Some(key) = key {
+            self.recent_interfaces.put(key, id);
+        }
         id
+    }
+
+    fn intern_reason(&mut self, reason: &str) -> u32 {
+        match self.reasons.get_index_of(reason) {
+            Some(index) => index as u32,
+            None => self.reasons.insert_full(reason.into()).0 as u32,
+        }
     }
 
     /// Adds one record.
@@ -645,7 +920,13 @@ impl RejectTally {
         let interface = record
             .text(Field::InterfaceId)
             .map(|interface| self.intern_interface(interface));
-        let sample = RejectSample {
+        let reject_reason = record
+            .text(Field::RejectReason)
+            .map(|reason| self.intern_reason(reason));
+        let key = PackedKey::new(source, window_index);
+        self.pending.push(RejectSample {
+            key,
+            hash: self.rows.hash(&key),
             offset: offset(time),
             last_offset: offset(end.unwrap_or(time).max(time)),
             packets: record.number(Field::Packets).unwrap_or(0),
@@ -656,12 +937,20 @@ impl RejectTally {
                 .number(Field::Protocol)
                 .map(|protocol| protocol as u8),
             interface,
-            reject_reason: record.text(Field::RejectReason),
-        };
-        self.stats
-            .entry(PackedKey::new(source, window_index))
-            .or_insert_with(|| SourceStats::new(sample.offset))
-            .add(&sample);
+            reject_reason,
+        });
+        if self.pending.len() == BATCH {
+            self.apply_pending();
+        }
+    }
+
+    /// Applies the waiting REJECTs, in the order they came.
+    fn apply_pending(&mut self) {
+        self.rows.warm(&self.pending);
+        for sample in &self.pending {
+            self.rows.find_or_insert(sample).add(sample);
+        }
+        self.pending.clear();
     }
 
     fn add_gap(&mut self, record: &FlowRecord<'_>, bump: impl FnOnce(&mut CaptureGaps)) {
@@ -686,9 +975,9 @@ impl RejectTally {
 
     /// Totals, with `sources` computed from the aggregates.
     pub fn totals(&self) -> Totals {
-        let sources: HashSet<([u32; 4], bool), RandomState> = self
-            .stats
-            .keys()
+        let keys = self.rows.rows.iter().map(|row| &row.key);
+        let sources: HashSet<([u32; 4], bool), RandomState> = keys
+            .chain(self.pending.iter().map(|sample| &sample.key))
             .map(|key| (key.address, key.is_v6))
             .collect();
         Totals {
@@ -704,22 +993,39 @@ impl RejectTally {
 
     /// The number of (source, window) aggregates.
     pub fn len(&self) -> usize {
-        self.stats.len()
+        self.rows.rows.len() + self.pending_only_keys().count()
     }
 
     /// Whether no REJECT was counted.
     pub fn is_empty(&self) -> bool {
-        self.stats.is_empty()
+        self.rows.rows.is_empty() && self.pending.is_empty()
     }
 
-    fn view<'a>(&'a self, key: &PackedKey, stats: &'a SourceStats) -> SourceAggregate<'a> {
+    /// Keys that only waiting REJECTs have, in order of first sight.
+    fn pending_only_keys(&self) -> impl Iterator<Item = &PackedKey> {
+        let pending = &self.pending;
+        pending
+            .iter()
+            .enumerate()
+            .filter_map(move |(index, sample)| {
+                let first = pending[..index].iter().all(|seen| seen.key != sample.key);
+                (first && self.rows.find(&sample.key, sample.hash).is_none()).then_some(&sample.key)
+            })
+    }
+
+    fn view<'a>(
+        &'a self,
+        key: &PackedKey,
+        applied: Option<&'a SourceStats>,
+    ) -> SourceAggregate<'a> {
         SourceAggregate {
             key: SourceWindow {
                 source: key.source(),
                 window_start: u64::from(key.window_index) * self.options.window_seconds,
             },
-            stats,
-            interfaces: &self.interfaces,
+            packed: *key,
+            applied,
+            tally: self,
         }
     }
 
@@ -729,15 +1035,18 @@ impl RejectTally {
             key.source,
             (key.window_start / self.options.window_seconds) as u32,
         );
-        self.stats
-            .get_key_value(&packed)
-            .map(|(packed, stats)| self.view(packed, stats))
-            .filter(|aggregate| aggregate.key.window_start == key.window_start)
+        let aggregate = match self.rows.get(&packed) {
+            Some(row) => self.view(&row.key, Some(&row.stats)),
+            None => self.view(self.pending_only_keys().find(|&&k| k == packed)?, None),
+        };
+        Some(aggregate).filter(|aggregate| aggregate.key.window_start == key.window_start)
     }
 
     /// All aggregates, in the order they were first seen.
     pub fn aggregates(&self) -> impl Iterator<Item = SourceAggregate<'_>> {
-        self.stats.iter().map(|(key, stats)| self.view(key, stats))
+        let applied = self.rows.rows.iter();
+        let applied = applied.map(|row| self.view(&row.key, Some(&row.stats)));
+        applied.chain(self.pending_only_keys().map(|key| self.view(key, None)))
     }
 
     /// All aggregates, most REJECTs first (ties by address, then window).
@@ -776,6 +1085,7 @@ impl RecordSink for RejectTally {
 /// addresses a hash with the top bit set (collisions are vanishingly unlikely among the few
 /// thousand addresses a source is counted exactly for). Stored counters hold fingerprints,
 /// so the hash must never change.
+#[inline]
 pub fn address_fingerprint(address: IpAddr) -> u64 {
     match address {
         IpAddr::V4(v4) => u64::from(v4.to_bits()),
@@ -1365,7 +1675,7 @@ mod tests {
         assert_eq!(stats.distinct_dst_ports(), 65_536);
         assert_eq!(stats.distinct_dst_addrs(), 2);
         assert!(matches!(
-            stats.stats.detail.as_deref().map(|d| &d.dst_ports),
+            stats.stats().detail.as_deref().map(|d| &d.dst_ports),
             Some(PortSet::Bitmap { .. })
         ));
     }
@@ -1397,20 +1707,101 @@ mod tests {
     }
 
     #[test]
-    fn a_source_that_keeps_to_one_port_and_host_needs_no_detail() {
-        let tally = tally_default(&[REJECT, REJECT, REJECT]);
+    fn a_source_that_keeps_to_two_ports_and_hosts_needs_no_detail() {
+        let other_port = REJECT.replace(" 3389 ", " 22 ");
+        let other_host = REJECT.replace("172.31.9.12", "172.31.9.13");
+        let tally = tally_default(&[REJECT, &other_port, REJECT, &other_host]);
         let stats = tally.by_rejects()[0];
-        assert!(stats.stats.detail.is_none());
+        assert!(stats.stats().detail.is_none());
         assert_eq!(
             (
                 stats.rejects(),
                 stats.distinct_dst_ports(),
                 stats.distinct_dst_addrs()
             ),
-            (3, 1, 1)
+            (4, 2, 2)
         );
+        assert_eq!(stats.protocols(), vec![(6, 4)]);
+        assert_eq!(std::mem::size_of::<SourceStats>(), 80);
+        assert_eq!(std::mem::size_of::<Row>(), 128);
+        assert_eq!(std::mem::offset_of!(Row, stats.used) / 64, 1);
+
+        let third_port = REJECT.replace(" 3389 ", " 443 ");
+        let tally = tally_default(&[REJECT, &other_port, &third_port]);
+        let stats = tally.by_rejects()[0];
+        assert!(stats.stats().detail.is_some());
+        assert_eq!(stats.dst_ports(), vec![22, 443, 3389]);
         assert_eq!(stats.protocols(), vec![(6, 3)]);
-        assert_eq!(std::mem::size_of::<SourceStats>(), 56);
+    }
+
+    #[test]
+    fn short_texts_are_equal_exactly_when_the_texts_are() {
+        let mut texts: Vec<String> = [
+            "eni-1235b8ca123456789",
+            "eni-1235b8ca123456788",
+            "eni-0235b8ca123456789",
+            "eni-1235b8cb123456789",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgh\0",
+            "short",
+        ]
+        .map(String::from)
+        .to_vec();
+        for len in 7..=25 {
+            texts.push("x".repeat(len));
+            texts.push(format!(
+                "{}y{}",
+                "x".repeat(len / 2),
+                "x".repeat(len - len / 2 - 1)
+            ));
+        }
+        for a in &texts {
+            for b in &texts {
+                let same_key = ShortText::new(a).is_some_and(|key| ShortText::new(b) == Some(key));
+                assert_eq!(
+                    same_key,
+                    a == b && (8..=24).contains(&a.len()),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reads_see_the_rejects_waiting_in_the_batch() {
+        let format = FlowFormat::from_log_format(
+            "${interface-id} ${srcaddr} ${dstaddr} ${dstport} ${protocol} ${start} ${action} \
+             ${reject-reason}",
+        )
+        .unwrap();
+        let mut parser = RecordParser::new(format);
+        let mut tally = RejectTally::default();
+        for i in 0..3 * BATCH + 5 {
+            let line = format!(
+                "eni-{} 10.0.{}.{} 10.1.0.{} {} {} {} REJECT {}",
+                i % 4,
+                i % 7,
+                i % 5,
+                i % 3,
+                20 + i % 4,
+                [6, 17, 1][i % 3],
+                1_700_000_000 + 40 * i,
+                ["-", "BPA", "-", "OTHER"][i % 4],
+            );
+            tally.add(&parser.parse(&line).unwrap());
+            let mut applied = tally.clone();
+            applied.apply_pending();
+            assert!(applied.pending.is_empty());
+            let json = |tally: &RejectTally| serde_json::to_string(&tally.report(None)).unwrap();
+            assert_eq!(json(&tally), json(&applied), "after {} records", i + 1);
+            assert_eq!(tally.len(), applied.len());
+            let first = applied.by_rejects()[0].key;
+            assert_eq!(
+                tally.get(&first).map(|aggregate| aggregate.rejects()),
+                applied.get(&first).map(|aggregate| aggregate.rejects())
+            );
+        }
     }
 
     #[test]
