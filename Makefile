@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test bench fmt lint
+.PHONY: help demo test bench bench-ingest lambda-local fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -12,6 +12,12 @@ test: ## Every check CI runs: fmt, clippy, all tests
 
 bench: ## Throughput and peak RSS of the core on a 1M-record object
 	cargo bench -p rejectwatch-tests --bench throughput
+
+bench-ingest: ## DynamoDB requests per 1M records, and RSS ingesting a 75 MB object
+	cargo bench -p rejectwatch-tests --bench ingest
+
+lambda-local: ## Run the ingest function under cargo lambda watch against moto
+	./scripts/lambda-local
 
 fmt: ## Format the code
 	cargo fmt --all
