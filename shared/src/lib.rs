@@ -6,6 +6,7 @@
 //!
 //! Nothing here performs I/O or reads the clock; callers pass bytes and times in.
 
+pub mod alert;
 pub mod counters;
 pub mod decode;
 pub mod flow_log;

@@ -109,3 +109,78 @@ pub trait ObjectSource {
         object: &ObjectRef,
     ) -> impl Future<Output = Result<Self::Body, FetchError>> + Send;
 }
+
+/// Reads counters back: what the evaluator needs each run.
+pub trait CounterReader {
+    /// The rows of one window with at least `min_rejects` REJECTs (never a full scan).
+    fn window_counters(
+        &self,
+        window_start: u64,
+        min_rejects: u64,
+    ) -> impl Future<Output = Result<Vec<crate::counters::StoredCounter>, StoreError>> + Send;
+
+    /// The interfaces of one window that reported NODATA or SKIPDATA.
+    fn window_gaps(
+        &self,
+        window_start: u64,
+    ) -> impl Future<Output = Result<Vec<crate::counters::GapUpdate>, StoreError>> + Send;
+}
+
+/// One evaluator run's claim on alerting a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// Identifies the run (the Lambda request id, which Lambda's retries keep).
+    pub run_id: String,
+    /// Unix seconds of the evaluation.
+    pub now: u64,
+    /// A published alert holds the source this long, unless its severity rises.
+    pub cooldown_seconds: u64,
+    /// A claim not confirmed within this long is considered abandoned (a run that died).
+    pub claim_timeout_seconds: u64,
+    /// When the state may be forgotten.
+    pub expires_at: u64,
+}
+
+/// Per-source alert state, changed conditionally so concurrent runs alert once.
+pub trait AlertStateStore {
+    /// Claims the right to alert `source` at `level` now (see [`crate::alert::may_alert`]);
+    /// `Ok(false)` when another run holds it, or the cooldown does.
+    fn claim(
+        &self,
+        source: std::net::IpAddr,
+        level: u8,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that the claimed alert was published.
+    fn confirm(
+        &self,
+        source: std::net::IpAddr,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives a claim back after a failed publish, so the next run alerts instead.
+    fn release(
+        &self,
+        source: std::net::IpAddr,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Why a digest was not published.
+#[derive(Debug, thiserror::Error)]
+#[error("publishing the alert to {topic}")]
+pub struct PublishError {
+    pub topic: String,
+    #[source]
+    pub source: BoxError,
+}
+
+/// Where alerts go.
+pub trait AlertPublisher {
+    /// Publishes one digest.
+    fn publish(
+        &self,
+        digest: &crate::alert::Digest,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}

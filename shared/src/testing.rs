@@ -9,9 +9,11 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use crate::alert::{AlertState, Digest, may_alert};
 use crate::counters::{BatchId, CounterBatch, GapUpdate, StoredCounter};
 use crate::ports::{
-    ApplyReport, CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError,
+    AlertPublisher, AlertStateStore, ApplyReport, Claim, CounterReader, CounterStore, FetchError,
+    ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
 };
 
 #[derive(Default)]
@@ -20,6 +22,7 @@ struct Rows {
     counter_batches: HashMap<(IpAddr, u64), HashSet<BatchId>>,
     gaps: HashMap<(String, u64), (GapUpdate, HashSet<BatchId>)>,
     done: HashSet<BatchId>,
+    alerts: HashMap<IpAddr, (AlertState, String)>,
     requests: u64,
     /// Row updates still allowed before every call fails (`None`: never fail).
     failures_after: Option<u64>,
@@ -60,6 +63,26 @@ impl InMemoryCounterStore {
             .gaps
             .get(&(interface.to_owned(), window_start))
             .map(|(gap, _)| gap.clone())
+    }
+
+    /// Adds a counter row directly (for evaluator tests).
+    pub fn insert_counter(&self, row: StoredCounter) {
+        if let Some(source) = row.source {
+            self.lock().counters.insert((source, row.window_start), row);
+        }
+    }
+
+    /// Adds a capture-gap row directly (for evaluator tests).
+    pub fn insert_gap(&self, gap: GapUpdate) {
+        self.lock().gaps.insert(
+            (gap.interface.clone(), gap.window_start),
+            (gap, HashSet::new()),
+        );
+    }
+
+    /// A source's alert state.
+    pub fn alert_state(&self, source: IpAddr) -> Option<AlertState> {
+        self.lock().alerts.get(&source).map(|(state, _)| *state)
     }
 
     /// Write requests received (row updates and done markers).
@@ -152,6 +175,117 @@ impl CounterStore for InMemoryCounterStore {
         let mut rows = self.lock();
         rows.spend_one_update()?;
         rows.done.insert(batch.clone());
+        Ok(())
+    }
+}
+
+impl CounterReader for InMemoryCounterStore {
+    async fn window_counters(
+        &self,
+        window_start: u64,
+        min_rejects: u64,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
+        Ok(self
+            .counters()
+            .into_iter()
+            .filter(|row| row.window_start == window_start && row.rejects >= min_rejects)
+            .collect())
+    }
+
+    async fn window_gaps(&self, window_start: u64) -> Result<Vec<GapUpdate>, StoreError> {
+        Ok(self
+            .lock()
+            .gaps
+            .values()
+            .filter(|(gap, _)| gap.window_start == window_start)
+            .map(|(gap, _)| gap.clone())
+            .collect())
+    }
+}
+
+impl AlertStateStore for InMemoryCounterStore {
+    async fn claim(&self, source: IpAddr, level: u8, claim: &Claim) -> Result<bool, StoreError> {
+        let mut rows = self.lock();
+        let state = rows.alerts.get(&source).map(|(state, _)| *state);
+        if !may_alert(
+            state,
+            level,
+            claim.now,
+            claim.cooldown_seconds,
+            claim.claim_timeout_seconds,
+        ) {
+            return Ok(false);
+        }
+        let claimed = AlertState {
+            level,
+            claimed_at: claim.now,
+            published: false,
+        };
+        rows.alerts.insert(source, (claimed, claim.run_id.clone()));
+        Ok(true)
+    }
+
+    async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
+        if let Some((state, run)) = self.lock().alerts.get_mut(&source)
+            && *run == claim.run_id
+        {
+            state.published = true;
+        }
+        Ok(())
+    }
+
+    async fn release(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
+        if let Some((state, run)) = self.lock().alerts.get_mut(&source)
+            && *run == claim.run_id
+        {
+            state.claimed_at = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps every digest it is asked to publish; can be told to fail.
+#[derive(Default)]
+pub struct RecordingPublisher {
+    published: Mutex<Vec<Digest>>,
+    failures_left: Mutex<u32>,
+}
+
+impl RecordingPublisher {
+    /// Makes the next `times` publishes fail.
+    pub fn fail_next(&self, times: u32) {
+        *self
+            .failures_left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = times;
+    }
+
+    /// The digests published so far.
+    pub fn published(&self) -> Vec<Digest> {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl AlertPublisher for RecordingPublisher {
+    async fn publish(&self, digest: &Digest) -> Result<(), PublishError> {
+        let mut failures = self
+            .failures_left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(PublishError {
+                topic: "in-memory".into(),
+                source: "injected failure".into(),
+            });
+        }
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(digest.clone());
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::counters::{BatchId, CounterBatch, CounterUpdate, GapUpdate, StoredCounter};
-use crate::ports::{ApplyReport, CounterStore, StoreError};
+use crate::ports::{AlertStateStore, ApplyReport, Claim, CounterReader, CounterStore, StoreError};
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -58,6 +58,14 @@ pub const NODATA: &str = "nodata";
 pub const SKIPDATA: &str = "skipdata";
 /// Unix seconds after which DynamoDB's TTL deletes the item.
 pub const EXPIRES_AT: &str = "expires_at";
+/// Alert state: the level (1-3) last claimed.
+pub const LEVEL: &str = "level";
+/// Alert state: when the alert was claimed (and, once published, sent).
+pub const CLAIMED_AT: &str = "claimed_at";
+/// Alert state: whether the claimed alert was published.
+pub const PUBLISHED: &str = "published";
+/// Alert state: the run holding the claim.
+pub const CLAIM_ID: &str = "claim_id";
 
 /// The counter item's partition key for a source.
 pub fn source_key(source: IpAddr) -> String {
@@ -79,6 +87,11 @@ pub fn gap_key(window_start: u64) -> String {
     format!("GAP#{window_start:010}")
 }
 
+/// The partition of a source's alert state (sort key `STATE`).
+pub fn alert_key(source: IpAddr) -> String {
+    format!("ALERT#{source}")
+}
+
 fn batch_key(batch: &BatchId) -> String {
     format!("BATCH#{batch}")
 }
@@ -92,6 +105,8 @@ pub struct DynamoCounterStore {
     retention_seconds: u64,
     /// Update requests in flight at once.
     concurrency: usize,
+    /// Partitions per window in the `by-window` index.
+    index_shards: u8,
 }
 
 impl DynamoCounterStore {
@@ -106,7 +121,15 @@ impl DynamoCounterStore {
             table: table.into(),
             retention_seconds,
             concurrency: concurrency.max(1),
+            index_shards: 16,
         }
+    }
+
+    /// Sets the `by-window` partitions per window the readers query (default 16); it must
+    /// equal the writers' `INDEX_SHARDS`.
+    pub fn with_index_shards(mut self, shards: u8) -> Self {
+        self.index_shards = shards.max(1);
+        self
     }
 
     fn error<E>(&self, action: String, error: SdkError<E>) -> StoreError
@@ -357,6 +380,154 @@ impl DynamoCounterStore {
             .await
             .map_err(|error| self.error(format!("reading counters of {source}"), error))?;
         Ok(items.iter().filter_map(counter_from_item).collect())
+    }
+}
+
+impl CounterReader for DynamoCounterStore {
+    async fn window_counters(
+        &self,
+        window_start: u64,
+        min_rejects: u64,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
+        DynamoCounterStore::window_counters(self, window_start, self.index_shards, min_rejects)
+            .await
+    }
+
+    async fn window_gaps(&self, window_start: u64) -> Result<Vec<GapUpdate>, StoreError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", AttributeValue::S(gap_key(window_start)))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|error| {
+                self.error(
+                    format!("reading capture gaps of window {window_start}"),
+                    error,
+                )
+            })?;
+        let number_of = |item: &HashMap<String, AttributeValue>, name: &str| {
+            item.get(name)
+                .and_then(|value| value.as_n().ok())
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                Some(GapUpdate {
+                    interface: item.get(INTERFACE)?.as_s().ok()?.clone(),
+                    window_start,
+                    nodata: number_of(item, NODATA),
+                    skipdata: number_of(item, SKIPDATA),
+                })
+            })
+            .collect())
+    }
+}
+
+impl AlertStateStore for DynamoCounterStore {
+    async fn claim(&self, source: IpAddr, level: u8, claim: &Claim) -> Result<bool, StoreError> {
+        // The condition is `alert::may_alert`, evaluated atomically by DynamoDB.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(alert_key(source)))
+            .key(SK, AttributeValue::S("STATE".into()))
+            .update_expression("SET #source = :source, #level = :level, #claimed = :now, #published = :false, #claim = :run, #expires = :expires")
+            .condition_expression(
+                "attribute_not_exists(#pk) \
+                 OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level)) \
+                 OR (#published = :false AND #claimed <= :stale_cutoff)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#source", SOURCE)
+            .expression_attribute_names("#level", LEVEL)
+            .expression_attribute_names("#claimed", CLAIMED_AT)
+            .expression_attribute_names("#published", PUBLISHED)
+            .expression_attribute_names("#claim", CLAIM_ID)
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":source", AttributeValue::S(source.to_string()))
+            .expression_attribute_values(":level", number(u64::from(level)))
+            .expression_attribute_values(":now", number(claim.now))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
+            .expression_attribute_values(":expires", number(claim.expires_at))
+            .expression_attribute_values(":cooldown_cutoff", number(claim.now.saturating_sub(claim.cooldown_seconds)))
+            .expression_attribute_values(":stale_cutoff", number(claim.now.saturating_sub(claim.claim_timeout_seconds)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.error(format!("claiming the alert state of {source}"), error)),
+        }
+    }
+
+    async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
+        self.set_on_own_claim(
+            source,
+            claim,
+            PUBLISHED,
+            AttributeValue::Bool(true),
+            "confirming",
+        )
+        .await
+    }
+
+    async fn release(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
+        // Back-dating the claim makes it abandoned at once: the next run claims it again.
+        self.set_on_own_claim(source, claim, CLAIMED_AT, number(0), "releasing")
+            .await
+    }
+}
+
+impl DynamoCounterStore {
+    /// Sets one attribute of alert state this run claimed; a claim another run took over
+    /// meanwhile is left alone.
+    async fn set_on_own_claim(
+        &self,
+        source: IpAddr,
+        claim: &Claim,
+        attribute: &str,
+        value: AttributeValue,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(alert_key(source)))
+            .key(SK, AttributeValue::S("STATE".into()))
+            .update_expression("SET #attribute = :value")
+            .condition_expression("#claim = :run")
+            .expression_attribute_names("#claim", CLAIM_ID)
+            .expression_attribute_names("#attribute", attribute)
+            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
+            .expression_attribute_values(":value", value)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(self.error(format!("{action} the alert state of {source}"), error)),
+        }
     }
 }
 

@@ -3,3 +3,4 @@
 
 pub mod dynamodb;
 pub mod s3;
+pub mod sns;

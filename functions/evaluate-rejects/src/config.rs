@@ -1,0 +1,229 @@
+//! The evaluate function's configuration: read once from the environment at start, typed,
+//! with every default in one place (the README's configuration table lists them).
+
+use ipnet::IpNet;
+use shared::alert::{AlertPolicy, InternalSources};
+
+/// Settings of the evaluate function.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `COUNTERS_TABLE_NAME` (required).
+    pub table_name: String,
+    /// `ALERT_TOPIC_ARN` (required): the SNS topic for digests.
+    pub topic_arn: String,
+    /// `WINDOW_MINUTES` (5): must equal the ingest function's.
+    pub window_seconds: u64,
+    /// `INDEX_SHARDS` (16): must equal the ingest function's.
+    pub index_shards: u8,
+    /// `LOOKBACK_WINDOWS` (3): completed windows evaluated each run, the latest last, so
+    /// that S3 objects delivered late are still seen.
+    pub lookback_windows: u64,
+    /// `REJECT_THRESHOLD` (500), `PORT_SCAN_THRESHOLD` (20), `HOST_SWEEP_THRESHOLD` (20),
+    /// `ALLOWLIST_CIDRS`, `IGNORED_DST_PORTS`, `VPC_CIDRS`, `INTERNAL_SOURCES`.
+    pub policy: AlertPolicy,
+    /// `ALERT_COOLDOWN_MINUTES` (60): a source alerted is not alerted again within this
+    /// long unless its severity rises.
+    pub cooldown_seconds: u64,
+    /// `MAX_LISTED_SOURCES` (50): sources listed in full in a digest.
+    pub max_listed: usize,
+    /// `RETENTION_DAYS` (7): alert state is forgotten this long after the cooldown.
+    pub retention_seconds: u64,
+}
+
+/// A setting that is missing or cannot be used; names the variable and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {name} is required")]
+    Missing { name: &'static str },
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need no process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|value| !value.trim().is_empty())
+                .ok_or(ConfigError::Missing { name })
+        };
+        let internal_text = lookup("INTERNAL_SOURCES").unwrap_or_else(|| "report".into());
+        let internal_sources = match internal_text.trim() {
+            "report" => InternalSources::Report,
+            "exclude" => InternalSources::Exclude,
+            "include" => InternalSources::Include,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "INTERNAL_SOURCES",
+                    value: internal_text,
+                    reason: "expected report, exclude or include".into(),
+                });
+            }
+        };
+        Ok(Config {
+            table_name: required("COUNTERS_TABLE_NAME")?,
+            topic_arn: required("ALERT_TOPIC_ARN")?,
+            window_seconds: number(&lookup, "WINDOW_MINUTES", 5, 1..=1440)? * 60,
+            index_shards: number(&lookup, "INDEX_SHARDS", 16, 1..=64)? as u8,
+            lookback_windows: number(&lookup, "LOOKBACK_WINDOWS", 3, 1..=288)?,
+            policy: AlertPolicy {
+                volume_threshold: number(
+                    &lookup,
+                    "REJECT_THRESHOLD",
+                    500,
+                    1..=u64::from(u32::MAX),
+                )?,
+                port_scan_threshold: number(&lookup, "PORT_SCAN_THRESHOLD", 20, 1..=65_536)?,
+                host_sweep_threshold: number(
+                    &lookup,
+                    "HOST_SWEEP_THRESHOLD",
+                    20,
+                    1..=u64::from(u32::MAX),
+                )?,
+                allowlist: list(&lookup, "ALLOWLIST_CIDRS", parse_net)?,
+                ignored_ports: list(&lookup, "IGNORED_DST_PORTS", |text| {
+                    text.parse::<u16>().ok()
+                })?,
+                internal_ranges: list(&lookup, "VPC_CIDRS", parse_net)?,
+                internal_sources,
+            },
+            cooldown_seconds: number(&lookup, "ALERT_COOLDOWN_MINUTES", 60, 1..=43_200)? * 60,
+            max_listed: number(&lookup, "MAX_LISTED_SOURCES", 50, 1..=5_000)? as usize,
+            retention_seconds: number(&lookup, "RETENTION_DAYS", 7, 1..=3650)? * 86_400,
+        })
+    }
+}
+
+/// A CIDR (`10.0.0.0/16`, `2001:db8::/32`) or a single address.
+fn parse_net(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn list<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, ConfigError> {
+    let text = lookup(name).unwrap_or_default();
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            parse(item).ok_or_else(|| ConfigError::Invalid {
+                name,
+                value: text.clone(),
+                reason: format!("{item:?} is not valid here"),
+            })
+        })
+        .collect()
+}
+
+fn number(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let Some(text) = lookup(name) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value: text,
+            reason: format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const REQUIRED: [(&str, &str); 2] = [
+        ("COUNTERS_TABLE_NAME", "t"),
+        (
+            "ALERT_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:alerts",
+        ),
+    ];
+
+    #[test]
+    fn defaults() {
+        let config = config(&REQUIRED).unwrap();
+        assert_eq!(
+            (
+                config.window_seconds,
+                config.lookback_windows,
+                config.cooldown_seconds
+            ),
+            (300, 3, 3600)
+        );
+        assert_eq!(config.policy.min_rejects(), 20);
+        assert_eq!(config.policy.internal_sources, InternalSources::Report);
+    }
+
+    #[test]
+    fn missing_topic_names_the_variable() {
+        let error = config(&[("COUNTERS_TABLE_NAME", "t")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "environment variable ALERT_TOPIC_ARN is required"
+        );
+    }
+
+    #[test]
+    fn lists_parse_or_name_the_bad_item() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.extend([
+            (
+                "ALLOWLIST_CIDRS",
+                "192.0.2.0/24, 2001:db8::/32, 198.51.100.7",
+            ),
+            ("IGNORED_DST_PORTS", "123,53"),
+        ]);
+        let config = config(&pairs).unwrap();
+        assert_eq!(config.policy.allowlist.len(), 3);
+        assert_eq!(config.policy.ignored_ports, vec![123, 53]);
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push(("VPC_CIDRS", "10.0.0.0/16,not-a-net"));
+        let error = super::Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("\"not-a-net\" is not valid here"),
+            "{error}"
+        );
+    }
+}

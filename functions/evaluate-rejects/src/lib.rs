@@ -1,0 +1,289 @@
+//! The evaluate handler: on a schedule, reads the counters of the last completed windows,
+//! lets the core decide which sources deserve an alert, claims each alert in DynamoDB
+//! (a conditional write, so concurrent runs and the cooldown agree), and publishes one
+//! digest. A failed publish gives the claims back, so the next run alerts instead.
+
+pub mod config;
+
+use std::collections::BTreeSet;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
+use serde_json::{Value, json};
+use shared::alert::{DigestContext, Finding, evaluate, render_digest};
+use shared::metrics::emf_line;
+use shared::ports::{
+    AlertPublisher, AlertStateStore, Claim, CounterReader, PublishError, StoreError,
+};
+use shared::time::parse_utc;
+
+use crate::config::Config;
+
+/// How long a claim may stay unconfirmed before another run treats it as abandoned.
+pub const CLAIM_TIMEOUT_SECONDS: u64 = 300;
+/// Claims in flight at once.
+const CLAIM_CONCURRENCY: usize = 16;
+
+/// What the handler needs from outside.
+pub struct Deps<S, P> {
+    pub store: S,
+    pub publisher: P,
+    pub config: Config,
+}
+
+/// Why a run failed; Lambda retries it with the same request id (and so the same claims).
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error("event time {0:?} is not an RFC 3339 UTC time")]
+    EventTime(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl EvaluateError {
+    /// A stable name for searches and alarms.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            EvaluateError::EventTime(_) => "Evaluate.Event",
+            EvaluateError::Store(_) => "Evaluate.Store",
+            EvaluateError::Publish(_) => "Evaluate.Publish",
+        }
+    }
+}
+
+impl From<EvaluateError> for lambda_runtime::Diagnostic {
+    fn from(error: EvaluateError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error_chain(&error),
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated, for one log line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Counts for one run: logged as one JSON line and returned.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub evaluated_at: u64,
+    pub windows: Vec<u64>,
+    /// Rows read (those at or above the lowest threshold).
+    pub rows: u64,
+    pub findings: u64,
+    /// Findings this run claimed and alerted.
+    pub alerted: u64,
+    /// Findings held back: cooldown, or claimed by another run.
+    pub held: u64,
+    pub published: bool,
+    pub severity: Option<&'static str>,
+    pub subject: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// The evaluation time: the scheduled event's `time` (so a retried event evaluates the
+/// same windows), else the clock.
+pub fn evaluation_time(event: &Value) -> Result<u64, EvaluateError> {
+    match event.get("time").and_then(Value::as_str) {
+        Some(text) => {
+            parse_utc(text).ok_or_else(|| EvaluateError::EventTime(text.chars().take(64).collect()))
+        }
+        None => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs())),
+    }
+}
+
+/// The starts of the last `count` windows that ended at or before `now`, oldest first.
+pub fn completed_windows(now: u64, window_seconds: u64, count: u64) -> Vec<u64> {
+    let window_seconds = window_seconds.max(1);
+    let current = now - now % window_seconds;
+    (1..=count)
+        .rev()
+        .filter_map(|back| current.checked_sub(back * window_seconds))
+        .collect()
+}
+
+/// Runs one evaluation. `run_id` identifies the run (the Lambda request id).
+pub async fn handle<S, P>(
+    event: Value,
+    run_id: &str,
+    deps: &Deps<S, P>,
+) -> Result<Value, EvaluateError>
+where
+    S: CounterReader + AlertStateStore + Sync,
+    P: AlertPublisher + Sync,
+{
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let result = run(&event, run_id, deps, &mut summary).await;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let outcome = match &result {
+        Ok(()) => "ok".to_owned(),
+        Err(error) => error_chain(error),
+    };
+    println!(
+        "{}",
+        json!({"message": "evaluation summary", "outcome": outcome, "summary": summary})
+    );
+    println!(
+        "{}",
+        emf_line(
+            summary.evaluated_at * 1000,
+            &[("Function", "evaluate-rejects")],
+            &[
+                ("Rows", summary.rows),
+                ("Findings", summary.findings),
+                ("Alerted", summary.alerted),
+                ("Held", summary.held),
+                ("Published", u64::from(summary.published)),
+            ],
+        )
+    );
+    result.map(|()| json!(summary))
+}
+
+async fn run<S, P>(
+    event: &Value,
+    run_id: &str,
+    deps: &Deps<S, P>,
+    summary: &mut Summary,
+) -> Result<(), EvaluateError>
+where
+    S: CounterReader + AlertStateStore + Sync,
+    P: AlertPublisher + Sync,
+{
+    let config = &deps.config;
+    let now = evaluation_time(event)?;
+    let windows = completed_windows(now, config.window_seconds, config.lookback_windows);
+    summary.evaluated_at = now;
+    summary.windows = windows.clone();
+
+    let mut rows = Vec::new();
+    let mut skipped_windows = BTreeSet::new();
+    for &window in &windows {
+        rows.extend(
+            deps.store
+                .window_counters(window, config.policy.min_rejects())
+                .await?,
+        );
+        if deps
+            .store
+            .window_gaps(window)
+            .await?
+            .iter()
+            .any(|gap| gap.skipdata > 0)
+        {
+            skipped_windows.insert(window);
+        }
+    }
+    summary.rows = rows.len() as u64;
+    let skipped: Vec<u64> = skipped_windows.into_iter().collect();
+    let findings = evaluate(&rows, &skipped, &config.policy);
+    summary.findings = findings.len() as u64;
+    if findings.is_empty() {
+        return Ok(());
+    }
+
+    let claim = Claim {
+        run_id: run_id.to_owned(),
+        now,
+        cooldown_seconds: config.cooldown_seconds,
+        claim_timeout_seconds: CLAIM_TIMEOUT_SECONDS,
+        expires_at: now + config.cooldown_seconds + config.retention_seconds,
+    };
+    let claimed = claim_all(&findings, &claim, deps).await?;
+    summary.alerted = claimed.len() as u64;
+    summary.held = (findings.len() - claimed.len()) as u64;
+    let context = DigestContext {
+        evaluated_at: now,
+        windows: &windows,
+        window_seconds: config.window_seconds,
+        table_name: &config.table_name,
+        max_listed: config.max_listed,
+    };
+    let Some(digest) = render_digest(&claimed, &context) else {
+        return Ok(());
+    };
+    summary.severity = Some(digest.severity.name());
+    summary.subject = Some(digest.subject.clone());
+    if let Err(error) = deps.publisher.publish(&digest).await {
+        // Give the claims back, so the next run (or Lambda's retry) alerts instead.
+        for finding in &claimed {
+            deps.store.release(finding.source, &claim).await?;
+        }
+        return Err(error.into());
+    }
+    summary.published = true;
+    for finding in &claimed {
+        deps.store.confirm(finding.source, &claim).await?;
+    }
+    Ok(())
+}
+
+/// Claims each finding, keeping the ones this run won, in the findings' order.
+async fn claim_all<S, P>(
+    findings: &[Finding],
+    claim: &Claim,
+    deps: &Deps<S, P>,
+) -> Result<Vec<Finding>, EvaluateError>
+where
+    S: AlertStateStore + Sync,
+{
+    let won: Vec<(usize, bool)> = stream::iter(0..findings.len())
+        .map(|index| async move {
+            let finding = &findings[index];
+            deps.store
+                .claim(finding.source, finding.severity.level(), claim)
+                .await
+                .map(|won| (index, won))
+        })
+        .buffer_unordered(CLAIM_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut indices: Vec<usize> = won
+        .into_iter()
+        .filter(|(_, won)| *won)
+        .map(|(index, _)| index)
+        .collect();
+    indices.sort_unstable();
+    Ok(indices
+        .into_iter()
+        .map(|index| findings[index].clone())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_windows_end_at_or_before_now() {
+        assert_eq!(completed_windows(1_000, 300, 3), vec![0, 300, 600]);
+        assert_eq!(completed_windows(900, 300, 2), vec![300, 600]);
+        assert_eq!(completed_windows(100, 300, 3), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn the_event_time_is_the_evaluation_time() {
+        let event = json!({"detail-type": "Scheduled Event", "time": "2024-05-01T12:05:00Z"});
+        assert_eq!(evaluation_time(&event).unwrap(), 1_714_565_100);
+        assert!(matches!(
+            evaluation_time(&json!({"time": "noon"})),
+            Err(EvaluateError::EventTime(_))
+        ));
+        assert!(evaluation_time(&json!({})).unwrap() > 1_700_000_000);
+    }
+}

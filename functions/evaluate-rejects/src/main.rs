@@ -1,0 +1,33 @@
+//! Wiring: configuration, SDK clients and adapters built once, then the runtime loop.
+
+use aws_config::BehaviorVersion;
+use evaluate_rejects::config::Config;
+use evaluate_rejects::{Deps, handle};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+use shared::aws::dynamodb::DynamoCounterStore;
+use shared::aws::sns::SnsAlertPublisher;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    // A missing or invalid variable fails the init phase, naming the variable.
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let deps = Deps {
+        store: DynamoCounterStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            config.table_name.clone(),
+            config.retention_seconds,
+            16,
+        )
+        .with_index_shards(config.index_shards),
+        publisher: SnsAlertPublisher::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone()),
+        config,
+    };
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let deps = &deps;
+        async move { handle(event.payload, &event.context.request_id, deps).await }
+    }))
+    .await
+}

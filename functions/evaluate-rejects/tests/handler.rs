@@ -1,0 +1,207 @@
+//! The evaluate handler with in-memory fakes: rules, exceptions, cooldown, concurrency and
+//! publish failures.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use evaluate_rejects::config::Config;
+use evaluate_rejects::{Deps, handle};
+use serde_json::{Value, json};
+use shared::counters::{GapUpdate, StoredCounter};
+use shared::testing::{InMemoryCounterStore, RecordingPublisher};
+
+/// Windows of 300 s; the run at 10,000 evaluates 9,000, 9,300 and 9,600.
+const WINDOW: u64 = 9_600;
+
+fn deps(extra: &[(&str, &str)]) -> Deps<InMemoryCounterStore, RecordingPublisher> {
+    let mut settings: HashMap<String, String> = HashMap::from([
+        ("COUNTERS_TABLE_NAME".into(), "counters".into()),
+        (
+            "ALERT_TOPIC_ARN".into(),
+            "arn:aws:sns:us-east-1:123456789012:alerts".into(),
+        ),
+        ("REJECT_THRESHOLD".into(), "100".into()),
+        ("PORT_SCAN_THRESHOLD".into(), "20".into()),
+        ("HOST_SWEEP_THRESHOLD".into(), "20".into()),
+        ("ALLOWLIST_CIDRS".into(), "192.0.2.0/24".into()),
+    ]);
+    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Deps {
+        store: InMemoryCounterStore::default(),
+        publisher: RecordingPublisher::default(),
+        config: Config::from_lookup(|name| settings.get(name).cloned()).unwrap(),
+    }
+}
+
+fn at(seconds: u64) -> Value {
+    json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": shared::time::format_utc(seconds)})
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn row(source: &str, window: u64, rejects: u64, ports: u16, hosts: u64) -> StoredCounter {
+    StoredCounter {
+        source: Some(ip(source)),
+        window_start: window,
+        window_seconds: 300,
+        rejects,
+        dst_ports: (1..=ports).collect(),
+        dst_hosts: (1..=hosts).collect(),
+        first_seen: vec![window + 1],
+        last_seen: vec![window + 299],
+        interfaces: vec!["eni-0a1b".into()],
+        ..StoredCounter::default()
+    }
+}
+
+fn alerted(deps: &Deps<InMemoryCounterStore, RecordingPublisher>) -> Vec<Vec<String>> {
+    deps.publisher
+        .published()
+        .iter()
+        .map(|digest| {
+            let json: Value = serde_json::from_str(&digest.json).unwrap();
+            json["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["source"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_rule_alerts_and_quiet_sources_do_not() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store
+        .insert_counter(row("198.51.100.2", WINDOW, 40, 40, 1));
+    deps.store
+        .insert_counter(row("198.51.100.3", WINDOW - 300, 40, 1, 40));
+    deps.store
+        .insert_counter(row("198.51.100.4", WINDOW, 19, 3, 3));
+    deps.store
+        .insert_counter(row("192.0.2.9", WINDOW, 10_000, 100, 100));
+    deps.store
+        .insert_counter(row("198.51.100.5", WINDOW + 300, 10_000, 100, 100));
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(summary["findings"], 3);
+    assert_eq!(summary["published"], true);
+    assert_eq!(
+        alerted(&deps),
+        vec![vec!["198.51.100.1", "198.51.100.2", "198.51.100.3"]]
+    );
+    let digest = &deps.publisher.published()[0];
+    assert!(
+        digest
+            .subject
+            .starts_with("RejectWatch low: 3 sources - top 198.51.100.1 volume (150 REJECTs)"),
+        "{}",
+        digest.subject
+    );
+}
+
+#[tokio::test]
+async fn nothing_to_report_publishes_nothing() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.4", WINDOW, 19, 3, 3));
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(summary["published"], false);
+    assert!(deps.publisher.published().is_empty());
+}
+
+#[tokio::test]
+async fn cooldown_holds_then_expires_and_rising_severity_breaks_it() {
+    let deps = deps(&[("ALERT_COOLDOWN_MINUTES", "60")]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    // Ten minutes later the same source is still in the look-back: held.
+    let summary = handle(at(10_600), "run-2", &deps).await.unwrap();
+    assert_eq!(
+        (summary["alerted"].as_u64(), summary["held"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // It gets much worse: severity high (16x), so the cooldown gives way.
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW + 600, 2_000, 1, 1));
+    let summary = handle(at(10_900), "run-3", &deps).await.unwrap();
+    assert_eq!(summary["alerted"], 1);
+    assert_eq!(summary["severity"], "high");
+    // After the cooldown, the same level alerts again.
+    deps.store
+        .insert_counter(row("198.51.100.1", 14_400, 2_000, 1, 1));
+    let summary = handle(at(14_700 + 300), "run-4", &deps).await.unwrap();
+    assert_eq!(summary["alerted"], 1);
+    assert_eq!(deps.publisher.published().len(), 3);
+}
+
+#[tokio::test]
+async fn two_concurrent_runs_send_one_alert() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store
+        .insert_counter(row("198.51.100.2", WINDOW, 40, 40, 1));
+    let (a, b) = tokio::join!(
+        handle(at(10_000), "run-a", &deps),
+        handle(at(10_000), "run-b", &deps)
+    );
+    assert_eq!(
+        a.unwrap()["alerted"].as_u64().unwrap() + b.unwrap()["alerted"].as_u64().unwrap(),
+        2
+    );
+    let sources: Vec<String> = alerted(&deps).into_iter().flatten().collect();
+    assert_eq!(sources.len(), 2, "each source alerted once: {sources:?}");
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retried_by_the_next_run() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.publisher.fail_next(1);
+    let error = handle(at(10_000), "run-1", &deps).await.unwrap_err();
+    assert_eq!(error.error_type(), "Evaluate.Publish");
+    assert!(deps.publisher.published().is_empty());
+    let summary = handle(at(10_060), "run-2", &deps).await.unwrap();
+    assert_eq!(summary["alerted"], 1);
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+    assert!(
+        deps.store
+            .alert_state(ip("198.51.100.1"))
+            .unwrap()
+            .published
+    );
+}
+
+#[tokio::test]
+async fn skipdata_in_a_window_makes_counts_a_lower_bound() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store.insert_gap(GapUpdate {
+        interface: "eni-0a1b".into(),
+        window_start: WINDOW,
+        nodata: 0,
+        skipdata: 2,
+    });
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    let digest = &deps.publisher.published()[0];
+    assert!(digest.text.contains("counts are a lower bound"));
+    let json: Value = serde_json::from_str(&digest.json).unwrap();
+    assert_eq!(json["sources"][0]["lower_bound"], true);
+}
+
+#[tokio::test]
+async fn a_bad_event_time_is_a_clear_error() {
+    let deps = deps(&[]);
+    let error = handle(json!({"time": "tomorrow"}), "run-1", &deps)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "Evaluate.Event");
+}

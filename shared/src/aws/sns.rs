@@ -1,0 +1,67 @@
+//! Publishes alert digests to an SNS topic: the only file that knows the SNS SDK.
+//!
+//! Email subscribers get the readable text, every other protocol the JSON (one
+//! `MessageStructure: json` message); message attributes carry severity, rules and the
+//! source count for subscription filter policies.
+
+use aws_sdk_sns::Client;
+use aws_sdk_sns::types::MessageAttributeValue;
+
+use crate::alert::Digest;
+use crate::ports::{AlertPublisher, PublishError};
+
+/// An SNS topic.
+#[derive(Clone, Debug)]
+pub struct SnsAlertPublisher {
+    client: Client,
+    topic_arn: String,
+}
+
+impl SnsAlertPublisher {
+    pub fn new(client: Client, topic_arn: impl Into<String>) -> Self {
+        SnsAlertPublisher {
+            client,
+            topic_arn: topic_arn.into(),
+        }
+    }
+}
+
+fn attribute(data_type: &str, value: String) -> MessageAttributeValue {
+    // Both fields are set, so the builder cannot fail.
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .unwrap_or_else(|_| unreachable!("data type and value are set"))
+}
+
+impl AlertPublisher for SnsAlertPublisher {
+    async fn publish(&self, digest: &Digest) -> Result<(), PublishError> {
+        let rules: Vec<&str> = digest.rules.iter().map(|rule| rule.name()).collect();
+        self.client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(&digest.subject)
+            .message(digest.message_structure())
+            .message_structure("json")
+            .message_attributes(
+                "severity",
+                attribute("String", digest.severity.name().to_owned()),
+            )
+            .message_attributes(
+                "rules",
+                attribute("String.Array", serde_json::json!(rules).to_string()),
+            )
+            .message_attributes(
+                "source_count",
+                attribute("Number", digest.source_count.to_string()),
+            )
+            .send()
+            .await
+            .map_err(|error| PublishError {
+                topic: self.topic_arn.clone(),
+                source: Box::new(error),
+            })?;
+        Ok(())
+    }
+}
