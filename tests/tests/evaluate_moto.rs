@@ -1,0 +1,478 @@
+//! The evaluate handler against moto's DynamoDB, SNS and SQS on loopback: alerts are read
+//! from an SQS queue subscribed to the topic, as a program subscriber would read them. And
+//! the whole chain: flow logs through the ingest handler, then one evaluator run.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use evaluate_rejects::config::Config as EvaluateConfig;
+use ingest_flow_logs::config::Config as IngestConfig;
+use rejectwatch_tests::moto::{MotoServer, create_counters_table};
+use serde_json::{Value, json};
+use shared::aws::dynamodb::DynamoCounterStore;
+use shared::aws::s3::S3ObjectSource;
+use shared::aws::sns::SnsAlertPublisher;
+use shared::counters::{BatchId, CounterBatch, CounterUpdate, shard_of};
+use shared::generate::{FlowLogGenerator, GeneratorConfig};
+use shared::ports::CounterStore;
+
+const TABLE: &str = "rejectwatch-counters";
+const TOPIC: &str = "rejectwatch-alerts";
+const WINDOW: u64 = 1_714_566_000;
+/// An evaluation after three completed windows, the last being `WINDOW`.
+const NOW: u64 = WINDOW + 300 + 60;
+
+struct Stack {
+    _moto: MotoServer,
+    sdk: SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    topic_arn: String,
+    alerts_queue: String,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let moto = MotoServer::start();
+        let sdk = moto.sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        create_counters_table(&dynamodb, TABLE).await;
+        let sns = aws_sdk_sns::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let topic_arn = sns
+            .create_topic()
+            .name(TOPIC)
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn
+            .expect("arn");
+        let alerts_queue = sqs
+            .create_queue()
+            .queue_name("alerts")
+            .send()
+            .await
+            .expect("queue")
+            .queue_url
+            .expect("url");
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint("arn:aws:sqs:us-east-1:123456789012:alerts")
+            .send()
+            .await
+            .expect("subscribing the queue");
+        Stack {
+            _moto: moto,
+            sdk,
+            dynamodb,
+            sqs,
+            topic_arn,
+            alerts_queue,
+        }
+    }
+
+    fn store(&self) -> DynamoCounterStore {
+        DynamoCounterStore::new(self.dynamodb.clone(), TABLE, 86_400, 16)
+    }
+
+    fn evaluator(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> evaluate_rejects::Deps<DynamoCounterStore, SnsAlertPublisher> {
+        let mut settings: HashMap<String, String> = HashMap::from([
+            ("COUNTERS_TABLE_NAME".into(), TABLE.into()),
+            ("ALERT_TOPIC_ARN".into(), self.topic_arn.clone()),
+            ("REJECT_THRESHOLD".into(), "100".into()),
+            ("PORT_SCAN_THRESHOLD".into(), "20".into()),
+            ("HOST_SWEEP_THRESHOLD".into(), "20".into()),
+            ("ALLOWLIST_CIDRS".into(), "192.0.2.0/24".into()),
+        ]);
+        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config =
+            EvaluateConfig::from_lookup(|name| settings.get(name).cloned()).expect("config");
+        evaluate_rejects::Deps {
+            store: self.store().with_index_shards(config.index_shards),
+            publisher: SnsAlertPublisher::new(
+                aws_sdk_sns::Client::new(&self.sdk),
+                config.topic_arn.clone(),
+            ),
+            config,
+        }
+    }
+
+    /// Writes counter rows the way ingest does.
+    async fn write_rows(&self, batch: &str, updates: Vec<CounterUpdate>) {
+        let batch = CounterBatch {
+            id: BatchId::for_s3_object("test", batch, None, None),
+            updates,
+            gaps: Vec::new(),
+        };
+        self.store().apply(&batch).await.expect("writing counters");
+    }
+
+    /// The alerts delivered to the subscribed queue so far: (subject, message JSON,
+    /// message attributes) of each SNS notification.
+    async fn alerts(&self) -> Vec<(String, Value, Value)> {
+        let mut alerts = Vec::new();
+        loop {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.alerts_queue)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receiving alerts");
+            let messages = output.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return alerts;
+            }
+            for message in messages {
+                let envelope: Value = serde_json::from_str(message.body.as_deref().unwrap_or("{}"))
+                    .expect("an SNS envelope");
+                let body: Value =
+                    serde_json::from_str(envelope["Message"].as_str().expect("a message"))
+                        .expect("the JSON body");
+                alerts.push((
+                    envelope["Subject"].as_str().unwrap_or("").to_owned(),
+                    body,
+                    envelope["MessageAttributes"].clone(),
+                ));
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.alerts_queue)
+                    .receipt_handle(message.receipt_handle.unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("deleting the alert");
+            }
+        }
+    }
+}
+
+fn at(seconds: u64) -> Value {
+    json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "time": shared::time::format_utc(seconds), "detail": {}})
+}
+
+fn update(source: &str, window: u64, rejects: u64, ports: u16, hosts: u32) -> CounterUpdate {
+    let source: IpAddr = source.parse().unwrap();
+    CounterUpdate {
+        source,
+        window_start: window,
+        window_seconds: 300,
+        shard: shard_of(source, 16),
+        rejects,
+        packets: rejects,
+        bytes: rejects * 44,
+        first_seen: window + 3,
+        last_seen: window + 280,
+        dst_ports: (1..=ports).collect(),
+        dst_hosts: (1..=hosts)
+            .map(|host| u64::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + host))
+            .collect(),
+        protocols: vec![(6, rejects)],
+        reject_reasons: Vec::new(),
+        interfaces: vec!["eni-0a1b2c3d4e5f00001".into()],
+    }
+}
+
+fn sources(body: &Value) -> Vec<String> {
+    body["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rule_alerts_through_sns_to_the_queue() {
+    let stack = Stack::start().await;
+    stack
+        .write_rows(
+            "rules",
+            vec![
+                update("198.51.100.1", WINDOW, 150, 1, 1),
+                update("198.51.100.2", WINDOW, 40, 40, 1),
+                update("198.51.100.3", WINDOW - 300, 40, 1, 40),
+                update("198.51.100.4", WINDOW, 19, 3, 3),
+                update("192.0.2.9", WINDOW, 10_000, 60, 60),
+            ],
+        )
+        .await;
+    let deps = stack.evaluator(&[]);
+    let summary = evaluate_rejects::handle(at(NOW), "run-1", &deps)
+        .await
+        .expect("evaluating");
+    assert_eq!(summary["alerted"], 3);
+    let alerts = stack.alerts().await;
+    assert_eq!(alerts.len(), 1, "one digest per run");
+    let (subject, body, attributes) = &alerts[0];
+    assert_eq!(
+        subject,
+        "RejectWatch low: 3 sources - top 198.51.100.1 volume (150 REJECTs)"
+    );
+    assert_eq!(
+        sources(body),
+        vec!["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+    );
+    assert_eq!(body["sources"][1]["rules"], json!(["port-scan"]));
+    assert_eq!(body["sources"][1]["distinct_dst_ports"], 40);
+    assert_eq!(body["sources"][2]["rules"], json!(["host-sweep"]));
+    assert_eq!(body["sources"][2]["sample_hosts"][0], "10.0.0.1");
+    assert_eq!(attributes["severity"]["Value"], "low");
+    assert_eq!(attributes["source_count"]["Value"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_holds_then_yields_to_time_and_to_severity() {
+    let stack = Stack::start().await;
+    stack
+        .write_rows("first", vec![update("198.51.100.1", WINDOW, 150, 1, 1)])
+        .await;
+    let deps = stack.evaluator(&[("ALERT_COOLDOWN_MINUTES", "60")]);
+    evaluate_rejects::handle(at(NOW), "run-1", &deps)
+        .await
+        .unwrap();
+    evaluate_rejects::handle(at(NOW + 300), "run-2", &deps)
+        .await
+        .unwrap();
+    assert_eq!(stack.alerts().await.len(), 1, "held by the cooldown");
+
+    stack
+        .write_rows(
+            "worse",
+            vec![update("198.51.100.1", WINDOW + 300, 2_000, 1, 1)],
+        )
+        .await;
+    evaluate_rejects::handle(at(NOW + 600), "run-3", &deps)
+        .await
+        .unwrap();
+    let alerts = stack.alerts().await;
+    assert_eq!(alerts.len(), 1, "severity rose to high");
+    assert_eq!(alerts[0].2["severity"]["Value"], "high");
+
+    stack
+        .write_rows(
+            "later",
+            vec![update("198.51.100.1", WINDOW + 4_200, 2_000, 1, 1)],
+        )
+        .await;
+    evaluate_rejects::handle(at(NOW + 600 + 3_900), "run-4", &deps)
+        .await
+        .unwrap();
+    assert_eq!(stack.alerts().await.len(), 1, "the cooldown expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_send_one_alert() {
+    let stack = Stack::start().await;
+    stack
+        .write_rows(
+            "concurrent",
+            (1..=20u8)
+                .map(|i| update(&format!("198.51.100.{i}"), WINDOW, 150 + u64::from(i), 1, 1))
+                .collect(),
+        )
+        .await;
+    let (first, second) = (stack.evaluator(&[]), stack.evaluator(&[]));
+    let (a, b) = tokio::join!(
+        evaluate_rejects::handle(at(NOW), "run-a", &first),
+        evaluate_rejects::handle(at(NOW), "run-b", &second)
+    );
+    assert_eq!(
+        a.unwrap()["alerted"].as_u64().unwrap() + b.unwrap()["alerted"].as_u64().unwrap(),
+        20
+    );
+    let alerted: Vec<String> = stack
+        .alerts()
+        .await
+        .iter()
+        .flat_map(|(_, body, _)| sources(body))
+        .collect();
+    let mut unique = alerted.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        (alerted.len(), unique.len()),
+        (20, 20),
+        "every source alerted exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_is_retried_by_the_next_run() {
+    let stack = Stack::start().await;
+    stack
+        .write_rows("failing", vec![update("198.51.100.1", WINDOW, 150, 1, 1)])
+        .await;
+    let mut broken = stack.evaluator(&[]);
+    broken.publisher = SnsAlertPublisher::new(
+        aws_sdk_sns::Client::new(&stack.sdk),
+        "arn:aws:sns:us-east-1:123456789012:no-such-topic",
+    );
+    let error = evaluate_rejects::handle(at(NOW), "run-1", &broken)
+        .await
+        .unwrap_err();
+    assert_eq!(error.error_type(), "Evaluate.Publish");
+    assert!(stack.alerts().await.is_empty());
+    evaluate_rejects::handle(at(NOW + 60), "run-2", &stack.evaluator(&[]))
+        .await
+        .expect("the next run");
+    let alerts = stack.alerts().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(sources(&alerts[0].1), vec!["198.51.100.1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_offenders_fit_in_one_message() {
+    let stack = Stack::start().await;
+    let updates: Vec<CounterUpdate> = (0..5_000u32)
+        .map(|i| {
+            update(
+                &Ipv4Addr::from(0xCB00_7100 + i * 7).to_string(),
+                WINDOW,
+                100 + u64::from(i),
+                30,
+                30,
+            )
+        })
+        .collect();
+    stack.write_rows("many", updates).await;
+    let deps = stack.evaluator(&[("MAX_LISTED_SOURCES", "5000")]);
+    let summary = evaluate_rejects::handle(at(NOW), "run-1", &deps)
+        .await
+        .expect("evaluating");
+    assert_eq!(summary["alerted"], 5_000);
+    let alerts = stack.alerts().await;
+    assert_eq!(alerts.len(), 1);
+    let (subject, body, attributes) = &alerts[0];
+    assert!(subject.len() < 100 && !subject.contains('\n'), "{subject}");
+    assert_eq!(body["source_count"], 5_000);
+    let listed = body["sources"].as_array().unwrap().len();
+    assert_eq!(
+        listed as u64 + body["omitted"]["sources"].as_u64().unwrap(),
+        5_000
+    );
+    assert!(body.to_string().len() < 256 * 1024);
+    assert_eq!(attributes["source_count"]["Value"], "5000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_then_evaluate_alerts_every_planted_scanner_once_and_no_one_else() {
+    let stack = Stack::start().await;
+    let s3 = aws_sdk_s3::Client::new(&stack.sdk);
+    let sqs = &stack.sqs;
+    s3.create_bucket().bucket("flow-logs").send().await.unwrap();
+    let objects_queue = sqs
+        .create_queue()
+        .queue_name("objects")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let notification = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn("arn:aws:sqs:us-east-1:123456789012:objects")
+                .events(Event::S3ObjectCreated)
+                .build()
+                .unwrap(),
+        )
+        .build();
+    s3.put_bucket_notification_configuration()
+        .bucket("flow-logs")
+        .notification_configuration(notification)
+        .send()
+        .await
+        .unwrap();
+
+    // Ten minutes of traffic from 300 ordinary sources and five planted scanners, half
+    // delivered to S3 and half as CloudWatch Logs batches.
+    let config = GeneratorConfig {
+        records: 40_000,
+        seed: 77,
+        benign_sources: 300,
+        start_time: WINDOW - 300,
+        duration_seconds: 590,
+        ..GeneratorConfig::default()
+    };
+    let mut generator = FlowLogGenerator::new(GeneratorConfig {
+        records: 20_000,
+        ..config.clone()
+    });
+    let mut object = Vec::new();
+    generator.write_gzip(&mut object, 1).unwrap();
+    let planted = generator.expected().scanners.clone();
+    let key = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/123456789012_vpcflowlogs_us-east-1_fl-1_20240501T1220Z_1.log.gz";
+    s3.put_object()
+        .bucket("flow-logs")
+        .key(key)
+        .body(ByteStream::from(object))
+        .send()
+        .await
+        .unwrap();
+    let payloads = FlowLogGenerator::new(GeneratorConfig {
+        records: 20_000,
+        seed: 78,
+        ..config
+    })
+    .cloudwatch_payloads(2_000, "/vpc/flow-logs");
+
+    let settings: HashMap<&str, &str> = HashMap::from([("COUNTERS_TABLE_NAME", TABLE)]);
+    let ingest = ingest_flow_logs::Deps {
+        store: stack.store(),
+        objects: S3ObjectSource::new(s3.clone()),
+        config: IngestConfig::from_lookup(|name| settings.get(name).map(|v| v.to_string()))
+            .unwrap(),
+    };
+    let messages = sqs
+        .receive_message()
+        .queue_url(&objects_queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let records: Vec<Value> = messages
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| json!({"messageId": m.message_id, "body": m.body, "eventSource": "aws:sqs"}))
+        .collect();
+    let response = ingest_flow_logs::handle(json!({"Records": records}), &ingest)
+        .await
+        .unwrap();
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    for payload in payloads {
+        ingest_flow_logs::handle(serde_json::from_str(&payload).unwrap(), &ingest)
+            .await
+            .unwrap();
+    }
+
+    let deps = stack.evaluator(&[("REJECT_THRESHOLD", "100000")]);
+    evaluate_rejects::handle(at(NOW), "run-1", &deps)
+        .await
+        .expect("evaluating");
+    evaluate_rejects::handle(at(NOW + 120), "run-2", &deps)
+        .await
+        .expect("a second run, inside the cooldown");
+    let alerted: Vec<String> = stack
+        .alerts()
+        .await
+        .iter()
+        .flat_map(|(_, body, _)| sources(body))
+        .collect();
+    let mut expected: Vec<String> = planted
+        .iter()
+        .map(|(address, _)| address.to_string())
+        .collect();
+    expected.sort();
+    let mut got = alerted.clone();
+    got.sort();
+    assert_eq!(got, expected, "exactly the planted scanners, once each");
+}
