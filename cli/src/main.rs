@@ -3,6 +3,7 @@
 
 mod input;
 mod output;
+mod query;
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -49,6 +50,28 @@ enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// The sources with the most REJECTs in a window, read from the counters table.
+    Top {
+        #[command(flatten)]
+        table: query::TableArgs,
+        /// The window: its start as unix seconds or an RFC 3339 UTC time. Default: the
+        /// latest completed window.
+        #[arg(long, value_parser = query::parse_time)]
+        window: Option<u64>,
+        /// Sources to show; 0 shows all.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One source's REJECTs per window, read from the counters table.
+    Source {
+        #[command(flatten)]
+        table: query::TableArgs,
+        /// The source address (IPv4 or IPv6).
+        address: std::net::IpAddr,
+        /// Since when: unix seconds, an RFC 3339 UTC time, or a duration back like 24h.
+        #[arg(long, default_value = "24h", value_parser = query::parse_time)]
+        since: u64,
+    },
     /// Write synthetic flow logs (seeded, realistic) for tests, demos and benchmarks.
     Generate {
         /// Number of records.
@@ -65,6 +88,9 @@ enum Command {
         /// Spread of start times, in seconds.
         #[arg(long, default_value_t = 600)]
         duration_seconds: u64,
+        /// Ordinary (non-scanning) sources in the heavy-tailed population.
+        #[arg(long, default_value_t = 20_000)]
+        sources: u32,
         #[arg(long, value_enum, default_value_t = Shape::S3Gzip)]
         shape: Shape,
         /// Gzip members for `s3-gzip` (concatenated, as when objects are joined).
@@ -128,12 +154,15 @@ fn main() -> ExitCode {
             let limit = limit.unwrap_or(default_limit);
             run_tally(input, options, json, (limit > 0).then_some(limit))
         }
+        Command::Top { table, window, limit } => query::top(table, window, limit),
+        Command::Source { table, address, since } => query::source(table, address, since),
         Command::Generate {
             records,
             seed,
             format,
             start_time,
             duration_seconds,
+            sources,
             shape,
             members,
             batch_size,
@@ -152,6 +181,7 @@ fn main() -> ExitCode {
                         format,
                         start_time,
                         duration_seconds,
+                        benign_sources: sources,
                         ..GeneratorConfig::default()
                     };
                     run_generate(config, shape, members, batch_size, output)
