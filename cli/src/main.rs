@@ -154,8 +154,16 @@ fn main() -> ExitCode {
             let limit = limit.unwrap_or(default_limit);
             run_tally(input, options, json, (limit > 0).then_some(limit))
         }
-        Command::Top { table, window, limit } => query::top(table, window, limit),
-        Command::Source { table, address, since } => query::source(table, address, since),
+        Command::Top {
+            table,
+            window,
+            limit,
+        } => query::top(table, window, limit),
+        Command::Source {
+            table,
+            address,
+            since,
+        } => query::source(table, address, since),
         Command::Generate {
             records,
             seed,

@@ -36,7 +36,9 @@ pub struct TableArgs {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// A time on the command line: unix seconds, an RFC 3339 UTC time, or (for `--since`)
@@ -57,7 +59,9 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     };
     match number.parse::<u64>() {
         Ok(count) if scale > 0 => Ok(now().saturating_sub(count * scale)),
-        _ => Err(format!("{text:?} is not unix seconds, an RFC 3339 UTC time, or a duration like 24h")),
+        _ => Err(format!(
+            "{text:?} is not unix seconds, an RFC 3339 UTC time, or a duration like 24h"
+        )),
     }
 }
 
@@ -67,14 +71,23 @@ async fn store(args: &TableArgs) -> DynamoCounterStore {
         loader = loader.endpoint_url(endpoint);
     }
     let sdk = loader.load().await;
-    DynamoCounterStore::new(aws_sdk_dynamodb::Client::new(&sdk), args.table.clone(), 0, 1).with_index_shards(args.shards)
+    DynamoCounterStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        args.table.clone(),
+        0,
+        1,
+    )
+    .with_index_shards(args.shards)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| CliError::Read { path: "tokio runtime".into(), source })
+        .map_err(|source| CliError::Read {
+            path: "tokio runtime".into(),
+            source,
+        })
 }
 
 fn query_error(table: &str, error: shared::ports::StoreError) -> CliError {
@@ -100,13 +113,16 @@ pub fn top(args: TableArgs, window: Option<u64>, limit: usize) -> Result<(), Cli
     let window = window - window % window_seconds;
     let rows = runtime()?.block_on(async {
         let store = store(&args).await;
-        store.top_in_window(window, (limit > 0).then_some(limit)).await
+        store
+            .top_in_window(window, (limit > 0).then_some(limit))
+            .await
     });
     let rows = rows.map_err(|error| query_error(&args.table, error))?;
     let mut out = io::stdout().lock();
     if args.json {
         let rows: Vec<_> = rows.iter().map(row_json).collect();
-        writeln!(out, "{}", json!({"window_start": window, "sources": rows})).map_err(CliError::from_write)?;
+        writeln!(out, "{}", json!({"window_start": window, "sources": rows}))
+            .map_err(CliError::from_write)?;
         return Ok(());
     }
     writeln!(out, "window {} ({window})", format_utc(window)).map_err(CliError::from_write)?;
@@ -117,13 +133,24 @@ pub fn top(args: TableArgs, window: Option<u64>, limit: usize) -> Result<(), Cli
 pub fn source(args: TableArgs, address: IpAddr, since: u64) -> Result<(), CliError> {
     let rows = runtime()?.block_on(async {
         let store = store(&args).await;
-        store.source_counters(address, since - since % (args.window_minutes.max(1) * 60), now() + 86_400).await
+        store
+            .source_counters(
+                address,
+                since - since % (args.window_minutes.max(1) * 60),
+                now() + 86_400,
+            )
+            .await
     });
     let rows = rows.map_err(|error| query_error(&args.table, error))?;
     let mut out = io::stdout().lock();
     if args.json {
         let rows: Vec<_> = rows.iter().map(row_json).collect();
-        writeln!(out, "{}", json!({"source": address, "since": since, "windows": rows})).map_err(CliError::from_write)?;
+        writeln!(
+            out,
+            "{}",
+            json!({"source": address, "since": since, "windows": rows})
+        )
+        .map_err(CliError::from_write)?;
         return Ok(());
     }
     write_rows(&mut out, &rows, true).map_err(CliError::from_write)
@@ -153,17 +180,26 @@ fn row_json(row: &StoredCounter) -> serde_json::Value {
 }
 
 fn count(value: (u64, bool)) -> String {
-    if value.1 { value.0.to_string() } else { format!("~{}", value.0) }
+    if value.1 {
+        value.0.to_string()
+    } else {
+        format!("~{}", value.0)
+    }
 }
 
 fn write_rows(out: &mut impl Write, rows: &[StoredCounter], by_window: bool) -> io::Result<()> {
     let first = if by_window { "WINDOW (UTC)" } else { "SOURCE" };
-    writeln!(out, "{first:<39} {:>9} {:>10} {:>6} {:>6}  {:<20} INTERFACES", "REJECTS", "PACKETS", "PORTS", "HOSTS", "LAST SEEN")?;
+    writeln!(
+        out,
+        "{first:<39} {:>9} {:>10} {:>6} {:>6}  {:<20} INTERFACES",
+        "REJECTS", "PACKETS", "PORTS", "HOSTS", "LAST SEEN"
+    )?;
     for row in rows {
         let label = if by_window {
             format_utc(row.window_start)
         } else {
-            row.source.map_or_else(String::new, |source| source.to_string())
+            row.source
+                .map_or_else(String::new, |source| source.to_string())
         };
         writeln!(
             out,
@@ -173,7 +209,12 @@ fn write_rows(out: &mut impl Write, rows: &[StoredCounter], by_window: bool) -> 
             count(row.distinct_dst_ports()),
             count(row.distinct_dst_hosts()),
             row.last_seen().map(format_utc).unwrap_or_default(),
-            row.interfaces.join(",")
+            row.interfaces
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
         )?;
     }
     if rows.is_empty() {

@@ -358,9 +358,16 @@ impl DynamoCounterStore {
 
     /// The rows of one window with the most REJECTs, most first: each shard's top `limit`
     /// merged (the index is sorted by `rejects`), or every row when `limit` is `None`.
-    pub async fn top_in_window(&self, window_start: u64, limit: Option<usize>) -> Result<Vec<StoredCounter>, StoreError> {
+    pub async fn top_in_window(
+        &self,
+        window_start: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
         let mut rows = match limit {
-            None => DynamoCounterStore::window_counters(self, window_start, self.index_shards, 0).await?,
+            None => {
+                DynamoCounterStore::window_counters(self, window_start, self.index_shards, 0)
+                    .await?
+            }
             Some(limit) => {
                 let mut rows = Vec::new();
                 for shard in 0..self.index_shards {
@@ -371,13 +378,27 @@ impl DynamoCounterStore {
                         .index_name(BY_WINDOW_INDEX)
                         .key_condition_expression("#g = :g")
                         .expression_attribute_names("#g", GSI1_PK)
-                        .expression_attribute_values(":g", AttributeValue::S(window_shard_key(window_start, shard)))
+                        .expression_attribute_values(
+                            ":g",
+                            AttributeValue::S(window_shard_key(window_start, shard)),
+                        )
                         .scan_index_forward(false)
                         .limit(limit.clamp(1, 1000) as i32)
                         .send()
                         .await
-                        .map_err(|error| self.error(format!("reading window {window_start} shard {shard}"), error))?;
-                    rows.extend(output.items.unwrap_or_default().iter().filter_map(counter_from_item));
+                        .map_err(|error| {
+                            self.error(
+                                format!("reading window {window_start} shard {shard}"),
+                                error,
+                            )
+                        })?;
+                    rows.extend(
+                        output
+                            .items
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(counter_from_item),
+                    );
                 }
                 rows
             }
