@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::counters::StoredCounter;
 use crate::sample::estimate_distinct;
-use crate::tally::fingerprint_address;
+use crate::tally::{ReasonCount, fingerprint_address};
 use crate::time::format_utc;
 
 /// A detection rule.
@@ -143,7 +143,7 @@ pub struct Finding {
     /// Interfaces that logged the REJECTs (sanitised ids, at most 3).
     pub interfaces: Vec<String>,
     /// REJECTs per reject reason, such as `BPA` (sanitised names).
-    pub reject_reasons: Vec<(String, u64)>,
+    pub reject_reasons: Vec<ReasonCount>,
     /// The source is inside the VPC's own ranges.
     pub internal: bool,
     /// AWS skipped records (SKIPDATA) in one of the windows: the counts are a lower bound.
@@ -268,10 +268,13 @@ pub fn evaluate(
             match finding
                 .reject_reasons
                 .iter_mut()
-                .find(|(known, _)| *known == reason)
+                .find(|known| known.reason == reason)
             {
-                Some((_, total)) => *total += count,
-                None => finding.reject_reasons.push((reason, *count)),
+                Some(known) => known.rejects += count,
+                None => finding.reject_reasons.push(ReasonCount {
+                    reason,
+                    rejects: *count,
+                }),
             }
         }
     }
@@ -506,7 +509,7 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
             let reasons: Vec<String> = finding
                 .reject_reasons
                 .iter()
-                .map(|(r, n)| format!("{r} {n}"))
+                .map(|count| format!("{} {}", count.reason, count.rejects))
                 .collect();
             let _ = writeln!(text, "   reject reasons {}", reasons.join(", "));
         }

@@ -1357,7 +1357,7 @@ pub struct ProtocolCount {
 }
 
 /// REJECT records with one `reject-reason`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReasonCount {
     pub reason: String,
     pub rejects: u64,
