@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test bench bench-ingest lambda-local fmt lint
+.PHONY: help demo test bench bench-ingest lambda-local check-template deploy fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,6 +18,14 @@ bench-ingest: ## DynamoDB requests per 1M records, and RSS ingesting a 75 MB obj
 
 lambda-local: ## Run the ingest function under cargo lambda watch against moto
 	./scripts/lambda-local
+
+check-template: ## cfn-lint, sam validate, checkov and sam build of template.yaml
+	./scripts/check-template
+
+deploy: ## sam build and sam deploy --guided (needs AWS credentials)
+	./scripts/setup-tools
+	PATH="$(CURDIR)/.venv/bin:$(CURDIR)/.venv-sam/bin:$$PATH" sam build
+	PATH="$(CURDIR)/.venv/bin:$(CURDIR)/.venv-sam/bin:$$PATH" sam deploy --guided
 
 fmt: ## Format the code
 	cargo fmt --all
