@@ -9,6 +9,7 @@ use aws_config::BehaviorVersion;
 use serde_json::json;
 use shared::aws::dynamodb::DynamoCounterStore;
 use shared::counters::StoredCounter;
+use shared::ports::error_chain;
 use shared::tally::fingerprint_address;
 use shared::time::{format_utc, parse_utc};
 
@@ -92,17 +93,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 fn query_error(table: &str, error: shared::ports::StoreError) -> CliError {
     CliError::Usage(format!("reading table {table}: {}", error_chain(&error)))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// `rejectwatch top`: the sources with the most REJECTs in one window.

@@ -13,6 +13,7 @@ pub mod flow_log;
 pub mod metrics;
 pub mod ports;
 pub mod sample;
+pub mod settings;
 pub mod tally;
 pub mod time;
 

@@ -9,6 +9,18 @@ use crate::counters::{BatchId, CounterBatch};
 /// An error from a service call, with the SDK error kept as its source.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// An error and its causes, `: `-separated, for one log line or message.
+pub fn error_chain(error: &dyn StdError) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 /// Why the counter store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -3,6 +3,8 @@
 
 use ipnet::IpNet;
 use shared::alert::{AlertPolicy, InternalSources};
+pub use shared::settings::ConfigError;
+use shared::settings::{list, number, required};
 
 /// Settings of the evaluate function.
 #[derive(Clone, Debug)]
@@ -30,19 +32,6 @@ pub struct Config {
     pub retention_seconds: u64,
 }
 
-/// A setting that is missing or cannot be used; names the variable and the value.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {name} is required")]
-    Missing { name: &'static str },
-    #[error("environment variable {name}={value:?}: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
-}
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -51,11 +40,6 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests need no process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| {
-            lookup(name)
-                .filter(|value| !value.trim().is_empty())
-                .ok_or(ConfigError::Missing { name })
-        };
         let internal_text = lookup("INTERNAL_SOURCES").unwrap_or_else(|| "report".into());
         let internal_sources = match internal_text.trim() {
             "report" => InternalSources::Report,
@@ -70,8 +54,8 @@ impl Config {
             }
         };
         Ok(Config {
-            table_name: required("COUNTERS_TABLE_NAME")?,
-            topic_arn: required("ALERT_TOPIC_ARN")?,
+            table_name: required(&lookup, "COUNTERS_TABLE_NAME")?,
+            topic_arn: required(&lookup, "ALERT_TOPIC_ARN")?,
             window_seconds: number(&lookup, "WINDOW_MINUTES", 5, 1..=1440)? * 60,
             index_shards: number(&lookup, "INDEX_SHARDS", 16, 1..=64)? as u8,
             lookback_windows: number(&lookup, "LOOKBACK_WINDOWS", 3, 1..=288)?,
@@ -108,48 +92,6 @@ fn parse_net(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-fn list<T>(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<T>, ConfigError> {
-    let text = lookup(name).unwrap_or_default();
-    text.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            parse(item).ok_or_else(|| ConfigError::Invalid {
-                name,
-                value: text.clone(),
-                reason: format!("{item:?} is not valid here"),
-            })
-        })
-        .collect()
-}
-
-fn number(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    let Some(text) = lookup(name) else {
-        return Ok(default);
-    };
-    match text.trim().parse::<u64>() {
-        Ok(value) if range.contains(&value) => Ok(value),
-        _ => Err(ConfigError::Invalid {
-            name,
-            value: text,
-            reason: format!(
-                "expected a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
-        }),
-    }
 }
 
 #[cfg(test)]

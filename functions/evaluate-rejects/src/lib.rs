@@ -63,17 +63,7 @@ impl From<EvaluateError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// The error and its causes, `: `-separated, for one log line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+pub use shared::ports::error_chain;
 
 /// Counts for one run: logged as one JSON line and returned.
 #[derive(Clone, Debug, Default, Serialize)]

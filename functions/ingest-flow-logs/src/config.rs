@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use regex_lite::Regex;
 use shared::flow_log::{FlowFormat, FormatError};
+pub use shared::settings::ConfigError;
+use shared::settings::{flag, number, required};
 use shared::tally::SourceAttribution;
 
 /// Matches the keys VPC Flow Logs writes, in the plain and the Hive-compatible layouts
@@ -77,19 +79,6 @@ impl Selection {
     }
 }
 
-/// A setting that is missing or cannot be used; names the variable and the value.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {name} is required")]
-    Missing { name: &'static str },
-    #[error("environment variable {name}={value:?}: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
-}
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -98,11 +87,7 @@ impl Config {
 
     /// Reads settings through `lookup`, so tests need no process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let table_name = lookup("COUNTERS_TABLE_NAME")
-            .filter(|value| !value.trim().is_empty())
-            .ok_or(ConfigError::Missing {
-                name: "COUNTERS_TABLE_NAME",
-            })?;
+        let table_name = required(&lookup, "COUNTERS_TABLE_NAME")?;
         let default_format = match lookup("FLOW_LOG_FORMAT") {
             Some(text) => parse_format("FLOW_LOG_FORMAT", &text)?,
             None => FlowFormat::default(),
@@ -172,46 +157,6 @@ fn parse_format(name: &'static str, text: &str) -> Result<FlowFormat, ConfigErro
         value: text.to_owned(),
         reason: error.to_string(),
     })
-}
-
-fn number(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    let Some(text) = lookup(name) else {
-        return Ok(default);
-    };
-    match text.trim().parse::<u64>() {
-        Ok(value) if range.contains(&value) => Ok(value),
-        _ => Err(ConfigError::Invalid {
-            name,
-            value: text,
-            reason: format!(
-                "expected a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
-        }),
-    }
-}
-
-fn flag(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: bool,
-) -> Result<bool, ConfigError> {
-    match lookup(name).as_deref().map(str::trim) {
-        None => Ok(default),
-        Some("true" | "1" | "yes") => Ok(true),
-        Some("false" | "0" | "no" | "") => Ok(false),
-        Some(other) => Err(ConfigError::Invalid {
-            name,
-            value: other.to_owned(),
-            reason: "expected true or false".into(),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -81,17 +81,7 @@ impl From<IngestError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// The error and its causes, `: `-separated, for one log line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+pub use shared::ports::error_chain;
 
 /// How many malformed lines an invocation logs with their reasons.
 const LOGGED_MALFORMED: usize = 5;
