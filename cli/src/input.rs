@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use shared::decode::{
     DecodeError, DecodeLimits, ObjectDecoder, ObjectLines, RecordSink, SubscriptionEvent,
-    parse_log_data,
+    is_parquet_key, parse_log_data,
 };
 use shared::flow_log::{FlowFormat, RecordParser};
 
@@ -34,6 +34,14 @@ impl Source {
         match self {
             Source::Stdin => "<stdin>".to_owned(),
             Source::File(path) => path.display().to_string(),
+        }
+    }
+
+    /// Whether the file is named as a Parquet flow-log object (`....log.parquet`).
+    fn is_parquet_name(&self) -> bool {
+        match self {
+            Source::Stdin => false,
+            Source::File(path) => is_parquet_key(&path.to_string_lossy()),
         }
     }
 
@@ -67,6 +75,9 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// Reads one input into `records`. Input starting with `{` is CloudWatch Logs
 /// subscription event JSON (one payload, or several separated by newlines); anything else
 /// is an S3-style object, plain or gzip, whose header line (if any) sets the format.
+///
+/// Parquet is refused by name (`.parquet`) as well as by its magic bytes, so that a
+/// Parquet file is never read as text whatever it starts with.
 pub fn read_records<R: InputAware>(
     source: Source,
     format: &FlowFormat,
@@ -78,6 +89,12 @@ pub fn read_records<R: InputAware>(
         source: error,
     };
     let mut reader = source.open().map_err(read_error)?;
+    if source.is_parquet_name() {
+        return Err(CliError::Decode {
+            path: name,
+            source: DecodeError::Parquet,
+        });
+    }
     let mut chunk = vec![0u8; CHUNK_BYTES];
     let first = read_some(&mut reader, &mut chunk).map_err(read_error)?;
     let starts_with_brace = chunk[..first]

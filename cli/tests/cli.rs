@@ -84,7 +84,9 @@ fn parse_reports_malformed_lines_on_stderr_and_goes_on() {
     assert_eq!(json_lines(&output).len(), 2);
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains(&format!("{path}: line 3: expected 14 fields, found 3")),
+        stderr.contains(&format!(
+            r#"{path}: line 3: expected 14 fields, found 3: "2 x y""#
+        )),
         "{stderr}"
     );
 }
@@ -168,6 +170,28 @@ fn parquet_is_refused_with_a_clear_error() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[test]
+fn parquet_file_name_is_refused_whatever_the_file_starts_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = format!("{HEADER}\n{REJECT}\n");
+    for (name, bytes) in [
+        ("plain.log.parquet", plain.as_bytes().to_vec()),
+        ("gzip.log.parquet", gzip(&plain)),
+    ] {
+        let path = write(dir.path(), name, &bytes);
+        for command in ["parse", "tally"] {
+            let output = rejectwatch(&[command, &path], None);
+            assert!(!output.status.success(), "{command} {name}");
+            assert!(output.stdout.is_empty(), "{command} {name}");
+            let stderr = text(&output.stderr);
+            assert!(
+                stderr.contains(&path) && stderr.contains("Parquet, which is not supported"),
+                "{command} {name}: {stderr}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -279,4 +303,130 @@ fn generate_writes_what_tally_reads_in_every_shape() {
         assert_eq!(report["totals"]["records"], 3000, "{shape}");
         assert_eq!(report["totals"]["malformed"], 0, "{shape}");
     }
+}
+
+fn tally_json(args: &[&str], stdin: &str) -> Value {
+    let mut all = vec!["tally", "--json"];
+    all.extend_from_slice(args);
+    let output = rejectwatch(&all, Some(stdin.as_bytes()));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("one JSON document")
+}
+
+#[test]
+fn tally_json_totals_have_exactly_the_documented_keys() {
+    let input = format!("{HEADER}\n{REJECT}\n{ACCEPT}\n{NODATA}\n2 x y\n");
+    let report = tally_json(&[], &input);
+    let totals = report["totals"].as_object().expect("totals is an object");
+    let mut keys: Vec<&str> = totals.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "malformed",
+            "nodata",
+            "records",
+            "rejects",
+            "skipdata",
+            "sources",
+            "uncountable"
+        ]
+    );
+    assert_eq!(
+        report["totals"],
+        serde_json::json!({
+            "records": 3, "rejects": 1, "sources": 1, "malformed": 1,
+            "nodata": 1, "skipdata": 0, "uncountable": 0
+        })
+    );
+}
+
+#[test]
+fn pkt_srcaddr_flag_attributes_rejects_to_the_packet_source() {
+    // A NAT gateway interface: srcaddr is the gateway, pkt-srcaddr the original sender.
+    let input = "interface-id srcaddr pkt-srcaddr dstaddr dstport start end action\n\
+                 eni-1235b8ca123456789 10.0.1.5 203.0.113.5 10.0.0.220 22 1418530010 1418530070 REJECT\n\
+                 eni-1235b8ca123456789 10.0.1.5 - 10.0.0.220 23 1418530010 1418530070 REJECT\n";
+    let sources = |report: &Value| -> Vec<(String, u64)> {
+        let mut sources: Vec<(String, u64)> = report["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let source = s["source"].as_str().unwrap().to_owned();
+                (source, s["rejects"].as_u64().unwrap())
+            })
+            .collect();
+        sources.sort();
+        sources
+    };
+    assert_eq!(
+        sources(&tally_json(&[], input)),
+        [("10.0.1.5".to_owned(), 2)]
+    );
+    let by_packet_source = tally_json(&["--pkt-srcaddr"], input);
+    assert_eq!(
+        sources(&by_packet_source),
+        [("10.0.1.5".to_owned(), 1), ("203.0.113.5".to_owned(), 1)]
+    );
+    assert_eq!(by_packet_source["totals"]["sources"], 2);
+}
+
+#[test]
+fn cloudwatch_control_message_yields_no_records() {
+    let mut data = LogData::default();
+    data.message_type = "CONTROL_MESSAGE".into();
+    data.owner = "CloudwatchLogs".into();
+    data.log_group = String::new();
+    let mut entry = LogEntry::default();
+    entry.id = String::new();
+    entry.message = "CWL CONTROL MESSAGE: Checking health of destination Firehose.".into();
+    data.log_events = vec![entry];
+    let payload = encode_subscription_event(&data);
+
+    let output = rejectwatch(&["parse"], Some(&payload));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+
+    let report = tally_json(&[], &text(&payload));
+    assert_eq!(report["totals"]["records"], 0);
+    assert_eq!(report["totals"]["malformed"], 0);
+}
+
+#[test]
+fn cloudwatch_export_line_with_an_iso_timestamp_is_parsed() {
+    let input = format!(
+        "2024-05-01T12:00:00.000Z {REJECT}\n2024-05-01T12:00:01.000Z 2 123456789010 REJECT OK\n"
+    );
+    let output = rejectwatch(&["parse"], Some(input.as_bytes()));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let records = json_lines(&output);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["version"], 2);
+    assert_eq!(records[0]["srcaddr"], "172.31.9.69");
+    assert_eq!(records[0]["log-status"], "OK");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("<stdin>: line 2: line starts with a timestamp"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn nodata_record_with_end_but_no_start_shows_in_capture_gaps() {
+    let report = tally_json(
+        &["--format", "${interface-id} ${end} ${log-status}"],
+        "eni-1235b8ca123456789 1418530070 NODATA\n",
+    );
+    assert_eq!(report["totals"]["nodata"], 1);
+    assert_eq!(
+        report["capture_gaps"],
+        serde_json::json!([{
+            "interface": "eni-1235b8ca123456789",
+            "window_start": 1_418_529_900u64,
+            "nodata": 1,
+            "skipdata": 0
+        }])
+    );
 }

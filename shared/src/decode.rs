@@ -9,7 +9,9 @@ use std::io::{self, Write};
 
 use flate2::write::MultiGzDecoder;
 
-use crate::flow_log::{FlowFormat, FlowRecord, MalformedLine, ParseError, RecordParser};
+use crate::flow_log::{
+    EXCERPT_BYTES, FlowFormat, FlowRecord, MalformedLine, ParseError, RecordParser,
+};
 
 /// Limits that keep a hostile or broken object from exhausting memory or time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +69,9 @@ pub trait LineSink {
     fn text_line(&mut self, line_number: u64, line: &str) -> Result<(), DecodeError> {
         self.line(line_number, line.as_bytes())
     }
-    /// A line longer than [`DecodeLimits::max_line_bytes`]; its bytes were dropped.
-    fn oversized_line(&mut self, line_number: u64, length: usize);
+    /// A line longer than [`DecodeLimits::max_line_bytes`]; its bytes were dropped except
+    /// `head`, its first [`EXCERPT_BYTES`] (which may end inside a character).
+    fn oversized_line(&mut self, line_number: u64, length: usize, head: &[u8]);
 }
 
 /// Receives parsed records and the lines that were skipped.
@@ -239,7 +242,18 @@ impl<S: LineSink> ObjectDecoder<S> {
         }
         let mut splitter = match std::mem::replace(&mut self.stage, Stage::Failed) {
             Stage::Plain(splitter) => splitter,
-            Stage::Gzip(gzip) => gzip.finish().map_err(DecodeError::Gzip)?,
+            Stage::Gzip(mut gzip) => {
+                // The decoder holds back up to 32 KiB of output until the end, so the
+                // splitter may fail only now (a bad header line, the size limit): its own
+                // error says more than "corrupt gzip".
+                if let Err(error) = gzip.try_finish() {
+                    return Err(gzip
+                        .get_mut()
+                        .take_failure()
+                        .unwrap_or(DecodeError::Gzip(error)));
+                }
+                gzip.finish().map_err(DecodeError::Gzip)?
+            }
             Stage::Sniffing { .. } | Stage::Failed => {
                 return Err(DecodeError::Gzip(io::Error::other(
                     "decoder used after an earlier error",
@@ -258,6 +272,8 @@ struct LineSplitter<S> {
     partial: Vec<u8>,
     /// Length so far of a line that is being dropped for being too long.
     oversized: Option<usize>,
+    /// The first [`EXCERPT_BYTES`] of the line being dropped, for its error message.
+    oversized_head: Vec<u8>,
     line_number: u64,
     decompressed_bytes: u64,
     failure: Option<DecodeError>,
@@ -270,6 +286,7 @@ impl<S: LineSink> LineSplitter<S> {
             limits,
             partial: Vec::new(),
             oversized: None,
+            oversized_head: Vec::new(),
             line_number: 0,
             decompressed_bytes: 0,
             failure: None,
@@ -294,17 +311,20 @@ impl<S: LineSink> LineSplitter<S> {
             let piece = &bytes[start..newline];
             self.line_number += 1;
             if let Some(length) = self.oversized.take() {
-                sink.oversized_line(self.line_number, length + piece.len());
+                sink.oversized_line(self.line_number, length + piece.len(), &self.oversized_head);
             } else if self.partial.is_empty() {
                 if piece.len() > self.limits.max_line_bytes {
-                    sink.oversized_line(self.line_number, piece.len());
+                    keep_head(&mut self.oversized_head, &[], piece);
+                    sink.oversized_line(self.line_number, piece.len(), &self.oversized_head);
                 } else if let Some(line) = text.get(bytes, start, newline) {
                     sink.text_line(self.line_number, line)?;
                 } else {
                     sink.line(self.line_number, piece)?;
                 }
             } else if self.partial.len() + piece.len() > self.limits.max_line_bytes {
-                sink.oversized_line(self.line_number, self.partial.len() + piece.len());
+                let length = self.partial.len() + piece.len();
+                keep_head(&mut self.oversized_head, &self.partial, piece);
+                sink.oversized_line(self.line_number, length, &self.oversized_head);
                 self.partial.clear();
             } else {
                 self.partial.extend_from_slice(piece);
@@ -318,6 +338,7 @@ impl<S: LineSink> LineSplitter<S> {
             *length += rest.len();
         } else if self.partial.len() + rest.len() > self.limits.max_line_bytes {
             self.oversized = Some(self.partial.len() + rest.len());
+            keep_head(&mut self.oversized_head, &self.partial, rest);
             self.partial.clear();
         } else {
             self.partial.extend_from_slice(rest);
@@ -329,13 +350,24 @@ impl<S: LineSink> LineSplitter<S> {
         let sink = &mut self.sink;
         if let Some(length) = self.oversized.take() {
             self.line_number += 1;
-            sink.oversized_line(self.line_number, length);
+            sink.oversized_line(self.line_number, length, &self.oversized_head);
         } else if !self.partial.is_empty() {
             self.line_number += 1;
             sink.line(self.line_number, &self.partial)?;
             self.partial.clear();
         }
         Ok(())
+    }
+}
+
+/// Keeps in `head` the first [`EXCERPT_BYTES`] of a line that starts with `partial` and
+/// goes on with `piece`. Only dropped lines come here, so copying is of no concern.
+#[cold]
+fn keep_head(head: &mut Vec<u8>, partial: &[u8], piece: &[u8]) {
+    head.clear();
+    for part in [partial, piece] {
+        let room = EXCERPT_BYTES - head.len();
+        head.extend_from_slice(&part[..part.len().min(room)]);
     }
 }
 
@@ -465,10 +497,10 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
         Ok(())
     }
 
-    fn oversized_line(&mut self, line_number: u64, length: usize) {
+    fn oversized_line(&mut self, line_number: u64, length: usize, head: &[u8]) {
         self.records.malformed(MalformedLine {
             line_number,
-            error: ParseError::TooLong { length },
+            error: ParseError::too_long(length, head),
         });
     }
 }
@@ -834,16 +866,23 @@ mod tests {
             max_line_bytes: 200,
             ..DecodeLimits::default()
         };
-        let text = format!("{HEADER}\n{}\n{REJECT}\n", "9".repeat(5000));
-        for chunk in [7, 64, 4096] {
+        let digits: String = (0..5000)
+            .map(|i| char::from(b'0' + (i % 10) as u8))
+            .collect();
+        let text = format!("{HEADER}\n{digits}\n{REJECT}\n");
+        for chunk in [1, 7, 64, 150, 4096] {
             let collected = decode_with(text.as_bytes(), chunk, limits).unwrap();
             assert_eq!(collected.actions, vec![Some(Action::Reject)]);
             assert_eq!(
                 collected.malformed,
                 vec![MalformedLine {
                     line_number: 2,
-                    error: ParseError::TooLong { length: 5000 }
-                }]
+                    error: ParseError::TooLong {
+                        length: 5000,
+                        excerpt: digits[..64].into()
+                    }
+                }],
+                "chunk {chunk}"
             );
         }
     }
@@ -864,7 +903,8 @@ mod tests {
             collected.malformed[0].error,
             ParseError::FieldCount {
                 expected: 14,
-                found: 3
+                found: 3,
+                excerpt: "not a record".into()
             }
         );
         assert_eq!(collected.malformed[1].error, ParseError::NotUtf8);
@@ -903,6 +943,39 @@ mod tests {
             decode(b"version srcaddr version\n"),
             Err(DecodeError::BadHeader(_))
         ));
+    }
+
+    #[test]
+    fn bad_header_in_a_small_gzip_object_is_reported_as_a_header_error() {
+        // All of a small object's output is still inside the gzip decoder when the input
+        // ends, so the header is only read while finishing.
+        for text in ["version srcaddr version\n", "version srcaddr version"] {
+            for chunk in [1, 5, 4096] {
+                let error = decode_with(&gzip(text), chunk, DecodeLimits::default())
+                    .map(|_| ())
+                    .unwrap_err();
+                assert!(
+                    matches!(error, DecodeError::BadHeader(_)),
+                    "{text:?}, chunk {chunk}: {error:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn small_gzip_object_over_the_limit_is_too_large_not_corrupt() {
+        let limits = DecodeLimits {
+            max_decompressed_bytes: 100,
+            ..DecodeLimits::default()
+        };
+        let object = gzip(&format!("{HEADER}\n{REJECT}\n"));
+        for chunk in [1, 5, 4096] {
+            let error = decode_with(&object, chunk, limits).map(|_| ()).unwrap_err();
+            assert!(
+                matches!(error, DecodeError::TooLarge { limit: 100 }),
+                "chunk {chunk}: {error:?}"
+            );
+        }
     }
 
     fn subscription_event(message_type: &str, messages: &[&str]) -> Vec<u8> {

@@ -316,16 +316,18 @@ impl FlowFormat {
     /// `CreateFlowLogs`: `${version} ${account-id} ...`.
     ///
     /// Bare names (`version account-id ...`, the S3 header form) are accepted too, so the
-    /// same setting works whichever form a user copies.
+    /// same setting works whichever form a user copies. Any `${name}` that is not a
+    /// documented field (`${Custom.Field}`, a name from a newer version) is kept as an
+    /// opaque text column; only tokens of neither form are errors.
     pub fn from_log_format(text: &str) -> Result<Self, FormatError> {
         let columns = text
             .split_ascii_whitespace()
             .map(|token| {
-                let name = match token.strip_prefix("${") {
-                    Some(rest) => rest.strip_suffix('}').ok_or_else(|| bad_token(token))?,
-                    None => token,
+                let column = match token.strip_prefix("${") {
+                    Some(rest) => rest.strip_suffix('}').and_then(column_from_braced_name),
+                    None => column_from_name(token),
                 };
-                column_from_name(name).ok_or_else(|| bad_token(token))
+                column.ok_or_else(|| bad_token(token))
             })
             .collect::<Result<Vec<_>, _>>()?;
         FlowFormat::from_columns(columns)
@@ -427,6 +429,19 @@ fn column_from_name(name: &str) -> Option<Column> {
     })
 }
 
+/// The column a `${name}` token names: a documented field, or any other name kept as
+/// opaque text. The braces make the name unambiguous, so only an empty name or one holding
+/// `$`, `{` or `}` (a mistyped token) is refused. Whitespace never reaches here.
+fn column_from_braced_name(name: &str) -> Option<Column> {
+    if name.is_empty() || name.contains(['$', '{', '}']) {
+        return None;
+    }
+    Some(match Field::from_name(name) {
+        Some(field) => Column::Known(field),
+        None => Column::Unknown(name.into()),
+    })
+}
+
 /// Field names are lower-case letters, digits, hyphens and underscores, starting with a letter.
 fn is_name_like(token: &str) -> bool {
     let bytes = token.as_bytes();
@@ -439,8 +454,13 @@ fn is_name_like(token: &str) -> bool {
 /// Why one line is not a valid record of the format.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("expected {expected} fields, found {found}")]
-    FieldCount { expected: usize, found: usize },
+    #[error("expected {expected} fields, found {found}: {excerpt:?}")]
+    FieldCount {
+        expected: usize,
+        found: usize,
+        /// The start of the line (see [`MAX_QUOTED_VALUE`]).
+        excerpt: String,
+    },
     #[error("{field}: {value:?} is not a number")]
     NotANumber { field: Field, value: String },
     #[error("{field}: {value:?} is larger than {max}")]
@@ -458,13 +478,36 @@ pub enum ParseError {
         expected: &'static str,
     },
     #[error(
-        "line starts with a timestamp (a CloudWatch Logs export?) followed by {found} fields; expected {expected}"
+        "line starts with a timestamp (a CloudWatch Logs export?) followed by {found} fields; expected {expected}: {excerpt:?}"
     )]
-    ExportTimestamp { expected: usize, found: usize },
+    ExportTimestamp {
+        expected: usize,
+        found: usize,
+        /// The start of the line, timestamp included.
+        excerpt: String,
+    },
     #[error("line is not valid UTF-8")]
     NotUtf8,
-    #[error("line is {length} bytes long, over the line length limit")]
-    TooLong { length: usize },
+    #[error("line is {length} bytes long, over the line length limit: {excerpt:?}")]
+    TooLong {
+        length: usize,
+        /// The start of the line; the rest was dropped unread.
+        excerpt: String,
+    },
+}
+
+impl ParseError {
+    /// [`ParseError::TooLong`] for a line of `length` bytes that starts with `head`.
+    ///
+    /// `head` may end inside a character or hold invalid UTF-8; both show as U+FFFD.
+    /// [`EXCERPT_BYTES`] of it are enough for a full excerpt.
+    pub fn too_long(length: usize, head: &[u8]) -> Self {
+        let head = &head[..head.len().min(EXCERPT_BYTES)];
+        ParseError::TooLong {
+            length,
+            excerpt: quoted(&String::from_utf8_lossy(head)),
+        }
+    }
 }
 
 /// A line that was skipped, with where it was and why.
@@ -476,8 +519,11 @@ pub struct MalformedLine {
     pub error: ParseError,
 }
 
-/// Raw values in error messages are cut to this many characters.
-const MAX_QUOTED_VALUE: usize = 64;
+/// Raw values and line excerpts in error messages are cut to this many characters.
+pub const MAX_QUOTED_VALUE: usize = 64;
+/// The most bytes [`MAX_QUOTED_VALUE`] characters of UTF-8 take: how much of a line to keep
+/// for an excerpt when the line itself is not kept.
+pub const EXCERPT_BYTES: usize = MAX_QUOTED_VALUE * 4;
 
 fn quoted(value: &str) -> String {
     value.chars().take(MAX_QUOTED_VALUE).collect()
@@ -574,6 +620,7 @@ impl RecordParser {
             return Err(ParseError::FieldCount {
                 expected: width,
                 found,
+                excerpt: quoted(line),
             });
         }
         let columns = self.format.readers.iter().zip(&self.tokens);
@@ -1014,6 +1061,14 @@ fn strip_export_timestamp(line: &str, width: usize) -> Result<&str, ParseError> 
     if !looks_like_iso {
         return Ok(line);
     }
+    strip_found_export_timestamp(line, width)
+}
+
+/// The rest of [`strip_export_timestamp`], for the rare lines that start with a timestamp:
+/// kept out of line so that building the error costs ordinary records nothing.
+#[cold]
+#[inline(never)]
+fn strip_found_export_timestamp(line: &str, width: usize) -> Result<&str, ParseError> {
     let rest = line
         .split_once(' ')
         .map_or("", |(_, rest)| rest.trim_ascii_start());
@@ -1024,6 +1079,7 @@ fn strip_export_timestamp(line: &str, width: usize) -> Result<&str, ParseError> 
         Err(ParseError::ExportTimestamp {
             expected: width,
             found,
+            excerpt: quoted(line),
         })
     }
 }
@@ -1868,6 +1924,31 @@ mod tests {
     }
 
     #[test]
+    fn any_braced_unknown_name_is_an_opaque_text_column() {
+        let format =
+            FlowFormat::from_log_format("${Srcaddr} ${custom.field:v2} ${x=1} ${action}").unwrap();
+        assert_eq!(
+            format.columns(),
+            &[
+                Column::Unknown("Srcaddr".into()),
+                Column::Unknown("custom.field:v2".into()),
+                Column::Unknown("x=1".into()),
+                Column::Known(Field::Action),
+            ]
+        );
+        assert_eq!(
+            format.to_string(),
+            "${Srcaddr} ${custom.field:v2} ${x=1} ${action}"
+        );
+        let mut parser = RecordParser::new(format);
+        let record = parser.parse("10.0.0.1 a:b - REJECT").unwrap();
+        assert_eq!(record.column_value(0), Some(FieldValue::Text("10.0.0.1")));
+        assert_eq!(record.column_value(1), Some(FieldValue::Text("a:b")));
+        assert_eq!(record.column_value(2), None);
+        assert_eq!(record.action(), Some(Action::Reject));
+    }
+
+    #[test]
     fn account_id_may_be_unknown_and_tcp_flags_absent() {
         check(
             "${account-id} ${tcp-flags} ${action}",
@@ -1908,12 +1989,13 @@ mod tests {
                 token: "${srcaddr".into()
             })
         );
-        assert_eq!(
-            FlowFormat::from_log_format("${version} ${Srcaddr}"),
-            Err(FormatError::BadToken {
-                token: "${Srcaddr}".into()
-            })
-        );
+        for bad in ["${}", "${a}b}", "${a{b}", "${$a}", "Srcaddr", "srcaddr}"] {
+            assert_eq!(
+                FlowFormat::from_log_format(&format!("${{version}} {bad}")),
+                Err(FormatError::BadToken { token: bad.into() }),
+                "{bad}"
+            );
+        }
         assert_eq!(
             FlowFormat::from_log_format("${srcaddr} ${version} ${srcaddr}"),
             Err(FormatError::Duplicate {
@@ -1948,7 +2030,8 @@ mod tests {
             ),
             ParseError::FieldCount {
                 expected: 14,
-                found: 13
+                found: 13,
+                excerpt: "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 3389 6 20 424".into()
             }
         );
     }
@@ -1962,7 +2045,8 @@ mod tests {
             ),
             ParseError::FieldCount {
                 expected: 14,
-                found: 15
+                found: 15,
+                excerpt: "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 3389 6 20 424".into()
             }
         );
     }
@@ -1978,7 +2062,8 @@ mod tests {
             ),
             ParseError::FieldCount {
                 expected: 14,
-                found: 13
+                found: 13,
+                excerpt: "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 6 20 4249 141".into()
             }
         );
     }
@@ -2088,7 +2173,8 @@ mod tests {
             ),
             ParseError::ExportTimestamp {
                 expected: 3,
-                found: 2
+                found: 2,
+                excerpt: "2024-05-01T12:00:00.000Z 123456789010 REJECT".into()
             }
         );
     }
@@ -2125,6 +2211,58 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&record).unwrap(),
             r#"{"version":2,"account-id":"123456789010","interface-id":"eni-1235b8ca123456789","start":1431280876,"end":1431280934,"log-status":"NODATA"}"#
+        );
+    }
+
+    #[test]
+    fn count_errors_quote_the_start_of_the_line() {
+        let reason = |format: &str, line: &str| {
+            MalformedLine {
+                line_number: 3,
+                error: parse_error(format, line),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            reason(DEFAULT_LOG_FORMAT, "2 x y"),
+            r#"line 3: expected 14 fields, found 3: "2 x y""#
+        );
+        assert_eq!(
+            reason("${action} ${srcaddr}", "2024-05-01T12:00:00Z REJECT"),
+            r#"line 3: line starts with a timestamp (a CloudWatch Logs export?) followed by 1 fields; expected 2: "2024-05-01T12:00:00Z REJECT""#
+        );
+        let long = format!("{} end", "1 ".repeat(200));
+        match parse_error(DEFAULT_LOG_FORMAT, &long) {
+            ParseError::FieldCount { found, excerpt, .. } => {
+                assert_eq!(found, 201);
+                assert_eq!(excerpt, "1 ".repeat(32));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_long_quotes_the_start_of_the_line_whatever_its_bytes() {
+        assert_eq!(
+            ParseError::too_long(5000, &[b'9'; 300]).to_string(),
+            format!(
+                "line is 5000 bytes long, over the line length limit: \"{}\"",
+                "9".repeat(64)
+            )
+        );
+        let four_byte_chars = "\u{1f4a9}".repeat(100);
+        match ParseError::too_long(400, four_byte_chars.as_bytes()) {
+            ParseError::TooLong { excerpt, .. } => {
+                assert_eq!(excerpt, "\u{1f4a9}".repeat(MAX_QUOTED_VALUE));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ParseError::too_long(9, b"ab\xff\xc3"),
+            ParseError::TooLong {
+                length: 9,
+                excerpt: "ab\u{fffd}\u{fffd}".into()
+            }
         );
     }
 
