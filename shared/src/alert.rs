@@ -13,7 +13,6 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::counters::StoredCounter;
-use crate::sample::estimate_distinct;
 use crate::tally::{ReasonCount, fingerprint_address};
 use crate::time::format_utc;
 
@@ -98,11 +97,9 @@ pub struct AlertPolicy {
     pub volume_threshold: u64,
     pub port_scan_threshold: u64,
     pub host_sweep_threshold: u64,
-    /// Sources never alerted on.
+    /// Sources never alerted on. (Ignored destination ports are dropped earlier, at
+    /// ingest, so that no count includes them.)
     pub allowlist: Vec<IpNet>,
-    /// Destination ports left out of port-scan counts; a source whose every port is
-    /// ignored is not alerted on at all.
-    pub ignored_ports: Vec<u16>,
     /// The VPC's own ranges.
     pub internal_ranges: Vec<IpNet>,
     pub internal_sources: InternalSources,
@@ -172,19 +169,7 @@ pub fn evaluate(
         if internal && policy.internal_sources == InternalSources::Exclude {
             continue;
         }
-        let ports: Vec<u64> = row
-            .dst_ports
-            .iter()
-            .filter(|port| !policy.ignored_ports.contains(port))
-            .map(|&port| u64::from(port))
-            .collect();
-        let (distinct_ports, ports_exact) = estimate_distinct(&ports);
-        let only_ignored_ports = ports.is_empty()
-            && !row.dst_ports.is_empty()
-            && row.dst_ports.len() < crate::sample::DISTINCT_SAMPLE;
-        if only_ignored_ports {
-            continue;
-        }
+        let (distinct_ports, ports_exact) = row.distinct_dst_ports();
         let (distinct_hosts, hosts_exact) = row.distinct_dst_hosts();
         let mut fired = Vec::new();
         let mut severity = Severity::Low;
@@ -247,12 +232,12 @@ pub fn evaluate(
         finding.lower_bound |= skipped_windows.contains(&row.window_start);
         merge_sample(
             &mut finding.sample_ports,
-            ports.iter().map(|&port| port as u16),
+            row.sample_ports.iter().copied(),
             10,
         );
         merge_sample(
             &mut finding.sample_hosts,
-            row.dst_hosts
+            row.sample_hosts
                 .iter()
                 .filter_map(|&fp| fingerprint_address(fp))
                 .map(IpAddr::V4),
@@ -575,7 +560,6 @@ mod tests {
                 "192.0.2.0/24".parse().unwrap(),
                 "2001:db8:ffff::/48".parse().unwrap(),
             ],
-            ignored_ports: vec![123],
             internal_ranges: vec!["10.0.0.0/16".parse().unwrap()],
             internal_sources: InternalSources::Report,
         }
@@ -593,13 +577,12 @@ mod tests {
             window_start: window,
             window_seconds: 300,
             rejects,
-            dst_ports: ports.into_iter().collect(),
-            dst_hosts: hosts.into_iter().collect(),
             first_seen: vec![window + 5],
             last_seen: vec![window + 250],
             interfaces: vec!["eni-0123".into()],
             ..StoredCounter::default()
         }
+        .with_destinations(ports, hosts)
     }
 
     #[test]
@@ -647,15 +630,6 @@ mod tests {
             )
             .is_empty()
         );
-    }
-
-    #[test]
-    fn ignored_ports_do_not_count_and_ignored_only_sources_are_dropped() {
-        let ntp_only = row("198.51.100.9", 0, 500, [123], [1]);
-        assert!(evaluate(&[ntp_only], &[], &policy()).is_empty());
-        let mut with_ntp: Vec<u16> = (1..=19).collect();
-        with_ntp.push(123);
-        assert!(evaluate(&[row("198.51.100.9", 0, 20, with_ntp, [1])], &[], &policy()).is_empty());
     }
 
     #[test]
@@ -728,7 +702,11 @@ mod tests {
             "RejectWatch low: 1 source - top 198.51.100.2 port-scan (30 REJECTs)"
         );
         assert!(digest.text.contains("1. 198.51.100.2 [low] port-scan"));
-        assert!(digest.text.contains("30 REJECTs, 30 ports, 1 hosts"));
+        assert!(
+            digest.text.contains("30 REJECTs, ~30 ports, 1 hosts"),
+            "{}",
+            digest.text
+        );
         assert!(
             digest
                 .text

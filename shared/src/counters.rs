@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use crate::sample::sample_hash;
+use crate::sketch::{DistinctSketch, stable_hash};
 use crate::tally::{RejectTally, SourceAggregate, address_fingerprint};
 
 /// Identifies one delivery (an S3 object version, or a CloudWatch Logs batch): 32 hex
@@ -83,6 +83,14 @@ impl fmt::Display for BatchId {
 
 /// The longest reject reason stored as its own counter; longer or odd ones count as `other`.
 const MAX_REASON_LENGTH: usize = 32;
+/// Destination ports kept per row as examples.
+pub const PORT_EXAMPLES: usize = 10;
+/// Destination addresses kept per row as examples.
+pub const HOST_EXAMPLES: usize = 5;
+/// Row updates per stored chunk. A chunk and its ledger item are one DynamoDB transaction,
+/// which takes at most 100 actions. Deliveries already partly applied are re-chunked the
+/// same way on retry only while this stays the same, so it must never change.
+pub const ROWS_PER_CHUNK: usize = 99;
 
 /// What one delivery adds to the counters of one (source, window).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,10 +105,14 @@ pub struct CounterUpdate {
     pub bytes: u64,
     pub first_seen: u64,
     pub last_seen: u64,
-    /// K-minimum-values sample of destination ports (see [`crate::sample`]).
-    pub dst_ports: Vec<u16>,
-    /// K-minimum-values sample of destination-address fingerprints.
-    pub dst_hosts: Vec<u64>,
+    /// The distinct-port sketch's elements (see [`crate::sketch`]).
+    pub port_sketch: Vec<u16>,
+    /// The distinct-destination sketch's elements, over address fingerprints.
+    pub host_sketch: Vec<u16>,
+    /// The smallest destination ports, at most [`PORT_EXAMPLES`]: examples for alerts.
+    pub sample_ports: Vec<u16>,
+    /// The smallest destination-address fingerprints, at most [`HOST_EXAMPLES`].
+    pub sample_hosts: Vec<u64>,
     /// REJECTs per IANA protocol number.
     pub protocols: Vec<(u8, u64)>,
     /// REJECTs per reject reason, names limited to `[A-Za-z0-9_-]{1,32}` (else `other`).
@@ -114,6 +126,8 @@ pub struct CounterUpdate {
 pub struct GapUpdate {
     pub interface: String,
     pub window_start: u64,
+    /// Which of the window's gap partitions the row lives in (see [`gap_shard_of`]).
+    pub shard: u8,
     pub nodata: u64,
     pub skipdata: u64,
 }
@@ -144,6 +158,7 @@ impl CounterBatch {
             .map(|(interface, window_start, gaps)| GapUpdate {
                 interface: interface.to_owned(),
                 window_start,
+                shard: gap_shard_of(interface, shards),
                 nodata: gaps.nodata,
                 skipdata: gaps.skipdata,
             })
@@ -155,6 +170,42 @@ impl CounterBatch {
     pub fn is_empty(&self) -> bool {
         self.updates.is_empty() && self.gaps.is_empty()
     }
+
+    /// The rows in stored chunks of [`ROWS_PER_CHUNK`]: counters first, then gaps, in the
+    /// batch's stable order, so every delivery of the same input chunks alike.
+    pub fn chunks(&self) -> Vec<BatchChunk<'_>> {
+        let rows: Vec<RowUpdate<'_>> = self
+            .updates
+            .iter()
+            .map(RowUpdate::Counter)
+            .chain(self.gaps.iter().map(RowUpdate::Gap))
+            .collect();
+        rows.chunks(ROWS_PER_CHUNK)
+            .enumerate()
+            .map(|(index, rows)| BatchChunk {
+                batch: &self.id,
+                index,
+                rows: rows.to_vec(),
+            })
+            .collect()
+    }
+}
+
+/// One row a chunk changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowUpdate<'a> {
+    Counter(&'a CounterUpdate),
+    Gap(&'a GapUpdate),
+}
+
+/// Up to [`ROWS_PER_CHUNK`] rows of a batch, applied all together or not at all, at most
+/// once: the unit of exactly-once counting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchChunk<'a> {
+    pub batch: &'a BatchId,
+    /// The chunk's place in the batch, from 0.
+    pub index: usize,
+    pub rows: Vec<RowUpdate<'a>>,
 }
 
 fn counter_update(
@@ -184,8 +235,14 @@ fn counter_update(
         bytes: aggregate.bytes(),
         first_seen: aggregate.first_seen(),
         last_seen: aggregate.last_seen(),
-        dst_ports: aggregate.dst_port_sample(),
-        dst_hosts: aggregate.dst_host_sample(),
+        port_sketch: aggregate.dst_port_sketch().elements(),
+        host_sketch: aggregate.dst_host_sketch().elements(),
+        sample_ports: {
+            let mut ports = aggregate.dst_ports();
+            ports.truncate(PORT_EXAMPLES);
+            ports
+        },
+        sample_hosts: aggregate.dst_host_examples(HOST_EXAMPLES),
         protocols: aggregate.protocols(),
         reject_reasons: reasons,
         interfaces: aggregate
@@ -210,7 +267,16 @@ fn is_safe_reason(reason: &str) -> bool {
 /// Every invocation writes rows of the current window; spreading them over `shards`
 /// partitions keeps one window from being capped by a single partition's write rate.
 pub fn shard_of(source: IpAddr, shards: u8) -> u8 {
-    (sample_hash(address_fingerprint(source)) % u64::from(shards.max(1))) as u8
+    (stable_hash(address_fingerprint(source)) % u64::from(shards.max(1))) as u8
+}
+
+/// The gap partition of an interface: a stable hash of its id, modulo `shards`, so that
+/// the NODATA reports of thousands of interfaces do not all land on one partition.
+pub fn gap_shard_of(interface: &str, shards: u8) -> u8 {
+    let hash = interface
+        .bytes()
+        .fold(0u64, |hash, byte| stable_hash(hash ^ u64::from(byte)));
+    (hash % u64::from(shards.max(1))) as u8
 }
 
 #[cfg(test)]
@@ -257,15 +323,25 @@ mod tests {
             ]
         );
         let first = &batch.updates[1];
-        assert_eq!((first.rejects, first.dst_ports.clone()), (2, vec![22, 23]));
+        assert_eq!(
+            (first.rejects, first.sample_ports.clone()),
+            (2, vec![22, 23])
+        );
+        assert_eq!(
+            DistinctSketch::from_elements(first.port_sketch.iter().map(|&e| u64::from(e)))
+                .estimate(),
+            2
+        );
         assert_eq!(first.interfaces, vec!["eni-1", "eni-2"]);
         assert_eq!(first.reject_reasons, vec![("BPA".to_owned(), 1)]);
-        assert_eq!(first.dst_hosts.len(), 2);
+        assert_eq!(first.sample_hosts.len(), 2);
+        assert_eq!(first.host_sketch.len(), 2);
         assert_eq!(
             batch.gaps,
             vec![GapUpdate {
                 interface: "eni-3".into(),
                 window_start: 1_699_999_800,
+                shard: gap_shard_of("eni-3", 8),
                 nodata: 0,
                 skipdata: 1
             }]
@@ -340,22 +416,31 @@ pub struct StoredCounter {
     pub rejects: u64,
     pub packets: u64,
     pub bytes: u64,
-    /// Union of the deliveries' port samples (see [`crate::sample::estimate_distinct`]).
-    pub dst_ports: Vec<u16>,
-    /// Union of the deliveries' host-fingerprint samples.
-    pub dst_hosts: Vec<u64>,
+    /// Union of the deliveries' distinct-port sketch elements.
+    pub port_sketch: Vec<u16>,
+    /// Union of the deliveries' distinct-destination sketch elements.
+    pub host_sketch: Vec<u16>,
+    /// The first delivery's example ports.
+    pub sample_ports: Vec<u16>,
+    /// The first delivery's example destination fingerprints.
+    pub sample_hosts: Vec<u64>,
     /// Each delivery's earliest `start`.
     pub first_seen: Vec<u64>,
     /// Each delivery's latest `end`.
     pub last_seen: Vec<u64>,
+    /// The first delivery's example interfaces.
     pub interfaces: Vec<String>,
     pub protocols: Vec<(u8, u64)>,
     pub reject_reasons: Vec<(String, u64)>,
 }
 
+/// Distinct counts below this are exact or within one (the sketch's linear counting);
+/// larger ones are shown as estimates.
+pub const EXACT_DISTINCT_BELOW: u64 = 16;
+
 impl StoredCounter {
     /// Adds one delivery's update the way the store does: sums for counters, unions for
-    /// sets.
+    /// sketches and times, and the examples of whichever delivery came first.
     pub fn merge(&mut self, update: &CounterUpdate) {
         self.source = Some(update.source);
         self.window_start = update.window_start;
@@ -363,11 +448,13 @@ impl StoredCounter {
         self.rejects += update.rejects;
         self.packets += update.packets;
         self.bytes += update.bytes;
-        union_into(&mut self.dst_ports, update.dst_ports.iter().copied());
-        union_into(&mut self.dst_hosts, update.dst_hosts.iter().copied());
+        union_into(&mut self.port_sketch, update.port_sketch.iter().copied());
+        union_into(&mut self.host_sketch, update.host_sketch.iter().copied());
+        keep_first(&mut self.sample_ports, &update.sample_ports);
+        keep_first(&mut self.sample_hosts, &update.sample_hosts);
+        keep_first(&mut self.interfaces, &update.interfaces);
         union_into(&mut self.first_seen, [update.first_seen]);
         union_into(&mut self.last_seen, [update.last_seen]);
-        union_into(&mut self.interfaces, update.interfaces.iter().cloned());
         add_counts(&mut self.protocols, update.protocols.iter().copied());
         add_counts(
             &mut self.reject_reasons,
@@ -375,15 +462,31 @@ impl StoredCounter {
         );
     }
 
-    /// Distinct destination ports, and whether the count is exact.
-    pub fn distinct_dst_ports(&self) -> (u64, bool) {
-        let ports: Vec<u64> = self.dst_ports.iter().map(|&port| u64::from(port)).collect();
-        crate::sample::estimate_distinct(&ports)
+    /// The row with the destination fields a store holds for exactly these ports and
+    /// host fingerprints (sketches and examples): for fixtures and tests.
+    pub fn with_destinations(
+        mut self,
+        ports: impl IntoIterator<Item = u16>,
+        hosts: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        let destinations = Destinations::of(ports, hosts);
+        self.port_sketch = destinations.port_sketch;
+        self.host_sketch = destinations.host_sketch;
+        self.sample_ports = destinations.sample_ports;
+        self.sample_hosts = destinations.sample_hosts;
+        self
     }
 
-    /// Distinct destination addresses, and whether the count is exact.
+    /// Distinct destination ports (a sketch estimate), and whether it is below
+    /// [`EXACT_DISTINCT_BELOW`].
+    pub fn distinct_dst_ports(&self) -> (u64, bool) {
+        estimate(&self.port_sketch)
+    }
+
+    /// Distinct destination addresses (a sketch estimate), and whether it is below
+    /// [`EXACT_DISTINCT_BELOW`].
     pub fn distinct_dst_hosts(&self) -> (u64, bool) {
-        crate::sample::estimate_distinct(&self.dst_hosts)
+        estimate(&self.host_sketch)
     }
 
     /// The earliest `start` of any delivery.
@@ -394,6 +497,65 @@ impl StoredCounter {
     /// The latest `end` of any delivery.
     pub fn last_seen(&self) -> Option<u64> {
         self.last_seen.iter().max().copied()
+    }
+}
+
+impl CounterUpdate {
+    /// The update with the destination fields of exactly these ports and host
+    /// fingerprints (sketches and examples): for fixtures and tests.
+    pub fn with_destinations(
+        mut self,
+        ports: impl IntoIterator<Item = u16>,
+        hosts: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        let destinations = Destinations::of(ports, hosts);
+        self.port_sketch = destinations.port_sketch;
+        self.host_sketch = destinations.host_sketch;
+        self.sample_ports = destinations.sample_ports;
+        self.sample_hosts = destinations.sample_hosts;
+        self
+    }
+}
+
+/// The stored destination fields of a set of ports and host fingerprints.
+struct Destinations {
+    port_sketch: Vec<u16>,
+    host_sketch: Vec<u16>,
+    sample_ports: Vec<u16>,
+    sample_hosts: Vec<u64>,
+}
+
+impl Destinations {
+    fn of(ports: impl IntoIterator<Item = u16>, hosts: impl IntoIterator<Item = u64>) -> Self {
+        let mut ports: Vec<u16> = ports.into_iter().collect();
+        let mut hosts: Vec<u64> = hosts.into_iter().collect();
+        ports.sort_unstable();
+        ports.dedup();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let port_sketch =
+            DistinctSketch::from_values(ports.iter().map(|&port| u64::from(port))).elements();
+        let host_sketch = DistinctSketch::from_values(hosts.iter().copied()).elements();
+        ports.truncate(PORT_EXAMPLES);
+        hosts.truncate(HOST_EXAMPLES);
+        Destinations {
+            port_sketch,
+            host_sketch,
+            sample_ports: ports,
+            sample_hosts: hosts,
+        }
+    }
+}
+
+fn estimate(elements: &[u16]) -> (u64, bool) {
+    let count = DistinctSketch::from_elements(elements.iter().map(|&e| u64::from(e))).estimate();
+    (count, count < EXACT_DISTINCT_BELOW)
+}
+
+/// `if_not_exists`: the first delivery's examples stay.
+fn keep_first<T: Clone>(kept: &mut Vec<T>, offered: &[T]) {
+    if kept.is_empty() {
+        kept.extend_from_slice(offered);
     }
 }
 

@@ -3,6 +3,9 @@
 //! - [`flow_log`]: field names, formats and the record parser.
 //! - [`decode`]: S3 objects (plain or gzip, streamed) and CloudWatch Logs payloads to records.
 //! - [`tally`]: REJECT aggregates per (source, window).
+//! - [`counters`]: what one delivery adds to the stored counters, and the stored rows.
+//! - [`sketch`]: mergeable distinct counts for stored rows.
+//! - [`alert`]: which sources deserve an alert, and its text.
 //!
 //! Nothing here performs I/O or reads the clock; callers pass bytes and times in.
 
@@ -12,8 +15,8 @@ pub mod decode;
 pub mod flow_log;
 pub mod metrics;
 pub mod ports;
-pub mod sample;
 pub mod settings;
+pub mod sketch;
 pub mod tally;
 pub mod time;
 

@@ -6,8 +6,8 @@ use serde_json::{Map, Value, json};
 /// The namespace of every RejectWatch metric.
 pub const NAMESPACE: &str = "RejectWatch";
 
-/// One EMF line: `dimensions` become both dimension keys and fields, every metric is a
-/// `Count`.
+/// One EMF line: `dimensions` become both dimension keys and fields; metrics named
+/// `...Ms` are `Milliseconds`, every other one a `Count`.
 pub fn emf_line(
     timestamp_millis: u64,
     dimensions: &[(&str, &str)],
@@ -21,7 +21,7 @@ pub fn emf_line(
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [dimensions.iter().map(|(name, _)| *name).collect::<Vec<_>>()],
-                "Metrics": metrics.iter().map(|(name, _)| json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
+                "Metrics": metrics.iter().map(|(name, _)| json!({"Name": name, "Unit": unit_of(name)})).collect::<Vec<_>>(),
             }],
         }),
     );
@@ -32,6 +32,14 @@ pub fn emf_line(
         line.insert((*name).into(), Value::from(*value));
     }
     Value::Object(line).to_string()
+}
+
+fn unit_of(metric: &str) -> &'static str {
+    if metric.ends_with("Ms") {
+        "Milliseconds"
+    } else {
+        "Count"
+    }
 }
 
 #[cfg(test)]

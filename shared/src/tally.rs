@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::decode::RecordSink;
 use crate::flow_log::{Action, Field, FlowRecord, LogStatus, MalformedLine};
-use crate::sample::{DISTINCT_SAMPLE, KmvSample, sample_hash, smallest_by_hash};
+use crate::sketch::{DistinctSketch, stable_hash};
 
 /// The default aggregation window: 5 minutes.
 pub const DEFAULT_WINDOW_SECONDS: u64 = 300;
@@ -494,27 +494,34 @@ impl<'a> SourceAggregate<'a> {
         self.stats().dst_ports()
     }
 
-    /// Up to [`DISTINCT_SAMPLE`] destination ports: all of them, or the K-minimum-values
-    /// sample that stored counters keep (see [`crate::sample`]).
-    pub fn dst_port_sample(&self) -> Vec<u16> {
-        let ports = self.dst_ports();
-        if ports.len() <= DISTINCT_SAMPLE {
-            return ports;
-        }
-        smallest_by_hash(ports.into_iter().map(u64::from), DISTINCT_SAMPLE)
-            .into_iter()
-            .map(|port| port as u16)
-            .collect()
+    /// The distinct-port sketch that stored counters keep (see [`crate::sketch`]).
+    pub fn dst_port_sketch(&self) -> DistinctSketch {
+        DistinctSketch::from_values(self.dst_ports().into_iter().map(u64::from))
     }
 
-    /// Up to [`DISTINCT_SAMPLE`] destination-address fingerprints (see
-    /// [`address_fingerprint`]): all of them, or their K-minimum-values sample.
-    pub fn dst_host_sample(&self) -> Vec<u64> {
+    /// The distinct-destination sketch that stored counters keep, over address
+    /// fingerprints (see [`address_fingerprint`]).
+    pub fn dst_host_sketch(&self) -> DistinctSketch {
         let stats = self.stats();
         match &stats.detail {
-            Some(detail) => detail.dst_addresses.sample(),
-            None => stats.dst_addresses[..stats.used(ADDRESSES)].to_vec(),
+            Some(detail) => detail.dst_addresses.sketch(),
+            None => DistinctSketch::from_values(
+                stats.dst_addresses[..stats.used(ADDRESSES)].iter().copied(),
+            ),
         }
+    }
+
+    /// Up to `limit` destination-address fingerprints, the smallest (IPv4 addresses first):
+    /// examples for alerts.
+    pub fn dst_host_examples(&self, limit: usize) -> Vec<u64> {
+        let stats = self.stats();
+        let mut examples = match &stats.detail {
+            Some(detail) => detail.dst_addresses.examples(limit),
+            None => stats.dst_addresses[..stats.used(ADDRESSES)].to_vec(),
+        };
+        examples.sort_unstable();
+        examples.truncate(limit);
+        examples
     }
 
     /// Distinct destination addresses: exact up to [`EXACT_ADDRESSES`], then a HyperLogLog
@@ -601,6 +608,14 @@ pub struct Totals {
     /// Records that cannot be counted: formats without `action`, transit gateway records,
     /// and traffic records with no action, source or time.
     pub uncountable: u64,
+    /// REJECTs to an ignored destination port (see [`RejectTally::ignore_dst_ports`]), left
+    /// out of every aggregate; shown only when some were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ignored: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// How many REJECTs wait before they are applied together. Their rows are mostly not in
@@ -801,6 +816,8 @@ pub struct RejectTally {
     /// Reject reasons seen, interned like interfaces.
     reasons: IndexSet<Box<str>, RandomState>,
     gaps: HashMap<(u32, u64), CaptureGaps, RandomState>,
+    /// Destination ports whose REJECTs are not counted, one bit per port.
+    ignored_dst_ports: Option<Box<[u64; 1024]>>,
     totals: Totals,
     malformed_samples: Vec<MalformedLine>,
 }
@@ -831,9 +848,23 @@ impl RejectTally {
             recent_interfaces: RecentIds::default(),
             reasons: IndexSet::default(),
             gaps: HashMap::default(),
+            ignored_dst_ports: None,
             totals: Totals::default(),
             malformed_samples: Vec::new(),
         }
+    }
+
+    /// Leaves REJECTs to these destination ports out of every aggregate (expected noise,
+    /// such as health checks a network ACL drops); they are counted in
+    /// [`Totals::ignored`] only.
+    pub fn ignore_dst_ports(&mut self, ports: impl IntoIterator<Item = u16>) {
+        let mut bits = Box::new([0u64; 1024]);
+        let mut any = false;
+        for port in ports {
+            bits[usize::from(port) / 64] |= 1 << (port % 64);
+            any = true;
+        }
+        self.ignored_dst_ports = any.then_some(bits);
     }
 
     /// The options the tally groups by.
@@ -913,6 +944,13 @@ impl RejectTally {
             self.totals.uncountable += 1;
             return;
         };
+        let dst_port = record.number(Field::DstPort).map(|port| port as u16);
+        if let (Some(ignored), Some(port)) = (&self.ignored_dst_ports, dst_port)
+            && ignored[usize::from(port) / 64] & 1 << (port % 64) != 0
+        {
+            self.totals.ignored += 1;
+            return;
+        }
         self.totals.rejects += 1;
         let window_start = self.window_start(time);
         let offset =
@@ -931,7 +969,7 @@ impl RejectTally {
             last_offset: offset(end.unwrap_or(time).max(time)),
             packets: record.number(Field::Packets).unwrap_or(0),
             bytes: record.number(Field::Bytes).unwrap_or(0),
-            dst_port: record.number(Field::DstPort).map(|port| port as u16),
+            dst_port,
             dst_address: record.address(Field::DstAddr).map(address_fingerprint),
             protocol: record
                 .number(Field::Protocol)
@@ -954,13 +992,15 @@ impl RejectTally {
     }
 
     fn add_gap(&mut self, record: &FlowRecord<'_>, bump: impl FnOnce(&mut CaptureGaps)) {
-        let (Some(interface), Some(start)) =
-            (record.text(Field::InterfaceId), record.number(Field::Start))
-        else {
+        // The same event time as REJECTs use, so that a gap lines up with their windows.
+        let time = record
+            .number(Field::Start)
+            .or_else(|| record.number(Field::End));
+        let (Some(interface), Some(time)) = (record.text(Field::InterfaceId), time) else {
             return;
         };
         let id = self.intern_interface(interface);
-        let window_start = self.window_start(start);
+        let window_start = self.window_start(time);
         bump(self.gaps.entry((id, window_start)).or_default());
     }
 
@@ -1091,7 +1131,7 @@ pub fn address_fingerprint(address: IpAddr) -> u64 {
         IpAddr::V4(v4) => u64::from(v4.to_bits()),
         IpAddr::V6(v6) => {
             let bits = v6.to_bits();
-            sample_hash(sample_hash(bits as u64) ^ (bits >> 64) as u64) | 1 << 63
+            stable_hash(stable_hash(bits as u64) ^ (bits >> 64) as u64) | 1 << 63
         }
     }
 }
@@ -1198,6 +1238,8 @@ impl PortSet {
 }
 
 const FEW_ADDRESSES: usize = 4;
+/// Destination fingerprints kept as examples once a source's addresses are only estimated.
+const HOST_EXAMPLES: usize = 8;
 
 /// Distinct destination addresses (as fingerprints): exact while small, then a HyperLogLog
 /// sketch so that a source sweeping a /8 costs 4 KiB, not megabytes.
@@ -1205,8 +1247,9 @@ const FEW_ADDRESSES: usize = 4;
 enum AddressSet {
     Few([u64; FEW_ADDRESSES], u8),
     Many(HashSet<u64, RandomState>),
-    /// Past the exact cap: a count estimate, and the sample that stored counters need.
-    Sketch(Box<(HyperLogLog, KmvSample)>),
+    /// Past the exact cap: a count estimate, the sketch that stored counters need, and
+    /// the smallest fingerprints seen while the set was exact, as examples.
+    Sketch(Box<(HyperLogLog, DistinctSketch, Vec<u64>)>),
 }
 
 impl Default for AddressSet {
@@ -1234,7 +1277,11 @@ impl AddressSet {
             }
             AddressSet::Many(addresses) => {
                 if addresses.insert(fingerprint) && addresses.len() > EXACT_ADDRESSES {
-                    let mut sketch = Box::new((HyperLogLog::new(), KmvSample::default()));
+                    let mut examples: Vec<u64> = addresses.iter().copied().collect();
+                    examples.sort_unstable();
+                    examples.truncate(HOST_EXAMPLES);
+                    let mut sketch =
+                        Box::new((HyperLogLog::new(), DistinctSketch::default(), examples));
                     for &known in addresses.iter() {
                         sketch.0.insert(known);
                         sketch.1.insert(known);
@@ -1257,18 +1304,27 @@ impl AddressSet {
         }
     }
 
-    /// The K-minimum-values sample of the fingerprints.
-    fn sample(&self) -> Vec<u64> {
+    /// The stored-counter sketch of the fingerprints.
+    fn sketch(&self) -> DistinctSketch {
         match self {
-            AddressSet::Few(addresses, len) => smallest_by_hash(
-                addresses[..usize::from(*len)].iter().copied(),
-                DISTINCT_SAMPLE,
-            ),
-            AddressSet::Many(addresses) => {
-                smallest_by_hash(addresses.iter().copied(), DISTINCT_SAMPLE)
+            AddressSet::Few(addresses, len) => {
+                DistinctSketch::from_values(addresses[..usize::from(*len)].iter().copied())
             }
-            AddressSet::Sketch(sketch) => sketch.1.values(),
+            AddressSet::Many(addresses) => DistinctSketch::from_values(addresses.iter().copied()),
+            AddressSet::Sketch(sketch) => sketch.1.clone(),
         }
+    }
+
+    /// Up to `limit` of the smallest fingerprints known exactly.
+    fn examples(&self, limit: usize) -> Vec<u64> {
+        let mut examples: Vec<u64> = match self {
+            AddressSet::Few(addresses, len) => addresses[..usize::from(*len)].to_vec(),
+            AddressSet::Many(addresses) => addresses.iter().copied().collect(),
+            AddressSet::Sketch(sketch) => sketch.2.clone(),
+        };
+        examples.sort_unstable();
+        examples.truncate(limit);
+        examples
     }
 }
 
@@ -1481,8 +1537,26 @@ mod tests {
                 malformed: 0,
                 nodata: 1,
                 skipdata: 1,
-                uncountable: 0
+                uncountable: 0,
+                ignored: 0
             }
+        );
+    }
+
+    #[test]
+    fn rejects_to_ignored_ports_are_left_out_of_every_aggregate() {
+        let mut tally = RejectTally::new(TallyOptions::default());
+        tally.ignore_dst_ports([3389, 123]);
+        let mut parser = RecordParser::new(FlowFormat::default());
+        for line in [REJECT, ICMP_REJECT] {
+            tally.add(&parser.parse(line).unwrap());
+        }
+        let totals = tally.totals();
+        assert_eq!((totals.rejects, totals.ignored, totals.sources), (1, 1, 1));
+        assert!(
+            tally
+                .aggregates()
+                .all(|aggregate| !aggregate.dst_ports().contains(&3389))
         );
     }
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use crate::alert::{AlertState, Digest, may_alert};
-use crate::counters::{BatchId, CounterBatch, GapUpdate, StoredCounter};
+use crate::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
 use crate::ports::{
     AlertPublisher, AlertStateStore, ApplyReport, Claim, CounterReader, CounterStore, FetchError,
     ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
@@ -19,8 +19,9 @@ use crate::ports::{
 #[derive(Default)]
 struct Rows {
     counters: HashMap<(IpAddr, u64), StoredCounter>,
-    counter_batches: HashMap<(IpAddr, u64), HashSet<BatchId>>,
-    gaps: HashMap<(String, u64), (GapUpdate, HashSet<BatchId>)>,
+    gaps: HashMap<(String, u64), GapUpdate>,
+    /// The ledger: (batch, chunk index) of every chunk applied.
+    chunks: HashSet<(BatchId, usize)>,
     done: HashSet<BatchId>,
     alerts: HashMap<IpAddr, (AlertState, String)>,
     requests: u64,
@@ -28,16 +29,18 @@ struct Rows {
     failures_after: Option<u64>,
 }
 
-/// Counters in memory, with at-most-once application per batch id.
+/// Counters in memory, applied in the same chunks as the DynamoDB store, each at most once
+/// per batch id.
 #[derive(Default)]
 pub struct InMemoryCounterStore {
     rows: Mutex<Rows>,
 }
 
 impl InMemoryCounterStore {
-    /// Makes the store fail every update after `updates` more succeed: a crash part-way.
-    pub fn fail_after(&self, updates: u64) {
-        self.lock().failures_after = Some(updates);
+    /// Makes the store fail every write request after `requests` more succeed (a chunk or
+    /// a done marker each): a crash part-way.
+    pub fn fail_after(&self, requests: u64) {
+        self.lock().failures_after = Some(requests);
     }
 
     /// Stops failing.
@@ -62,7 +65,7 @@ impl InMemoryCounterStore {
         self.lock()
             .gaps
             .get(&(interface.to_owned(), window_start))
-            .map(|(gap, _)| gap.clone())
+            .cloned()
     }
 
     /// Adds a counter row directly (for evaluator tests).
@@ -74,10 +77,9 @@ impl InMemoryCounterStore {
 
     /// Adds a capture-gap row directly (for evaluator tests).
     pub fn insert_gap(&self, gap: GapUpdate) {
-        self.lock().gaps.insert(
-            (gap.interface.clone(), gap.window_start),
-            (gap, HashSet::new()),
-        );
+        self.lock()
+            .gaps
+            .insert((gap.interface.clone(), gap.window_start), gap);
     }
 
     /// A source's alert state.
@@ -128,45 +130,34 @@ impl CounterStore for InMemoryCounterStore {
 
     async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
-        for update in &batch.updates {
+        for chunk in batch.chunks() {
             let mut rows = self.lock();
             rows.spend_one_update()?;
             report.requests += 1;
-            let key = (update.source, update.window_start);
-            if rows
-                .counter_batches
-                .entry(key)
-                .or_default()
-                .insert(batch.id.clone())
-            {
-                rows.counters.entry(key).or_default().merge(update);
-                report.applied += 1;
-            } else {
-                report.already_applied += 1;
+            let n_rows = chunk.rows.len() as u64;
+            if !rows.chunks.insert((batch.id.clone(), chunk.index)) {
+                report.already_applied += n_rows;
+                continue;
             }
-        }
-        for gap in &batch.gaps {
-            let mut rows = self.lock();
-            rows.spend_one_update()?;
-            report.requests += 1;
-            let key = (gap.interface.clone(), gap.window_start);
-            let (stored, batches) = rows.gaps.entry(key).or_insert_with(|| {
-                (
-                    GapUpdate {
-                        nodata: 0,
-                        skipdata: 0,
-                        ..gap.clone()
-                    },
-                    HashSet::new(),
-                )
-            });
-            if batches.insert(batch.id.clone()) {
-                stored.nodata += gap.nodata;
-                stored.skipdata += gap.skipdata;
-                report.applied += 1;
-            } else {
-                report.already_applied += 1;
+            for row in &chunk.rows {
+                match row {
+                    RowUpdate::Counter(update) => {
+                        let key = (update.source, update.window_start);
+                        rows.counters.entry(key).or_default().merge(update);
+                    }
+                    RowUpdate::Gap(gap) => {
+                        let key = (gap.interface.clone(), gap.window_start);
+                        let stored = rows.gaps.entry(key).or_insert_with(|| GapUpdate {
+                            nodata: 0,
+                            skipdata: 0,
+                            ..(*gap).clone()
+                        });
+                        stored.nodata += gap.nodata;
+                        stored.skipdata += gap.skipdata;
+                    }
+                }
             }
+            report.applied += n_rows;
         }
         Ok(report)
     }
@@ -197,8 +188,8 @@ impl CounterReader for InMemoryCounterStore {
             .lock()
             .gaps
             .values()
-            .filter(|(gap, _)| gap.window_start == window_start)
-            .map(|(gap, _)| gap.clone())
+            .filter(|gap| gap.window_start == window_start)
+            .cloned()
             .collect())
     }
 }

@@ -1,57 +1,33 @@
 //! The ingest handler's cost: DynamoDB write requests for a 1M-record object against a
-//! per-record writer, and the peak RSS of a fresh process ingesting a 75 MB gzip object
-//! streamed from S3 (moto on loopback, through the real SDK).
+//! per-record writer, and the peak RSS of a fresh process ingesting a 75 MB gzip object.
+//! Both run the whole handler through the real SDK adapters (S3 and DynamoDB) against moto
+//! on loopback, so the requests counted are the requests sent.
 //!
 //! Run: `cargo bench -p rejectwatch-tests --bench ingest` (needs `./scripts/setup-tools`).
-//! The counter store here counts requests and keeps nothing, so the RSS is the handler's
-//! own: streaming, tally and the counter batch. (The moto integration tests check that the
-//! DynamoDB adapter sends exactly these requests.)
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, handle};
-use rejectwatch_tests::moto::MotoServer;
+use rejectwatch_tests::moto::{MotoServer, create_counters_table};
 use serde_json::{Value, json};
+use shared::aws::dynamodb::DynamoCounterStore;
 use shared::aws::s3::S3ObjectSource;
-use shared::counters::{BatchId, CounterBatch};
+use shared::counters::ROWS_PER_CHUNK;
 use shared::generate::{FlowLogGenerator, GeneratorConfig};
-use shared::ports::{ApplyReport, CounterStore, StoreError};
-use shared::testing::InMemoryObjectSource;
 
 const CHILD_ENV: &str = "REJECTWATCH_INGEST_BENCH_CHILD";
 const BUCKET: &str = "flow-logs";
 const KEY: &str = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/bench.log.gz";
-
-/// Counts requests, stores nothing.
-#[derive(Default)]
-struct CountingStore {
-    requests: std::sync::atomic::AtomicU64,
-}
-
-impl CounterStore for CountingStore {
-    async fn is_done(&self, _: &BatchId) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
-        let requests = (batch.updates.len() + batch.gaps.len()) as u64;
-        self.requests
-            .fetch_add(requests, std::sync::atomic::Ordering::Relaxed);
-        Ok(ApplyReport {
-            applied: requests,
-            already_applied: 0,
-            requests,
-        })
-    }
-    async fn mark_done(&self, _: &BatchId, _: u64) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+const TABLE: &str = "counters";
+/// The ceiling the issue sets: the function runs in a 128 MB Lambda.
+const RSS_LIMIT_KIB: u64 = 64 << 10;
 
 fn config() -> Config {
-    let settings: HashMap<&str, &str> = HashMap::from([("COUNTERS_TABLE_NAME", "counters")]);
+    let settings: HashMap<&str, &str> = HashMap::from([("COUNTERS_TABLE_NAME", TABLE)]);
     Config::from_lookup(|name| settings.get(name).map(|value| value.to_string())).expect("config")
 }
 
@@ -75,6 +51,39 @@ fn object(records: u64) -> Vec<u8> {
     object
 }
 
+fn deps(sdk: &SdkConfig) -> Deps<DynamoCounterStore, S3ObjectSource> {
+    let config = config();
+    Deps {
+        store: DynamoCounterStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            TABLE,
+            config.retention_seconds,
+            config.write_concurrency,
+        ),
+        objects: S3ObjectSource::new(aws_sdk_s3::Client::new(sdk)),
+        config,
+    }
+}
+
+/// A fresh bucket and counters table on `moto`, holding `object` at [`KEY`].
+async fn stage(moto: &MotoServer, object: Vec<u8>) {
+    let sdk = moto.sdk_config().await;
+    create_counters_table(&aws_sdk_dynamodb::Client::new(&sdk), TABLE).await;
+    let s3 = aws_sdk_s3::Client::new(&sdk);
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(KEY)
+        .body(ByteStream::from(object))
+        .send()
+        .await
+        .expect("upload");
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,21 +94,33 @@ fn main() {
     }
 
     println!("DynamoDB write requests for one S3 object of 1M records (5 minutes of traffic):");
-    let deps = Deps {
-        store: CountingStore::default(),
-        objects: InMemoryObjectSource::new(),
-        config: config(),
-    };
-    deps.objects.put(BUCKET, KEY, object(1_000_000));
-    let summary = runtime
-        .block_on(handle(s3_event(), &deps))
-        .expect("ingesting");
+    let moto = MotoServer::start();
+    let started = Instant::now();
+    let summary = runtime.block_on(async {
+        stage(&moto, object(1_000_000)).await;
+        handle(s3_event(), &deps(&moto.sdk_config().await))
+            .await
+            .expect("ingesting")
+    });
+    let rows = summary["rows"].as_u64().unwrap_or(0);
+    let writes = summary["writes"].as_u64().unwrap_or(0);
     println!(
-        "  RejectWatch: {} requests ({} counter and gap rows, plus 1 done marker); a per-record writer: {} (one per REJECT)",
-        summary["writes"], summary["rows"], summary["rejects"]
+        "  RejectWatch: {writes} requests: {} TransactWriteItems of up to {ROWS_PER_CHUNK} rows \
+         and a ledger item each, for {rows} counter and gap rows, plus 1 done marker \
+         ({} items written; in {:.1} s against moto)",
+        writes - 1,
+        rows + writes,
+        started.elapsed().as_secs_f64()
     );
+    println!(
+        "  a per-record writer: {} requests (one per REJECT)",
+        summary["rejects"]
+    );
+    drop(moto);
 
-    println!("peak RSS of a fresh process ingesting a 75 MB gzip object from S3 (moto):");
+    println!(
+        "peak RSS of a fresh process ingesting a 75 MB gzip object (S3 and DynamoDB on moto):"
+    );
     let moto = MotoServer::start();
     let mut records = 3_000_000;
     let mut bytes = object(records);
@@ -109,21 +130,7 @@ fn main() {
         bytes = object(records);
     }
     let size = bytes.len();
-    runtime.block_on(async {
-        let s3 = aws_sdk_s3::Client::new(&moto.sdk_config().await);
-        s3.create_bucket()
-            .bucket(BUCKET)
-            .send()
-            .await
-            .expect("bucket");
-        s3.put_object()
-            .bucket(BUCKET)
-            .key(KEY)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .expect("upload");
-    });
+    runtime.block_on(stage(&moto, bytes));
     let started = Instant::now();
     let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
         .env(CHILD_ENV, &moto.endpoint)
@@ -134,18 +141,25 @@ fn main() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let report = String::from_utf8_lossy(&output.stdout);
+    let report = report.lines().last().unwrap_or_default();
     println!(
-        "  {:.1} MB gzip, {records} records: {} (in {:.1} s)",
+        "  {:.1} MB gzip, {records} records: {report} (in {:.1} s)",
         size as f64 / 1e6,
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default(),
         started.elapsed().as_secs_f64()
+    );
+    let peak_kib: u64 = report
+        .strip_prefix("peak RSS ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("the child's peak RSS");
+    assert!(
+        peak_kib < RSS_LIMIT_KIB,
+        "peak RSS {peak_kib} KiB is over the {RSS_LIMIT_KIB} KiB limit"
     );
 }
 
-/// The child: ingest the object through the real S3 adapter, then report VmHWM.
+/// The child: ingest the object through the real adapters, then report VmHWM.
 async fn child() {
     let endpoint = std::env::var(CHILD_ENV).expect("endpoint");
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -156,19 +170,14 @@ async fn child() {
         ))
         .load()
         .await;
-    let deps = Deps {
-        store: CountingStore::default(),
-        objects: S3ObjectSource::new(aws_sdk_s3::Client::new(&sdk)),
-        config: config(),
-    };
-    let summary = handle(s3_event(), &deps).await.expect("ingesting");
+    let summary = handle(s3_event(), &deps(&sdk)).await.expect("ingesting");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let peak = status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .map_or("unknown", str::trim);
     println!(
-        "peak RSS {peak}, {} rows, {} REJECTs",
-        summary["rows"], summary["rejects"]
+        "peak RSS {peak}, {} rows, {} REJECTs, {} requests",
+        summary["rows"], summary["rejects"], summary["writes"]
     );
 }

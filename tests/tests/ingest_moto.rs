@@ -17,6 +17,7 @@ use shared::aws::s3::S3ObjectSource;
 use shared::counters::{BatchId, CounterBatch, StoredCounter};
 use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig};
 use shared::ports::CounterStore;
+use shared::sketch::within_expected_error;
 use shared::tally::TallyOptions;
 
 const TABLE: &str = "rejectwatch-counters";
@@ -206,11 +207,13 @@ fn assert_counts_match(rows: &HashMap<(String, u64), StoredCounter>, expected: &
             (truth.rejects, truth.packets, truth.bytes),
             "{key:?}"
         );
-        if truth.dst_ports.len() < shared::sample::DISTINCT_SAMPLE {
-            assert_eq!(
-                row.distinct_dst_ports(),
-                (truth.dst_ports.len() as u64, true),
-                "{key:?}"
+        for ((counted, _), actual) in [
+            (row.distinct_dst_ports(), truth.dst_ports.len()),
+            (row.distinct_dst_hosts(), truth.dst_addrs.len()),
+        ] {
+            assert!(
+                within_expected_error(counted, actual as u64),
+                "{key:?}: {counted} for {actual}"
             );
         }
     }
@@ -227,7 +230,8 @@ async fn cloudwatch_batch_is_written_to_dynamodb() {
     let rows = stack.counters().await;
     let scanner = &rows[&("198.51.100.7".to_owned(), 1_714_566_000)];
     assert_eq!(scanner.rejects, 4);
-    assert_eq!(scanner.dst_ports, vec![22, 23, 445, 3389]);
+    assert_eq!(scanner.sample_ports, vec![22, 23, 445, 3389]);
+    assert_eq!(scanner.distinct_dst_ports(), (4, true));
     assert_eq!(scanner.interfaces, vec!["eni-1235b8ca123456789"]);
     assert_eq!(scanner.protocols, vec![(6, 4)]);
     assert_eq!(
@@ -318,6 +322,23 @@ async fn concurrent_duplicate_deliveries_count_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_applies_of_one_batch_apply_each_chunk_once() {
+    let stack = Stack::start().await;
+    let (object, expected) = generate(20_000, 27);
+    let tally = rejectwatch_tests::tally_object(&object, TallyOptions::default()).unwrap();
+    let id = BatchId::for_s3_object(BUCKET, "concurrent-apply", None, Some("e"));
+    let (first, second) = (stack.deps(&[]), stack.deps(&[]));
+    let batch = CounterBatch::from_tally(id, &tally, first.config.index_shards);
+    let rows = (batch.updates.len() + batch.gaps.len()) as u64;
+    let (a, b) = tokio::join!(first.store.apply(&batch), second.store.apply(&batch));
+    let (a, b) = (a.expect("first apply"), b.expect("second apply"));
+    // Both ran through every chunk; each chunk changed the table exactly once.
+    assert_eq!(a.applied + b.applied, rows);
+    assert_eq!(a.already_applied + b.already_applied, rows);
+    assert_counts_match(&stack.counters().await, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     let stack = Stack::start().await;
     let deps = stack.deps(&[]);
@@ -325,8 +346,9 @@ async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     let key = flow_log_key("crash");
     stack.put_object(&key, object.clone()).await;
     let event = stack.receive_sqs_event(1).await;
-    // The first attempt wrote the first half of its rows, then died before the rest and
-    // before its done marker.
+    // The first attempt applied the first half of its chunks (each chunk is one
+    // transaction, so whole chunks are all a crash can leave), then died before the rest
+    // and before its done marker.
     let body: Value = serde_json::from_str(
         event["Records"]
             .as_array()
@@ -344,12 +366,18 @@ async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     let id = BatchId::for_s3_object(BUCKET, &key, None, etag.as_deref());
     let tally = rejectwatch_tests::tally_object(&object, TallyOptions::default()).unwrap();
     let mut partial = CounterBatch::from_tally(id, &tally, deps.config.index_shards);
-    let half = partial.updates.len() / 2;
-    partial.updates.truncate(half);
-    deps.store
+    let chunks = partial.chunks().len();
+    assert!(chunks >= 4, "{chunks} chunks");
+    partial
+        .updates
+        .truncate(chunks / 2 * shared::counters::ROWS_PER_CHUNK);
+    partial.gaps.clear();
+    let report = deps
+        .store
         .apply(&partial)
         .await
         .expect("the partial first attempt");
+    assert_eq!(report.requests, (chunks / 2) as u64);
 
     let response = handle(event, &deps).await.expect("the retry");
     assert_eq!(response, json!({"batchItemFailures": []}));

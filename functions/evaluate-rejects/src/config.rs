@@ -21,7 +21,8 @@ pub struct Config {
     /// that S3 objects delivered late are still seen.
     pub lookback_windows: u64,
     /// `REJECT_THRESHOLD` (500), `PORT_SCAN_THRESHOLD` (20), `HOST_SWEEP_THRESHOLD` (20),
-    /// `ALLOWLIST_CIDRS`, `IGNORED_DST_PORTS`, `VPC_CIDRS`, `INTERNAL_SOURCES`.
+    /// `ALLOWLIST_CIDRS`, `VPC_CIDRS`, `INTERNAL_SOURCES`. (`IGNORED_DST_PORTS` is the
+    /// ingest function's: ignored ports are never counted.)
     pub policy: AlertPolicy,
     /// `ALERT_COOLDOWN_MINUTES` (60): a source alerted is not alerted again within this
     /// long unless its severity rises.
@@ -74,9 +75,6 @@ impl Config {
                     1..=u64::from(u32::MAX),
                 )?,
                 allowlist: list(&lookup, "ALLOWLIST_CIDRS", parse_net)?,
-                ignored_ports: list(&lookup, "IGNORED_DST_PORTS", |text| {
-                    text.parse::<u16>().ok()
-                })?,
                 internal_ranges: list(&lookup, "VPC_CIDRS", parse_net)?,
                 internal_sources,
             },
@@ -142,16 +140,12 @@ mod tests {
     #[test]
     fn lists_parse_or_name_the_bad_item() {
         let mut pairs = REQUIRED.to_vec();
-        pairs.extend([
-            (
-                "ALLOWLIST_CIDRS",
-                "192.0.2.0/24, 2001:db8::/32, 198.51.100.7",
-            ),
-            ("IGNORED_DST_PORTS", "123,53"),
-        ]);
+        pairs.extend([(
+            "ALLOWLIST_CIDRS",
+            "192.0.2.0/24, 2001:db8::/32, 198.51.100.7",
+        )]);
         let config = config(&pairs).unwrap();
         assert_eq!(config.policy.allowlist.len(), 3);
-        assert_eq!(config.policy.ignored_ports, vec![123, 53]);
         let mut pairs = REQUIRED.to_vec();
         pairs.push(("VPC_CIDRS", "10.0.0.0/16,not-a-net"));
         let error = super::Config::from_lookup(|name| {

@@ -47,13 +47,12 @@ fn row(source: &str, window: u64, rejects: u64, ports: u16, hosts: u64) -> Store
         window_start: window,
         window_seconds: 300,
         rejects,
-        dst_ports: (1..=ports).collect(),
-        dst_hosts: (1..=hosts).collect(),
         first_seen: vec![window + 1],
         last_seen: vec![window + 299],
         interfaces: vec!["eni-0a1b".into()],
         ..StoredCounter::default()
     }
+    .with_destinations(1..=ports, 1..=hosts)
 }
 
 fn alerted(deps: &Deps<InMemoryCounterStore, RecordingPublisher>) -> Vec<Vec<String>> {
@@ -187,6 +186,7 @@ async fn skipdata_in_a_window_makes_counts_a_lower_bound() {
     deps.store.insert_gap(GapUpdate {
         interface: "eni-0a1b".into(),
         window_start: WINDOW,
+        shard: 0,
         nodata: 0,
         skipdata: 2,
     });

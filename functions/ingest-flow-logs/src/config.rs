@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use regex_lite::Regex;
 use shared::flow_log::{FlowFormat, FormatError};
 pub use shared::settings::ConfigError;
-use shared::settings::{flag, number, required};
+use shared::settings::{flag, list, number, required};
 use shared::tally::SourceAttribution;
 
 /// Matches the keys VPC Flow Logs writes, in the plain and the Hive-compatible layouts
@@ -45,8 +45,12 @@ pub struct Config {
     pub count_buckets: Selection,
     /// `MAX_DECOMPRESSED_MIB`: decompressed size at which an object is refused. Default 4096.
     pub max_decompressed_bytes: u64,
-    /// `WRITE_CONCURRENCY`: DynamoDB updates in flight at once. Default 16.
+    /// `WRITE_CONCURRENCY`: DynamoDB transactions (chunks of up to 99 rows) in flight at
+    /// once. Default 16.
     pub write_concurrency: usize,
+    /// `IGNORED_DST_PORTS`: comma-separated destination ports whose REJECTs are not counted
+    /// at all (expected noise). Default none.
+    pub ignored_dst_ports: Vec<u16>,
 }
 
 /// Which log groups or buckets are counted.
@@ -140,6 +144,9 @@ impl Config {
             max_decompressed_bytes: number(&lookup, "MAX_DECOMPRESSED_MIB", 4096, 1..=65_536)?
                 << 20,
             write_concurrency: number(&lookup, "WRITE_CONCURRENCY", 16, 1..=256)? as usize,
+            ignored_dst_ports: list(&lookup, "IGNORED_DST_PORTS", |text| {
+                text.parse::<u16>().ok()
+            })?,
         })
     }
 
@@ -180,6 +187,18 @@ mod tests {
         assert_eq!(config.default_format, FlowFormat::default());
         assert!(config.count_log_groups.includes("/any/group"));
         assert_eq!(config.max_decompressed_bytes, 4 << 30);
+        assert!(config.ignored_dst_ports.is_empty());
+    }
+
+    #[test]
+    fn ignored_ports_are_a_list_of_port_numbers() {
+        let ports = config(&[
+            ("COUNTERS_TABLE_NAME", "t"),
+            ("IGNORED_DST_PORTS", "123, 53"),
+        ]);
+        assert_eq!(ports.unwrap().ignored_dst_ports, vec![123, 53]);
+        let error = config(&[("COUNTERS_TABLE_NAME", "t"), ("IGNORED_DST_PORTS", "ntp")]);
+        assert!(error.unwrap_err().to_string().contains("IGNORED_DST_PORTS"));
     }
 
     #[test]

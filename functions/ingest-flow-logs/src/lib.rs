@@ -11,7 +11,7 @@
 pub mod config;
 pub mod event;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -58,7 +58,13 @@ pub enum IngestError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("message {message_id}: not finished before the invocation's deadline")]
+    Deadline { message_id: String },
 }
+
+/// Time kept back from the invocation's deadline to answer SQS with the messages still
+/// unfinished; otherwise a timeout returns nothing and SQS redelivers the whole batch.
+pub const DEADLINE_RESERVE: Duration = Duration::from_secs(5);
 
 impl IngestError {
     /// A stable name for searches and alarms, independent of Rust type names.
@@ -68,6 +74,7 @@ impl IngestError {
             IngestError::Decode { .. } => "Ingest.Decode",
             IngestError::Fetch(_) => "Ingest.Fetch",
             IngestError::Store(_) => "Ingest.Store",
+            IngestError::Deadline { .. } => "Ingest.Deadline",
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct Summary {
     pub nodata: u64,
     pub skipdata: u64,
     pub uncountable: u64,
+    /// REJECTs to `IGNORED_DST_PORTS`, not counted.
+    pub ignored: u64,
     /// (source, window) and (interface, window) rows in the batches.
     pub rows: u64,
     /// Write requests sent to the store.
@@ -137,6 +146,7 @@ impl Summary {
         self.nodata += totals.nodata;
         self.skipdata += totals.skipdata;
         self.uncountable += totals.uncountable;
+        self.ignored += totals.ignored;
         for line in tally.malformed_samples() {
             if self.malformed_samples.len() < LOGGED_MALFORMED {
                 self.malformed_samples.push(format!("{location} {line}"));
@@ -148,18 +158,36 @@ impl Summary {
     pub fn metrics_line(&self, timestamp_millis: u64) -> String {
         emf_line(
             timestamp_millis,
-            &[("Function", "ingest-flow-logs"), ("Trigger", self.trigger)],
+            &[
+                ("Function", "ingest-flow-logs"),
+                // CloudWatch refuses empty dimension values.
+                (
+                    "Trigger",
+                    if self.trigger.is_empty() {
+                        "unknown"
+                    } else {
+                        self.trigger
+                    },
+                ),
+            ],
             &[
                 ("Deliveries", self.deliveries),
                 ("Duplicates", self.duplicates),
                 ("Skipped", self.skipped),
+                ("ControlMessages", self.control_messages),
                 ("Records", self.records),
                 ("Rejects", self.rejects),
+                ("Sources", self.sources),
                 ("Malformed", self.malformed),
+                ("Nodata", self.nodata),
                 ("Skipdata", self.skipdata),
                 ("Uncountable", self.uncountable),
+                ("Ignored", self.ignored),
+                ("Rows", self.rows),
                 ("Writes", self.writes),
+                ("AlreadyApplied", self.already_applied),
                 ("FailedMessages", self.failed_messages),
+                ("DurationMs", self.duration_ms),
             ],
         )
     }
@@ -180,9 +208,24 @@ where
     S: CounterStore + Sync,
     O: ObjectSource + Sync,
 {
+    handle_until(event, deps, None).await
+}
+
+/// [`handle`] for an invocation that must answer by `deadline` (Lambda's): SQS messages
+/// not finished [`DEADLINE_RESERVE`] before it are reported as failed, so SQS redelivers
+/// only those (what they already wrote is not counted again).
+pub async fn handle_until<S, O>(
+    event: Value,
+    deps: &Deps<S, O>,
+    deadline: Option<Instant>,
+) -> Result<Value, IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
     let started = Instant::now();
     let mut summary = Summary::default();
-    let result = dispatch(event, deps, &mut summary).await;
+    let result = dispatch(event, deps, deadline, &mut summary).await;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let outcome = match &result {
         Ok(_) => "ok".to_owned(),
@@ -200,6 +243,7 @@ where
 async fn dispatch<S, O>(
     event: Value,
     deps: &Deps<S, O>,
+    deadline: Option<Instant>,
     summary: &mut Summary,
 ) -> Result<Option<Value>, IngestError>
 where
@@ -221,7 +265,7 @@ where
         }
         IngestEvent::Sqs(messages) => {
             summary.trigger = "sqs";
-            let failures = ingest_sqs_messages(&messages, deps, summary).await;
+            let failures = ingest_sqs_messages(&messages, deps, deadline, summary).await;
             summary.failed_messages = failures.len() as u64;
             let failures: Vec<Value> = failures
                 .into_iter()
@@ -235,6 +279,7 @@ where
 async fn ingest_sqs_messages<S, O>(
     messages: &[SqsMessage],
     deps: &Deps<S, O>,
+    deadline: Option<Instant>,
     summary: &mut Summary,
 ) -> Vec<String>
 where
@@ -243,22 +288,22 @@ where
 {
     let mut failures = Vec::new();
     for message in messages {
-        let result = match SqsBody::parse(&message.body) {
-            Ok(SqsBody::TestEvent) => {
-                summary.skip("S3 test event".into());
-                Ok(())
-            }
-            Ok(SqsBody::S3(records)) => {
-                let mut result = Ok(());
-                for record in &records {
-                    result = ingest_s3_record(record, deps, summary).await;
-                    if result.is_err() {
-                        break;
-                    }
-                }
-                result
-            }
-            Err(error) => Err(IngestError::Event(error)),
+        let budget = deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(DEADLINE_RESERVE)
+        });
+        let out_of_time = || IngestError::Deadline {
+            message_id: message.message_id.clone(),
+        };
+        let work = ingest_sqs_message(message, deps, summary);
+        let result = match budget {
+            None => work.await,
+            // No time left: do not start what could not finish.
+            Some(Duration::ZERO) => Err(out_of_time()),
+            Some(budget) => tokio::time::timeout(budget, work)
+                .await
+                .unwrap_or_else(|_| Err(out_of_time())),
         };
         if let Err(error) = result {
             // Only this message is redelivered; the others are done.
@@ -267,6 +312,30 @@ where
         }
     }
     failures
+}
+
+async fn ingest_sqs_message<S, O>(
+    message: &SqsMessage,
+    deps: &Deps<S, O>,
+    summary: &mut Summary,
+) -> Result<(), IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    match SqsBody::parse(&message.body) {
+        Ok(SqsBody::TestEvent) => {
+            summary.skip("S3 test event".into());
+            Ok(())
+        }
+        Ok(SqsBody::S3(records)) => {
+            for record in &records {
+                ingest_s3_record(record, deps, summary).await?;
+            }
+            Ok(())
+        }
+        Err(error) => Err(IngestError::Event(error)),
+    }
 }
 
 async fn ingest_subscription<S, O>(
@@ -418,10 +487,12 @@ where
 }
 
 fn new_tally(config: &Config) -> RejectTally {
-    RejectTally::new(TallyOptions {
+    let mut tally = RejectTally::new(TallyOptions {
         window_seconds: config.window_seconds,
         attribution: config.attribution,
-    })
+    });
+    tally.ignore_dst_ports(config.ignored_dst_ports.iter().copied());
+    tally
 }
 
 /// Applies a delivery's batch, then marks it done so later duplicates are skipped unread.

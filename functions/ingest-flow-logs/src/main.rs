@@ -3,7 +3,9 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use ingest_flow_logs::config::Config;
-use ingest_flow_logs::{Deps, handle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ingest_flow_logs::{Deps, handle_until};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use shared::aws::dynamodb::DynamoCounterStore;
@@ -31,7 +33,16 @@ async fn main() -> Result<(), Error> {
         config,
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        handle(event.payload, &deps)
+        let deadline = deadline_of(&event.context);
+        handle_until(event.payload, &deps, Some(deadline))
     }))
     .await
+}
+
+/// The invocation's deadline (unix milliseconds in the context) as an `Instant`.
+fn deadline_of(context: &lambda_runtime::Context) -> Instant {
+    let now_millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    Instant::now() + Duration::from_millis(context.deadline.saturating_sub(now_millis))
 }

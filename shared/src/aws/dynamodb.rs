@@ -1,28 +1,36 @@
 //! The DynamoDB counter store: the only file that knows the table's key formats and
-//! attribute names, and how at-most-once application is expressed in update expressions.
+//! attribute names, and how exactly-once application is expressed in DynamoDB requests.
 //!
 //! One table holds everything (see the README's table design):
 //!
 //! | item | `pk` | `sk` | notes |
 //! |---|---|---|---|
 //! | counters | `SRC#<address>` | `WIN#<window start, 10 digits>` | `gsi1pk` = `WIN#<start>#<shard>`, GSI sort key `rejects` |
-//! | capture gaps | `GAP#<window start>` | `ENI#<interface>` | NODATA/SKIPDATA counts |
+//! | capture gaps | `GAP#<window start>#<shard>` | `ENI#<interface>` | NODATA/SKIPDATA counts |
+//! | ledger | `BATCH#<batch id>` | `CHUNK#<index, 5 digits>` | a chunk of a delivery applied |
 //! | done marker | `BATCH#<batch id>` | `DONE` | a delivery fully applied |
+//! | alert state | `ALERT#<address>` | `STATE` | the evaluator's claims |
 //!
-//! Every counter and gap update is one `UpdateItem` that adds the batch id to the item's
-//! `batches` set and is conditional on the id not being there yet, so a row changes at most
-//! once per delivery however often, and however concurrently, the delivery is processed.
+//! A delivery's rows are applied in chunks of
+//! [`ROWS_PER_CHUNK`](crate::counters::ROWS_PER_CHUNK): one `TransactWriteItems` holds the
+//! chunk's counter and gap updates and a put of the chunk's ledger item, on the condition
+//! that the ledger item does not exist yet. The chunk is then applied entirely or
+//! not at all, and at most once, however often and however concurrently the delivery is
+//! processed; counter items carry no per-delivery state, so they stay small.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::counters::{BatchId, CounterBatch, CounterUpdate, GapUpdate, StoredCounter};
+use crate::counters::{
+    BatchChunk, BatchId, CounterBatch, CounterUpdate, GapUpdate, RowUpdate, StoredCounter,
+};
 use crate::ports::{AlertStateStore, ApplyReport, Claim, CounterReader, CounterStore, StoreError};
 
 pub const PK: &str = "pk";
@@ -37,11 +45,15 @@ pub const WINDOW_SECONDS: &str = "window_seconds";
 pub const REJECTS: &str = "rejects";
 pub const PACKETS: &str = "packets";
 pub const BYTES: &str = "bytes";
-/// Number set: per delivery, the K-minimum-values sample of destination ports.
-pub const DST_PORTS: &str = "dst_ports";
-/// Number set: per delivery, the sample of destination-address fingerprints.
-pub const DST_HOSTS: &str = "dst_hosts";
-/// String set: sample interfaces.
+/// Number set: the distinct-port sketch's elements (see [`crate::sketch`]), a union.
+pub const PORT_SKETCH: &str = "port_sketch";
+/// Number set: the distinct-destination sketch's elements, a union.
+pub const HOST_SKETCH: &str = "host_sketch";
+/// Number set: example destination ports, from the first delivery.
+pub const SAMPLE_PORTS: &str = "sample_ports";
+/// Number set: example destination-address fingerprints, from the first delivery.
+pub const SAMPLE_HOSTS: &str = "sample_hosts";
+/// String set: example interfaces, from the first delivery.
 pub const INTERFACES: &str = "interfaces";
 /// Number set: each delivery's earliest `start`; the smallest is the first seen.
 pub const FIRST_SEEN: &str = "first_seen";
@@ -51,8 +63,8 @@ pub const LAST_SEEN: &str = "last_seen";
 pub const PROTOCOL_PREFIX: &str = "proto_";
 /// Counter attributes `reason_<name>`: REJECTs per reject reason.
 pub const REASON_PREFIX: &str = "reason_";
-/// String set of the batch ids already applied to the item.
-pub const BATCHES: &str = "batches";
+/// Ledger item: the number of rows its chunk applied.
+pub const ROWS: &str = "rows";
 pub const INTERFACE: &str = "interface";
 pub const NODATA: &str = "nodata";
 pub const SKIPDATA: &str = "skipdata";
@@ -66,6 +78,12 @@ pub const CLAIMED_AT: &str = "claimed_at";
 pub const PUBLISHED: &str = "published";
 /// Alert state: the run holding the claim.
 pub const CLAIM_ID: &str = "claim_id";
+
+/// Attempts of a chunk whose transaction collided with another one on the same rows (two
+/// deliveries adding to a busy source at once); the waits between them double from
+/// [`CONFLICT_BACKOFF`].
+const CONFLICT_ATTEMPTS: u32 = 10;
+const CONFLICT_BACKOFF: Duration = Duration::from_millis(25);
 
 /// The counter item's partition key for a source.
 pub fn source_key(source: IpAddr) -> String {
@@ -82,9 +100,9 @@ pub fn window_shard_key(window_start: u64, shard: u8) -> String {
     format!("WIN#{window_start:010}#{shard:02}")
 }
 
-/// The partition holding a window's capture gaps.
-pub fn gap_key(window_start: u64) -> String {
-    format!("GAP#{window_start:010}")
+/// The partition holding one shard of a window's capture gaps.
+pub fn gap_key(window_start: u64, shard: u8) -> String {
+    format!("GAP#{window_start:010}#{shard:02}")
 }
 
 /// The partition of a source's alert state (sort key `STATE`).
@@ -96,6 +114,10 @@ fn batch_key(batch: &BatchId) -> String {
     format!("BATCH#{batch}")
 }
 
+fn chunk_key(index: usize) -> String {
+    format!("CHUNK#{index:05}")
+}
+
 /// Counters in a DynamoDB table.
 #[derive(Clone, Debug)]
 pub struct DynamoCounterStore {
@@ -103,10 +125,20 @@ pub struct DynamoCounterStore {
     table: String,
     /// Seconds an item is kept after its window ends.
     retention_seconds: u64,
-    /// Update requests in flight at once.
+    /// Chunk transactions in flight at once.
     concurrency: usize,
-    /// Partitions per window in the `by-window` index.
+    /// Partitions per window in the `by-window` index and of the capture gaps.
     index_shards: u8,
+}
+
+/// How a cancelled chunk transaction is handled.
+enum Cancelled {
+    /// The ledger item's condition failed: an earlier delivery applied the chunk.
+    AlreadyApplied,
+    /// A conflicting transaction or throttling: the same request may succeed later.
+    Retry,
+    /// Anything else (a validation error): retrying cannot help.
+    Fail,
 }
 
 impl DynamoCounterStore {
@@ -125,8 +157,8 @@ impl DynamoCounterStore {
         }
     }
 
-    /// Sets the `by-window` partitions per window the readers query (default 16); it must
-    /// equal the writers' `INDEX_SHARDS`.
+    /// Sets the partitions per window the readers query (default 16); it must equal the
+    /// writers' `INDEX_SHARDS`.
     pub fn with_index_shards(mut self, shards: u8) -> Self {
         self.index_shards = shards.max(1);
         self
@@ -145,11 +177,16 @@ impl DynamoCounterStore {
         }
     }
 
-    async fn update_counter(
-        &self,
-        batch: &BatchId,
-        update: &CounterUpdate,
-    ) -> Result<bool, StoreError> {
+    fn build_error(&self, action: String, error: BuildError) -> StoreError {
+        StoreError::Service {
+            action,
+            table: self.table.clone(),
+            retryable: false,
+            source: Box::new(error),
+        }
+    }
+
+    fn counter_update(&self, update: &CounterUpdate) -> Result<Update, BuildError> {
         let mut expression = UpdateExpression::default();
         expression.set(SOURCE, AttributeValue::S(update.source.to_string()));
         expression.set(WINDOW_START, number(update.window_start));
@@ -167,12 +204,12 @@ impl DynamoCounterStore {
         expression.add(BYTES, number(update.bytes));
         expression.add_set(FIRST_SEEN, numbers([update.first_seen]));
         expression.add_set(LAST_SEEN, numbers([update.last_seen]));
-        expression.add_set(
-            DST_PORTS,
-            numbers(update.dst_ports.iter().map(|&port| u64::from(port))),
-        );
-        expression.add_set(DST_HOSTS, numbers(update.dst_hosts.iter().copied()));
-        expression.add_set(INTERFACES, strings(update.interfaces.iter().cloned()));
+        let elements = |elements: &[u16]| numbers(elements.iter().map(|&e| u64::from(e)));
+        expression.add_set(PORT_SKETCH, elements(&update.port_sketch));
+        expression.add_set(HOST_SKETCH, elements(&update.host_sketch));
+        expression.set_if_absent(SAMPLE_PORTS, elements(&update.sample_ports));
+        expression.set_if_absent(SAMPLE_HOSTS, numbers(update.sample_hosts.iter().copied()));
+        expression.set_if_absent(INTERFACES, strings(update.interfaces.iter().cloned()));
         for (protocol, count) in &update.protocols {
             expression.add(&format!("{PROTOCOL_PREFIX}{protocol}"), number(*count));
         }
@@ -183,20 +220,10 @@ impl DynamoCounterStore {
             (PK, AttributeValue::S(source_key(update.source))),
             (SK, AttributeValue::S(window_key(update.window_start))),
         ];
-        self.conditional_update(batch, key, expression)
-            .await
-            .map_err(|error| {
-                self.error(
-                    format!(
-                        "updating counters of {} in window {}",
-                        update.source, update.window_start
-                    ),
-                    error,
-                )
-            })
+        self.update(key, expression)
     }
 
-    async fn update_gap(&self, batch: &BatchId, gap: &GapUpdate) -> Result<bool, StoreError> {
+    fn gap_update(&self, gap: &GapUpdate) -> Result<Update, BuildError> {
         let mut expression = UpdateExpression::default();
         expression.set(INTERFACE, AttributeValue::S(gap.interface.clone()));
         expression.set(WINDOW_START, number(gap.window_start));
@@ -207,31 +234,18 @@ impl DynamoCounterStore {
         expression.add(NODATA, number(gap.nodata));
         expression.add(SKIPDATA, number(gap.skipdata));
         let key = [
-            (PK, AttributeValue::S(gap_key(gap.window_start))),
+            (PK, AttributeValue::S(gap_key(gap.window_start, gap.shard))),
             (SK, AttributeValue::S(format!("ENI#{}", gap.interface))),
         ];
-        self.conditional_update(batch, key, expression)
-            .await
-            .map_err(|error| {
-                self.error(format!("updating capture gaps of {}", gap.interface), error)
-            })
+        self.update(key, expression)
     }
 
-    /// Runs the update unless the item already lists the batch; `Ok(false)` when it did.
-    async fn conditional_update(
+    fn update(
         &self,
-        batch: &BatchId,
         key: [(&str, AttributeValue); 2],
-        mut expression: UpdateExpression,
-    ) -> Result<bool, SdkError<UpdateItemError>> {
-        expression.add_set(BATCHES, AttributeValue::Ss(vec![batch.to_string()]));
-        let batches = expression.name(BATCHES);
-        expression
-            .values
-            .insert(":batch_id".into(), AttributeValue::S(batch.to_string()));
-        let result = self
-            .client
-            .update_item()
+        expression: UpdateExpression,
+    ) -> Result<Update, BuildError> {
+        Update::builder()
             .table_name(&self.table)
             .set_key(Some(
                 key.into_iter()
@@ -239,22 +253,123 @@ impl DynamoCounterStore {
                     .collect(),
             ))
             .update_expression(expression.render())
-            .condition_expression(format!("NOT contains({batches}, :batch_id)"))
             .set_expression_attribute_names(Some(expression.names))
             .set_expression_attribute_values(Some(expression.values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            // The expected outcome of a re-delivery: this row already has the batch.
-            Err(SdkError::ServiceError(error))
-                if error.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(error),
-        }
+            .build()
     }
+
+    /// The chunk's ledger item, put only if absent. It lives as long as the rows it
+    /// protects: a redelivery after they expired would find nothing to double.
+    fn ledger_put(&self, chunk: &BatchChunk<'_>) -> Result<Put, BuildError> {
+        let expires_at = chunk
+            .rows
+            .iter()
+            .map(|row| match row {
+                RowUpdate::Counter(update) => update.window_start + update.window_seconds,
+                RowUpdate::Gap(gap) => gap.window_start,
+            })
+            .max()
+            .unwrap_or(0)
+            + self.retention_seconds;
+        Put::builder()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(batch_key(chunk.batch)))
+            .item(SK, AttributeValue::S(chunk_key(chunk.index)))
+            .item(ROWS, number(chunk.rows.len() as u64))
+            .item(EXPIRES_AT, number(expires_at))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+    }
+
+    /// Applies one chunk and its ledger item in one transaction, at most once.
+    async fn apply_chunk(&self, chunk: &BatchChunk<'_>) -> Result<ApplyReport, StoreError> {
+        let action = || format!("applying chunk {} of batch {}", chunk.index, chunk.batch);
+        let mut items = Vec::with_capacity(chunk.rows.len() + 1);
+        for row in &chunk.rows {
+            let update = match row {
+                RowUpdate::Counter(update) => self.counter_update(update),
+                RowUpdate::Gap(gap) => self.gap_update(gap),
+            }
+            .map_err(|error| self.build_error(action(), error))?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        let ledger = self
+            .ledger_put(chunk)
+            .map_err(|error| self.build_error(action(), error))?;
+        items.push(TransactWriteItem::builder().put(ledger).build());
+
+        let rows = chunk.rows.len() as u64;
+        let mut report = ApplyReport::default();
+        let mut backoff = CONFLICT_BACKOFF;
+        for attempt in 1.. {
+            report.requests += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => {
+                    report.applied = rows;
+                    return Ok(report);
+                }
+                Err(error) => error,
+            };
+            match cancellation(&error) {
+                Cancelled::AlreadyApplied => {
+                    report.already_applied = rows;
+                    return Ok(report);
+                }
+                Cancelled::Retry if attempt < CONFLICT_ATTEMPTS => {
+                    tokio::time::sleep(backoff + jitter(chunk, attempt, backoff)).await;
+                    backoff *= 2;
+                }
+                Cancelled::Retry | Cancelled::Fail => return Err(self.error(action(), error)),
+            }
+        }
+        unreachable!("the attempts loop returns")
+    }
+}
+
+/// Classifies a failed chunk transaction by its cancellation reasons, which come in the
+/// order of the request's items: the ledger put is the last.
+fn cancellation(error: &SdkError<TransactWriteItemsError>) -> Cancelled {
+    let SdkError::ServiceError(service) = error else {
+        return Cancelled::Fail;
+    };
+    let TransactWriteItemsError::TransactionCanceledException(cancelled) = service.err() else {
+        return if is_retryable(error) {
+            Cancelled::Retry
+        } else {
+            Cancelled::Fail
+        };
+    };
+    let codes: Vec<&str> = cancelled
+        .cancellation_reasons()
+        .iter()
+        .map(|reason| reason.code().unwrap_or("None"))
+        .collect();
+    if codes.last() == Some(&"ConditionalCheckFailed") {
+        Cancelled::AlreadyApplied
+    } else if codes.iter().any(|code| {
+        matches!(
+            *code,
+            "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"
+        )
+    }) {
+        Cancelled::Retry
+    } else {
+        Cancelled::Fail
+    }
+}
+
+/// Up to half the wait again, different per chunk and attempt, so that chunks that
+/// collided once do not collide again in step.
+fn jitter(chunk: &BatchChunk<'_>, attempt: u32, backoff: Duration) -> Duration {
+    let spread = crate::sketch::stable_hash((chunk.index as u64) << 8 | u64::from(attempt));
+    backoff.mul_f64((spread % 1000) as f64 / 2000.0)
 }
 
 impl CounterStore for DynamoCounterStore {
@@ -275,27 +390,17 @@ impl CounterStore for DynamoCounterStore {
     }
 
     async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
-        // Indices rather than references into the batch keep the stream's closure free of
+        let chunks = batch.chunks();
+        // Indices rather than references into `chunks` keep the stream's closure free of
         // higher-ranked lifetimes, which `Send` futures cannot express.
-        let counters = batch.updates.len();
-        stream::iter(0..counters + batch.gaps.len())
-            .map(|index| async move {
-                match batch.updates.get(index) {
-                    Some(update) => self.update_counter(&batch.id, update).await,
-                    None => {
-                        self.update_gap(&batch.id, &batch.gaps[index - counters])
-                            .await
-                    }
-                }
-            })
+        let chunks = &chunks;
+        stream::iter(0..chunks.len())
+            .map(|index| async move { self.apply_chunk(&chunks[index]).await })
             .buffer_unordered(self.concurrency)
-            .try_fold(ApplyReport::default(), |mut report, applied| async move {
-                report.requests += 1;
-                if applied {
-                    report.applied += 1;
-                } else {
-                    report.already_applied += 1;
-                }
+            .try_fold(ApplyReport::default(), |mut report, chunk| async move {
+                report.applied += chunk.applied;
+                report.already_applied += chunk.already_applied;
+                report.requests += chunk.requests;
                 Ok(report)
             })
             .await
@@ -448,41 +553,43 @@ impl CounterReader for DynamoCounterStore {
     }
 
     async fn window_gaps(&self, window_start: u64) -> Result<Vec<GapUpdate>, StoreError> {
-        let items: Vec<HashMap<String, AttributeValue>> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":pk", AttributeValue::S(gap_key(window_start)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|error| {
-                self.error(
-                    format!("reading capture gaps of window {window_start}"),
-                    error,
-                )
-            })?;
         let number_of = |item: &HashMap<String, AttributeValue>, name: &str| {
             item.get(name)
                 .and_then(|value| value.as_n().ok())
                 .and_then(|text| text.parse().ok())
                 .unwrap_or(0)
         };
-        Ok(items
-            .iter()
-            .filter_map(|item| {
+        let mut gaps = Vec::new();
+        for shard in 0..self.index_shards {
+            let items: Vec<HashMap<String, AttributeValue>> = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", AttributeValue::S(gap_key(window_start, shard)))
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|error| {
+                    self.error(
+                        format!("reading capture gaps of window {window_start} shard {shard}"),
+                        error,
+                    )
+                })?;
+            gaps.extend(items.iter().filter_map(|item| {
                 Some(GapUpdate {
                     interface: item.get(INTERFACE)?.as_s().ok()?.clone(),
                     window_start,
+                    shard,
                     nodata: number_of(item, NODATA),
                     skipdata: number_of(item, SKIPDATA),
                 })
-            })
-            .collect())
+            }));
+        }
+        Ok(gaps)
     }
 }
 
@@ -610,6 +717,12 @@ pub fn counter_from_item(item: &HashMap<String, AttributeValue>) -> Option<Store
         values.sort_unstable();
         values
     };
+    let small_numbers_of = |name: &str| -> Vec<u16> {
+        numbers_of(name)
+            .into_iter()
+            .filter_map(|value| u16::try_from(value).ok())
+            .collect()
+    };
     let mut protocols = Vec::new();
     let mut reject_reasons = Vec::new();
     for (name, value) in item {
@@ -637,11 +750,10 @@ pub fn counter_from_item(item: &HashMap<String, AttributeValue>) -> Option<Store
         rejects: number_of(REJECTS),
         packets: number_of(PACKETS),
         bytes: number_of(BYTES),
-        dst_ports: numbers_of(DST_PORTS)
-            .into_iter()
-            .filter_map(|port| u16::try_from(port).ok())
-            .collect(),
-        dst_hosts: numbers_of(DST_HOSTS),
+        port_sketch: small_numbers_of(PORT_SKETCH),
+        host_sketch: small_numbers_of(HOST_SKETCH),
+        sample_ports: small_numbers_of(SAMPLE_PORTS),
+        sample_hosts: numbers_of(SAMPLE_HOSTS),
         first_seen: numbers_of(FIRST_SEEN),
         last_seen: numbers_of(LAST_SEEN),
         interfaces,
@@ -681,6 +793,17 @@ impl UpdateExpression {
         self.sets.push(clause);
     }
 
+    /// `SET a = if_not_exists(a, :v)`: the first writer's value stays. Empty sets, which
+    /// DynamoDB refuses, are left out.
+    fn set_if_absent(&mut self, attribute: &str, members: AttributeValue) {
+        if is_empty_set(&members) {
+            return;
+        }
+        let name = self.name(attribute);
+        let clause = format!("{name} = if_not_exists({name}, {})", self.value(members));
+        self.sets.push(clause);
+    }
+
     fn add(&mut self, attribute: &str, value: AttributeValue) {
         let clause = format!("{} {}", self.name(attribute), self.value(value));
         self.adds.push(clause);
@@ -688,11 +811,7 @@ impl UpdateExpression {
 
     /// Adds set members; DynamoDB refuses empty sets, so empty ones are left out.
     fn add_set(&mut self, attribute: &str, members: AttributeValue) {
-        let empty = match &members {
-            AttributeValue::Ns(members) | AttributeValue::Ss(members) => members.is_empty(),
-            _ => false,
-        };
-        if !empty {
+        if !is_empty_set(&members) {
             self.add(attribute, members);
         }
     }
@@ -711,6 +830,13 @@ impl UpdateExpression {
             expression.push_str(&self.adds.join(", "));
         }
         expression
+    }
+}
+
+fn is_empty_set(value: &AttributeValue) -> bool {
+    match value {
+        AttributeValue::Ns(members) | AttributeValue::Ss(members) => members.is_empty(),
+        _ => false,
     }
 }
 
