@@ -148,7 +148,8 @@ pub struct Finding {
 }
 
 /// Evaluates rows of the look-back windows. `skipped_windows` are the windows where some
-/// interface reported SKIPDATA. Findings come most severe first, then most REJECTs.
+/// interface reported SKIPDATA. Findings come most severe first, then most REJECTs, with
+/// sources inside the VPC's own ranges after all others.
 pub fn evaluate(
     rows: &[StoredCounter],
     skipped_windows: &[u64],
@@ -265,8 +266,9 @@ pub fn evaluate(
     }
     let mut findings: Vec<Finding> = by_source.into_values().collect();
     findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
+        a.internal
+            .cmp(&b.internal)
+            .then(b.severity.cmp(&a.severity))
             .then(b.rejects.cmp(&a.rejects))
             .then(a.source.cmp(&b.source))
     });
@@ -306,20 +308,23 @@ pub struct AlertState {
 }
 
 /// Whether a finding of `level` may be alerted now, given the source's state: never
-/// alerted; alerted before the cooldown; alerted at a lower level; or claimed by a run
-/// that never confirmed publishing within `claim_timeout`. The DynamoDB adapter writes the
-/// same rule as its condition expression, so concurrent runs agree.
+/// alerted; alerted before the cooldown; alerted at a lower level; claimed by a run that
+/// never confirmed publishing within `claim_timeout`; or claimed, not yet published, by
+/// this very run (`claimed_by_this_run`: Lambda retries a run with its request id, and the
+/// retry must finish what the first attempt claimed). The DynamoDB adapter writes the same
+/// rule as its condition expression, so concurrent runs agree.
 pub fn may_alert(
     state: Option<AlertState>,
     level: u8,
     now: u64,
     cooldown: u64,
     claim_timeout: u64,
+    claimed_by_this_run: bool,
 ) -> bool {
     match state {
         None => true,
         Some(state) if state.published => state.claimed_at + cooldown <= now || state.level < level,
-        Some(state) => state.claimed_at + claim_timeout <= now,
+        Some(state) => claimed_by_this_run || state.claimed_at + claim_timeout <= now,
     }
 }
 
@@ -343,6 +348,8 @@ pub struct Digest {
     pub severity: Severity,
     pub rules: Vec<Rule>,
     pub source_count: u64,
+    /// Of those, sources inside the VPC's own ranges.
+    pub internal_count: u64,
 }
 
 impl Digest {
@@ -363,6 +370,8 @@ pub struct DigestContext<'a> {
     pub windows: &'a [u64],
     pub window_seconds: u64,
     pub table_name: &'a str,
+    /// Partitions per window of the `by-window` index, for the query commands shown.
+    pub index_shards: u8,
     /// Sources listed in full; the rest are totalled.
     pub max_listed: usize,
 }
@@ -394,6 +403,7 @@ pub fn render_digest(findings: &[Finding], context: &DigestContext<'_>) -> Optio
             severity,
             rules: rules.clone(),
             source_count: count as u64,
+            internal_count: findings.iter().filter(|f| f.internal).count() as u64,
         };
         if digest.message_structure().len() <= MESSAGE_BUDGET || listed == 0 {
             return Some(digest);
@@ -460,6 +470,16 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
     );
     let _ = writeln!(text);
     for (position, finding) in listed.iter().enumerate() {
+        let first_internal = finding.internal && (position == 0 || !listed[position - 1].internal);
+        if first_internal {
+            // AWS logs a protected host as the source when a network ACL drops its replies,
+            // so these are more often victims or misconfigurations than attackers.
+            let _ = writeln!(
+                text,
+                "Inside the VPC's own ranges (often the protected host itself: a network ACL \
+                 dropping its replies; see the README):"
+            );
+        }
         let rules: Vec<&str> = finding.rules.iter().map(|rule| rule.name()).collect();
         let _ = writeln!(
             text,
@@ -468,11 +488,7 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
             finding.source,
             finding.severity.name(),
             rules.join(", "),
-            if finding.internal {
-                " (inside the VPC: likely the protected host, see README)"
-            } else {
-                ""
-            }
+            if finding.internal { " (internal)" } else { "" }
         );
         let _ = writeln!(
             text,
@@ -515,18 +531,21 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
             rejects
         );
     }
-    let window = context.windows.iter().max().copied().unwrap_or(0);
-    let _ = writeln!(text, "\nList them all:");
+    let _ = writeln!(text, "\nList them all, window by window:");
+    for window in context.windows {
+        let _ = writeln!(
+            text,
+            "  rejectwatch top --table {} --window {} --limit 0",
+            context.table_name, window
+        );
+    }
+    let last_shard = context.index_shards.max(1) - 1;
     let _ = writeln!(
         text,
-        "  rejectwatch top --table {} --window {} --limit 0",
-        context.table_name, window
-    );
-    let _ = writeln!(
-        text,
-        "  aws dynamodb query --table-name {} --index-name by-window --key-condition-expression 'gsi1pk = :w' \
-         --expression-attribute-values '{{\":w\":{{\"S\":\"WIN#{:010}#00\"}}}}'  (and shards 01..15)",
-        context.table_name, window
+        "  or: aws dynamodb query --table-name {} --index-name by-window --key-condition-expression 'gsi1pk = :w' \
+         --expression-attribute-values '{{\":w\":{{\"S\":\"WIN#<window>#<shard>\"}}}}' for each window above and \
+         each shard 00..{last_shard:02}",
+        context.table_name
     );
     text
 }
@@ -540,6 +559,7 @@ fn render_json(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
         "windows": context.windows,
         "window_seconds": context.window_seconds,
         "source_count": all.len(),
+        "internal_count": all.iter().filter(|f| f.internal).count(),
         "sources": listed,
         "omitted": {"sources": rest.len(), "rejects": rest.iter().map(|f| f.rejects).sum::<u64>()},
         "table": context.table_name,
@@ -633,6 +653,31 @@ mod tests {
     }
 
     #[test]
+    fn internal_sources_come_last_in_a_section_of_their_own() {
+        let rows = [
+            row("10.0.3.4", 0, 5_000, [22], [1]),
+            row("198.51.100.1", 0, 150, [22], [1]),
+        ];
+        let findings = evaluate(&rows, &[], &policy());
+        assert_eq!(
+            findings.iter().map(|f| f.internal).collect::<Vec<_>>(),
+            vec![false, true]
+        );
+        let digest = render_digest(&findings, &context()).unwrap();
+        assert!(
+            digest.subject.contains("top 198.51.100.1"),
+            "{}",
+            digest.subject
+        );
+        assert_eq!(digest.internal_count, 1);
+        let section = digest.text.find("Inside the VPC's own ranges").unwrap();
+        assert!(digest.text.find("198.51.100.1").unwrap() < section);
+        assert!(digest.text[section..].contains("2. 10.0.3.4 [high] volume (internal)"));
+        let json: serde_json::Value = serde_json::from_str(&digest.json).unwrap();
+        assert_eq!(json["internal_count"], 1);
+    }
+
+    #[test]
     fn internal_sources_are_reported_apart_or_excluded() {
         let rows = [row("10.0.3.4", 0, 500, [22], [1])];
         assert!(evaluate(&rows, &[], &policy())[0].internal);
@@ -666,17 +711,19 @@ mod tests {
             claimed_at: 1000,
             published: true,
         });
-        assert!(may_alert(None, 1, 1000, 3600, 300));
-        assert!(!may_alert(published, 1, 2000, 3600, 300));
-        assert!(may_alert(published, 2, 2000, 3600, 300));
-        assert!(may_alert(published, 1, 4600, 3600, 300));
+        assert!(may_alert(None, 1, 1000, 3600, 300, false));
+        assert!(!may_alert(published, 1, 2000, 3600, 300, false));
+        assert!(!may_alert(published, 1, 2000, 3600, 300, true));
+        assert!(may_alert(published, 2, 2000, 3600, 300, false));
+        assert!(may_alert(published, 1, 4600, 3600, 300, false));
         let unconfirmed = Some(AlertState {
             level: 1,
             claimed_at: 1000,
             published: false,
         });
-        assert!(!may_alert(unconfirmed, 1, 1100, 3600, 300));
-        assert!(may_alert(unconfirmed, 1, 1300, 3600, 300));
+        assert!(!may_alert(unconfirmed, 1, 1100, 3600, 300, false));
+        assert!(may_alert(unconfirmed, 1, 1100, 3600, 300, true));
+        assert!(may_alert(unconfirmed, 1, 1300, 3600, 300, false));
     }
 
     fn context() -> DigestContext<'static> {
@@ -685,6 +732,7 @@ mod tests {
             windows: &[0, 300, 600],
             window_seconds: 300,
             table_name: "counters",
+            index_shards: 16,
             max_listed: 50,
         }
     }
@@ -712,6 +760,8 @@ mod tests {
                 .text
                 .contains("rejectwatch top --table counters --window 600 --limit 0")
         );
+        assert!(digest.text.contains("--window 0 --limit 0"));
+        assert!(digest.text.contains("each shard 00..15"));
         let json: serde_json::Value = serde_json::from_str(&digest.json).unwrap();
         assert_eq!(json["sources"][0]["source"], "198.51.100.2");
         assert_eq!(json["sources"][0]["rules"], json!(["port-scan"]));

@@ -171,11 +171,22 @@ pub trait AlertStateStore {
         claim: &Claim,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Gives a claim back after a failed publish, so the next run alerts instead.
+    /// Gives a claim back after a failed publish, restoring the state from before it (an
+    /// earlier alert's cooldown still holds), so the next run alerts instead.
     fn release(
         &self,
         source: std::net::IpAddr,
         claim: &Claim,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The start of the latest window whose findings were all alerted or held, if any run
+    /// recorded one: the next run evaluates every window after it.
+    fn evaluated_through(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Records that every window up to `window_start` was evaluated; never moves back.
+    fn mark_evaluated_through(
+        &self,
+        window_start: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

@@ -23,7 +23,9 @@ struct Rows {
     /// The ledger: (batch, chunk index) of every chunk applied.
     chunks: HashSet<(BatchId, usize)>,
     done: HashSet<BatchId>,
-    alerts: HashMap<IpAddr, (AlertState, String)>,
+    /// Per source: the state, the run holding it, and the state before that claim.
+    alerts: HashMap<IpAddr, (AlertState, String, AlertState)>,
+    evaluated_through: Option<u64>,
     requests: u64,
     /// Row updates still allowed before every call fails (`None`: never fail).
     failures_after: Option<u64>,
@@ -84,7 +86,7 @@ impl InMemoryCounterStore {
 
     /// A source's alert state.
     pub fn alert_state(&self, source: IpAddr) -> Option<AlertState> {
-        self.lock().alerts.get(&source).map(|(state, _)| *state)
+        self.lock().alerts.get(&source).map(|(state, _, _)| *state)
     }
 
     /// Write requests received (row updates and done markers).
@@ -197,13 +199,16 @@ impl CounterReader for InMemoryCounterStore {
 impl AlertStateStore for InMemoryCounterStore {
     async fn claim(&self, source: IpAddr, level: u8, claim: &Claim) -> Result<bool, StoreError> {
         let mut rows = self.lock();
-        let state = rows.alerts.get(&source).map(|(state, _)| *state);
+        let held = rows.alerts.get(&source);
+        let state = held.map(|(state, _, _)| *state);
+        let claimed_by_this_run = held.is_some_and(|(_, run, _)| *run == claim.run_id);
         if !may_alert(
             state,
             level,
             claim.now,
             claim.cooldown_seconds,
             claim.claim_timeout_seconds,
+            claimed_by_this_run,
         ) {
             return Ok(false);
         }
@@ -212,13 +217,20 @@ impl AlertStateStore for InMemoryCounterStore {
             claimed_at: claim.now,
             published: false,
         };
-        rows.alerts.insert(source, (claimed, claim.run_id.clone()));
+        let previous = state.unwrap_or(AlertState {
+            level: 0,
+            claimed_at: 0,
+            published: false,
+        });
+        rows.alerts
+            .insert(source, (claimed, claim.run_id.clone(), previous));
         Ok(true)
     }
 
     async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
-        if let Some((state, run)) = self.lock().alerts.get_mut(&source)
+        if let Some((state, run, _)) = self.lock().alerts.get_mut(&source)
             && *run == claim.run_id
+            && !state.published
         {
             state.published = true;
         }
@@ -226,11 +238,22 @@ impl AlertStateStore for InMemoryCounterStore {
     }
 
     async fn release(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
-        if let Some((state, run)) = self.lock().alerts.get_mut(&source)
+        if let Some((state, run, previous)) = self.lock().alerts.get_mut(&source)
             && *run == claim.run_id
+            && !state.published
         {
-            state.claimed_at = 0;
+            *state = *previous;
         }
+        Ok(())
+    }
+
+    async fn evaluated_through(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().evaluated_through)
+    }
+
+    async fn mark_evaluated_through(&self, window_start: u64) -> Result<(), StoreError> {
+        let mut rows = self.lock();
+        rows.evaluated_through = rows.evaluated_through.max(Some(window_start));
         Ok(())
     }
 }

@@ -315,7 +315,10 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
     stack
         .write_rows("failing", vec![update("198.51.100.1", WINDOW, 150, 1, 1)])
         .await;
-    let mut broken = stack.evaluator(&[]);
+    // One window of look-back, and the retry comes two windows later: the finding's
+    // window has left the look-back by then.
+    let settings = [("LOOKBACK_WINDOWS", "1")];
+    let mut broken = stack.evaluator(&settings);
     broken.publisher = SnsAlertPublisher::new(
         aws_sdk_sns::Client::new(&stack.sdk),
         "arn:aws:sns:us-east-1:123456789012:no-such-topic",
@@ -325,9 +328,13 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
         .unwrap_err();
     assert_eq!(error.error_type(), "Evaluate.Publish");
     assert!(stack.alerts().await.is_empty());
-    evaluate_rejects::handle(at(NOW + 60), "run-2", &stack.evaluator(&[]))
+    let summary = evaluate_rejects::handle(at(NOW + 600), "run-2", &stack.evaluator(&settings))
         .await
         .expect("the next run");
+    assert_eq!(
+        summary["windows"],
+        json!([WINDOW, WINDOW + 300, WINDOW + 600])
+    );
     let alerts = stack.alerts().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(sources(&alerts[0].1), vec!["198.51.100.1"]);

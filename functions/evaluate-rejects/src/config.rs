@@ -34,6 +34,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// How far back a run may reach after failed runs: a cooldown's worth of windows (an
+    /// older finding would alert again anyway), and at least the look-back.
+    pub fn max_catch_up_windows(&self) -> u64 {
+        (self.cooldown_seconds / self.window_seconds.max(1)).max(self.lookback_windows)
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
@@ -54,7 +60,7 @@ impl Config {
                 });
             }
         };
-        Ok(Config {
+        let config = Config {
             table_name: required(&lookup, "COUNTERS_TABLE_NAME")?,
             topic_arn: required(&lookup, "ALERT_TOPIC_ARN")?,
             window_seconds: number(&lookup, "WINDOW_MINUTES", 5, 1..=1440)? * 60,
@@ -81,7 +87,21 @@ impl Config {
             cooldown_seconds: number(&lookup, "ALERT_COOLDOWN_MINUTES", 60, 1..=43_200)? * 60,
             max_listed: number(&lookup, "MAX_LISTED_SOURCES", 50, 1..=5_000)? as usize,
             retention_seconds: number(&lookup, "RETENTION_DAYS", 7, 1..=3650)? * 86_400,
-        })
+        };
+        // A cooldown shorter than the look-back would alert again on the very windows it
+        // already alerted on, every cooldown.
+        let lookback_seconds = config.lookback_windows * config.window_seconds;
+        if config.cooldown_seconds < lookback_seconds {
+            return Err(ConfigError::Invalid {
+                name: "ALERT_COOLDOWN_MINUTES",
+                value: (config.cooldown_seconds / 60).to_string(),
+                reason: format!(
+                    "must be at least LOOKBACK_WINDOWS x WINDOW_MINUTES = {} minutes",
+                    lookback_seconds / 60
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -135,6 +155,15 @@ mod tests {
             error.to_string(),
             "environment variable ALERT_TOPIC_ARN is required"
         );
+    }
+
+    #[test]
+    fn a_cooldown_shorter_than_the_look_back_is_refused() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.extend([("LOOKBACK_WINDOWS", "24"), ("ALERT_COOLDOWN_MINUTES", "60")]);
+        let error = config(&pairs).unwrap_err().to_string();
+        assert!(error.contains("ALERT_COOLDOWN_MINUTES"), "{error}");
+        assert!(error.contains("120 minutes"), "{error}");
     }
 
     #[test]

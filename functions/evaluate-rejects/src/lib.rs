@@ -96,6 +96,25 @@ pub fn evaluation_time(event: &Value) -> Result<u64, EvaluateError> {
     }
 }
 
+/// The windows a run evaluates, oldest first: the last `lookback` completed ones, and
+/// further back to the window after `evaluated_through` (the last run that finished) when
+/// runs failed in between, so that a finding whose publish failed is found again however
+/// far the windows moved on; but never more than `max_catch_up` windows.
+pub fn windows_to_evaluate(
+    now: u64,
+    window_seconds: u64,
+    lookback: u64,
+    max_catch_up: u64,
+    evaluated_through: Option<u64>,
+) -> Vec<u64> {
+    let window_seconds = window_seconds.max(1);
+    let latest = (now - now % window_seconds).saturating_sub(window_seconds);
+    let missed =
+        evaluated_through.map_or(0, |through| latest.saturating_sub(through) / window_seconds);
+    let count = lookback.max(missed.min(max_catch_up));
+    completed_windows(now, window_seconds, count)
+}
+
 /// The starts of the last `count` windows that ended at or before `now`, oldest first.
 pub fn completed_windows(now: u64, window_seconds: u64, count: u64) -> Vec<u64> {
     let window_seconds = window_seconds.max(1);
@@ -157,7 +176,14 @@ where
 {
     let config = &deps.config;
     let now = evaluation_time(event)?;
-    let windows = completed_windows(now, config.window_seconds, config.lookback_windows);
+    let evaluated_through = deps.store.evaluated_through().await?;
+    let windows = windows_to_evaluate(
+        now,
+        config.window_seconds,
+        config.lookback_windows,
+        config.max_catch_up_windows(),
+        evaluated_through,
+    );
     summary.evaluated_at = now;
     summary.windows = windows.clone();
 
@@ -183,9 +209,43 @@ where
     let skipped: Vec<u64> = skipped_windows.into_iter().collect();
     let findings = evaluate(&rows, &skipped, &config.policy);
     summary.findings = findings.len() as u64;
-    if findings.is_empty() {
-        return Ok(());
+    if !findings.is_empty()
+        && let Err(error) = alert(&findings, now, &windows, run_id, deps, summary).await
+    {
+        // The first run ever has no progress to come back to: record that the windows
+        // before these were evaluated, so the next run reaches back to these.
+        if evaluated_through.is_none()
+            && let Some(before) = windows
+                .first()
+                .and_then(|w| w.checked_sub(config.window_seconds))
+        {
+            deps.store.mark_evaluated_through(before).await?;
+        }
+        return Err(error);
     }
+    // Only a run that alerted (or held) everything it found moves the progress on; after
+    // a failure the next run evaluates these windows again.
+    if let Some(&latest) = windows.last() {
+        deps.store.mark_evaluated_through(latest).await?;
+    }
+    Ok(())
+}
+
+/// Claims the findings, publishes one digest of those this run won, and confirms them; a
+/// failed publish gives the claims back.
+async fn alert<S, P>(
+    findings: &[Finding],
+    now: u64,
+    windows: &[u64],
+    run_id: &str,
+    deps: &Deps<S, P>,
+    summary: &mut Summary,
+) -> Result<(), EvaluateError>
+where
+    S: CounterReader + AlertStateStore + Sync,
+    P: AlertPublisher + Sync,
+{
+    let config = &deps.config;
 
     let claim = Claim {
         run_id: run_id.to_owned(),
@@ -194,14 +254,15 @@ where
         claim_timeout_seconds: CLAIM_TIMEOUT_SECONDS,
         expires_at: now + config.cooldown_seconds + config.retention_seconds,
     };
-    let claimed = claim_all(&findings, &claim, deps).await?;
+    let claimed = claim_all(findings, &claim, deps).await?;
     summary.alerted = claimed.len() as u64;
     summary.held = (findings.len() - claimed.len()) as u64;
     let context = DigestContext {
         evaluated_at: now,
-        windows: &windows,
+        windows,
         window_seconds: config.window_seconds,
         table_name: &config.table_name,
+        index_shards: config.index_shards,
         max_listed: config.max_listed,
     };
     let Some(digest) = render_digest(&claimed, &context) else {
@@ -258,6 +319,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_catch_up_on_windows_after_the_last_finished_run() {
+        // Never ran before, or ran last window: the look-back only.
+        assert_eq!(windows_to_evaluate(1_000, 300, 1, 12, None), vec![600]);
+        assert_eq!(windows_to_evaluate(1_000, 300, 1, 12, Some(600)), vec![600]);
+        // Two runs failed: the windows after the last finished one come back.
+        assert_eq!(
+            windows_to_evaluate(1_500, 300, 1, 12, Some(300)),
+            vec![600, 900, 1200]
+        );
+        // A long outage catches up by at most `max_catch_up` windows.
+        assert_eq!(windows_to_evaluate(100_000, 300, 3, 4, Some(0)).len(), 4);
+    }
 
     #[test]
     fn completed_windows_end_at_or_before_now() {

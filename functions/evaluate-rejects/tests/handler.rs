@@ -179,6 +179,76 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
 }
 
 #[tokio::test]
+async fn a_failed_publish_is_alerted_later_even_after_its_window_left_the_look_back() {
+    let deps = deps(&[("LOOKBACK_WINDOWS", "1")]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.publisher.fail_next(2);
+    // The run for WINDOW fails, and so does the next one; the third comes two windows
+    // after WINDOW left its one-window look-back.
+    assert!(handle(at(WINDOW + 360), "run-1", &deps).await.is_err());
+    assert!(handle(at(WINDOW + 660), "run-2", &deps).await.is_err());
+    let summary = handle(at(WINDOW + 960), "run-3", &deps).await.unwrap();
+    assert_eq!(
+        summary["windows"],
+        json!([WINDOW, WINDOW + 300, WINDOW + 600])
+    );
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+    // Once it finished, the next run looks back one window again.
+    let summary = handle(at(WINDOW + 1260), "run-4", &deps).await.unwrap();
+    assert_eq!(summary["windows"], json!([WINDOW + 900]));
+}
+
+#[tokio::test]
+async fn a_retried_run_finishes_what_its_first_attempt_claimed() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    // The first attempt claimed, then died before publishing (no release ran).
+    let claim = shared::ports::Claim {
+        run_id: "run-1".into(),
+        now: 10_000,
+        cooldown_seconds: 3600,
+        claim_timeout_seconds: 300,
+        expires_at: 100_000,
+    };
+    use shared::ports::AlertStateStore;
+    assert!(
+        deps.store
+            .claim(ip("198.51.100.1"), 1, &claim)
+            .await
+            .unwrap()
+    );
+    // Lambda's retry keeps the request id: it may publish at once. Another run may not.
+    let other = handle(at(10_000), "run-2", &deps).await.unwrap();
+    assert_eq!(other["alerted"], 0);
+    let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(retry["alerted"], 1);
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+}
+
+#[tokio::test]
+async fn a_released_claim_keeps_the_earlier_alerts_cooldown() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    // Severity rises; its publish fails and the claim is given back.
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 5_000, 1, 1));
+    deps.publisher.fail_next(1);
+    assert!(handle(at(10_060), "run-2", &deps).await.is_err());
+    let state = deps.store.alert_state(ip("198.51.100.1")).unwrap();
+    assert_eq!(
+        (state.level, state.claimed_at, state.published),
+        (1, 10_000, true)
+    );
+    // The high finding still alerts next run; a low one would have been held.
+    let summary = handle(at(10_120), "run-3", &deps).await.unwrap();
+    assert_eq!(summary["alerted"], 1);
+}
+
+#[tokio::test]
 async fn skipdata_in_a_window_makes_counts_a_lower_bound() {
     let deps = deps(&[]);
     deps.store

@@ -10,6 +10,7 @@
 //! | ledger | `BATCH#<batch id>` | `CHUNK#<index, 5 digits>` | a chunk of a delivery applied |
 //! | done marker | `BATCH#<batch id>` | `DONE` | a delivery fully applied |
 //! | alert state | `ALERT#<address>` | `STATE` | the evaluator's claims |
+//! | evaluator progress | `ALERT#evaluator` | `PROGRESS` | the latest window fully evaluated |
 //!
 //! A delivery's rows are applied in chunks of
 //! [`ROWS_PER_CHUNK`](crate::counters::ROWS_PER_CHUNK): one `TransactWriteItems` holds the
@@ -78,6 +79,14 @@ pub const CLAIMED_AT: &str = "claimed_at";
 pub const PUBLISHED: &str = "published";
 /// Alert state: the run holding the claim.
 pub const CLAIM_ID: &str = "claim_id";
+/// Alert state: `level`, `claimed_at` and `published` as they were before the current
+/// claim, put back if its publish fails.
+pub const PREVIOUS_LEVEL: &str = "previous_level";
+pub const PREVIOUS_CLAIMED_AT: &str = "previous_claimed_at";
+pub const PREVIOUS_PUBLISHED: &str = "previous_published";
+/// The evaluator's progress item (`pk` [`PROGRESS_KEY`], `sk` `PROGRESS`): the latest
+/// window fully evaluated, in `window_start`.
+pub const PROGRESS_KEY: &str = "ALERT#evaluator";
 
 /// Attempts of a chunk whose transaction collided with another one on the same rows (two
 /// deliveries adding to a busy source at once); the waits between them double from
@@ -595,18 +604,26 @@ impl CounterReader for DynamoCounterStore {
 
 impl AlertStateStore for DynamoCounterStore {
     async fn claim(&self, source: IpAddr, level: u8, claim: &Claim) -> Result<bool, StoreError> {
-        // The condition is `alert::may_alert`, evaluated atomically by DynamoDB.
+        // The condition is `alert::may_alert`, evaluated atomically by DynamoDB. The values
+        // before the claim are kept (right-hand sides read the item as it was), so that a
+        // release can put them back.
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, AttributeValue::S(alert_key(source)))
             .key(SK, AttributeValue::S("STATE".into()))
-            .update_expression("SET #source = :source, #level = :level, #claimed = :now, #published = :false, #claim = :run, #expires = :expires")
+            .update_expression(
+                "SET #prev_level = if_not_exists(#level, :zero), \
+                 #prev_claimed = if_not_exists(#claimed, :zero), \
+                 #prev_published = if_not_exists(#published, :false), \
+                 #source = :source, #level = :level, #claimed = :now, #published = :false, \
+                 #claim = :run, #expires = :expires",
+            )
             .condition_expression(
                 "attribute_not_exists(#pk) \
                  OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level)) \
-                 OR (#published = :false AND #claimed <= :stale_cutoff)",
+                 OR (#published = :false AND (#claimed <= :stale_cutoff OR #claim = :run))",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#source", SOURCE)
@@ -615,15 +632,25 @@ impl AlertStateStore for DynamoCounterStore {
             .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_names("#prev_level", PREVIOUS_LEVEL)
+            .expression_attribute_names("#prev_claimed", PREVIOUS_CLAIMED_AT)
+            .expression_attribute_names("#prev_published", PREVIOUS_PUBLISHED)
             .expression_attribute_values(":source", AttributeValue::S(source.to_string()))
             .expression_attribute_values(":level", number(u64::from(level)))
             .expression_attribute_values(":now", number(claim.now))
+            .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
             .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
             .expression_attribute_values(":expires", number(claim.expires_at))
-            .expression_attribute_values(":cooldown_cutoff", number(claim.now.saturating_sub(claim.cooldown_seconds)))
-            .expression_attribute_values(":stale_cutoff", number(claim.now.saturating_sub(claim.claim_timeout_seconds)))
+            .expression_attribute_values(
+                ":cooldown_cutoff",
+                number(claim.now.saturating_sub(claim.cooldown_seconds)),
+            )
+            .expression_attribute_values(
+                ":stale_cutoff",
+                number(claim.now.saturating_sub(claim.claim_timeout_seconds)),
+            )
             .send()
             .await;
         match result {
@@ -638,49 +665,111 @@ impl AlertStateStore for DynamoCounterStore {
     }
 
     async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
-        self.set_on_own_claim(
+        self.on_own_claim(
             source,
             claim,
-            PUBLISHED,
-            AttributeValue::Bool(true),
+            "SET #published = :true",
+            &[],
+            &[(":true", AttributeValue::Bool(true))],
             "confirming",
         )
         .await
     }
 
     async fn release(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
-        // Back-dating the claim makes it abandoned at once: the next run claims it again.
-        self.set_on_own_claim(source, claim, CLAIMED_AT, number(0), "releasing")
+        self.on_own_claim(
+            source,
+            claim,
+            "SET #level = #prev_level, #claimed = #prev_claimed, #published = #prev_published",
+            &[
+                ("#level", LEVEL),
+                ("#claimed", CLAIMED_AT),
+                ("#prev_level", PREVIOUS_LEVEL),
+                ("#prev_claimed", PREVIOUS_CLAIMED_AT),
+                ("#prev_published", PREVIOUS_PUBLISHED),
+            ],
+            &[],
+            "releasing",
+        )
+        .await
+    }
+
+    async fn evaluated_through(&self) -> Result<Option<u64>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(PROGRESS_KEY.into()))
+            .key(SK, AttributeValue::S("PROGRESS".into()))
+            .consistent_read(true)
+            .send()
             .await
+            .map_err(|error| self.error("reading the evaluator's progress".into(), error))?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| item.get(WINDOW_START))
+            .and_then(|value| value.as_n().ok())
+            .and_then(|text| text.parse().ok()))
+    }
+
+    async fn mark_evaluated_through(&self, window_start: u64) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(PROGRESS_KEY.into()))
+            .key(SK, AttributeValue::S("PROGRESS".into()))
+            .update_expression("SET #window = :window")
+            .condition_expression("attribute_not_exists(#window) OR #window < :window")
+            .expression_attribute_names("#window", WINDOW_START)
+            .expression_attribute_values(":window", number(window_start))
+            .send()
+            .await;
+        match result {
+            // A concurrent run recorded a later window already: nothing to move.
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(self.error("recording the evaluator's progress".into(), error)),
+            Ok(_) => Ok(()),
+        }
     }
 }
 
 impl DynamoCounterStore {
-    /// Sets one attribute of alert state this run claimed; a claim another run took over
-    /// meanwhile is left alone.
-    async fn set_on_own_claim(
+    /// Updates alert state this run claimed and has not published; a claim another run
+    /// took over meanwhile is left alone.
+    async fn on_own_claim(
         &self,
         source: IpAddr,
         claim: &Claim,
-        attribute: &str,
-        value: AttributeValue,
+        update_expression: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, AttributeValue)],
         action: &str,
     ) -> Result<(), StoreError> {
-        let result = self
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, AttributeValue::S(alert_key(source)))
             .key(SK, AttributeValue::S("STATE".into()))
-            .update_expression("SET #attribute = :value")
-            .condition_expression("#claim = :run")
+            .update_expression(update_expression)
+            .condition_expression("#claim = :run AND #published = :false")
             .expression_attribute_names("#claim", CLAIM_ID)
-            .expression_attribute_names("#attribute", attribute)
+            .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
-            .expression_attribute_values(":value", value)
-            .send()
-            .await;
-        match result {
+            .expression_attribute_values(":false", AttributeValue::Bool(false));
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(*placeholder, *name);
+        }
+        for (placeholder, value) in values {
+            request = request.expression_attribute_values(*placeholder, value.clone());
+        }
+        match request.send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(error))
                 if error.err().is_conditional_check_failed_exception() =>

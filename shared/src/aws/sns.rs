@@ -56,6 +56,10 @@ impl AlertPublisher for SnsAlertPublisher {
                 "source_count",
                 attribute("Number", digest.source_count.to_string()),
             )
+            .message_attributes(
+                "internal_count",
+                attribute("Number", digest.internal_count.to_string()),
+            )
             .send()
             .await
             .map_err(|error| PublishError {
