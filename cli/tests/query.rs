@@ -3,37 +3,15 @@
 
 use std::process::Command;
 
+use rejectwatch_tests::counter_update;
 use rejectwatch_tests::moto::{MotoServer, create_counters_table};
 use serde_json::Value;
 use shared::aws::dynamodb::DynamoCounterStore;
-use shared::counters::{BatchId, CounterBatch, CounterUpdate, shard_of};
+use shared::counters::{BatchId, CounterBatch};
 use shared::ports::CounterStore;
 
 const TABLE: &str = "rejectwatch-counters";
 const WINDOW: u64 = 1_714_566_000;
-
-fn update(source: &str, window: u64, rejects: u64, ports: u16) -> CounterUpdate {
-    let source = source.parse().unwrap();
-    CounterUpdate {
-        source,
-        window_start: window,
-        window_seconds: 300,
-        shard: shard_of(source, 16),
-        rejects,
-        packets: rejects,
-        bytes: rejects * 40,
-        first_seen: window + 1,
-        last_seen: window + 299,
-        port_sketch: Vec::new(),
-        host_sketch: Vec::new(),
-        sample_ports: Vec::new(),
-        sample_hosts: Vec::new(),
-        protocols: vec![(6, rejects)],
-        reject_reasons: Vec::new(),
-        interfaces: vec!["eni-0a1b2c3d".into()],
-    }
-    .with_destinations(1..=ports, [0x0a00_0001])
-}
 
 /// A moto server holding three sources' counters in two windows.
 fn stack() -> MotoServer {
@@ -49,10 +27,10 @@ fn stack() -> MotoServer {
         let batch = CounterBatch {
             id: BatchId::for_s3_object("bucket", "key", None, Some("etag")),
             updates: vec![
-                update("198.51.100.7", WINDOW, 900, 40),
-                update("198.51.100.7", WINDOW + 300, 30, 2),
-                update("203.0.113.9", WINDOW, 50, 1),
-                update("2001:db8::5", WINDOW, 400, 3),
+                counter_update("198.51.100.7", WINDOW, 900, 40, 1),
+                counter_update("198.51.100.7", WINDOW + 300, 30, 2, 1),
+                counter_update("203.0.113.9", WINDOW, 50, 1, 1),
+                counter_update("2001:db8::5", WINDOW, 400, 3, 1),
             ],
             gaps: Vec::new(),
         };

@@ -27,19 +27,66 @@ pub fn stable_hash(value: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A mergeable distinct-count sketch (HyperLogLog, 256 one-byte registers).
+/// A HyperLogLog (Flajolet et al., with linear counting for small counts) of `REGISTERS`
+/// one-byte registers over [`stable_hash`], so estimates are the same run to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DistinctSketch {
-    registers: [u8; SKETCH_REGISTERS],
+pub struct HyperLogLog<const REGISTERS: usize> {
+    registers: [u8; REGISTERS],
 }
 
-impl Default for DistinctSketch {
+impl<const REGISTERS: usize> Default for HyperLogLog<REGISTERS> {
     fn default() -> Self {
-        DistinctSketch {
-            registers: [0; SKETCH_REGISTERS],
+        HyperLogLog {
+            registers: [0; REGISTERS],
         }
     }
 }
+
+impl<const REGISTERS: usize> HyperLogLog<REGISTERS> {
+    const INDEX_BITS: u32 = REGISTERS.trailing_zeros();
+
+    /// Adds one value.
+    pub fn insert(&mut self, value: u64) {
+        let hash = stable_hash(value);
+        let register = (hash >> (64 - Self::INDEX_BITS)) as usize;
+        // Rank of the first set bit in the remaining bits; the guard bit caps it.
+        let rest = (hash << Self::INDEX_BITS) | (1 << (Self::INDEX_BITS - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        self.registers[register] = self.registers[register].max(rank);
+    }
+
+    /// Whether no value was added.
+    pub fn is_empty(&self) -> bool {
+        self.registers.iter().all(|&rank| rank == 0)
+    }
+
+    /// The estimated number of distinct values: linear counting while registers are still
+    /// empty (small counts, which it gets right or within one), HyperLogLog above.
+    pub fn estimate(&self) -> u64 {
+        let m = REGISTERS as f64;
+        let zeros = self.registers.iter().filter(|&&rank| rank == 0).count();
+        if zeros == REGISTERS {
+            return 0;
+        }
+        let sum: f64 = self
+            .registers
+            .iter()
+            .map(|&rank| 2f64.powi(-i32::from(rank)))
+            .sum();
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let raw = alpha * m * m / sum;
+        let estimate = if raw <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        };
+        (estimate.round() as u64).max(1)
+    }
+}
+
+/// The sketch stored with counters: [`SKETCH_REGISTERS`] registers, mergeable through the
+/// set union of its [`elements`](DistinctSketch::elements).
+pub type DistinctSketch = HyperLogLog<SKETCH_REGISTERS>;
 
 impl DistinctSketch {
     /// The sketch of some values (duplicates count once).
@@ -49,15 +96,6 @@ impl DistinctSketch {
             sketch.insert(value);
         }
         sketch
-    }
-
-    /// Adds one value.
-    pub fn insert(&mut self, value: u64) {
-        let hash = stable_hash(value);
-        let register = (hash >> (64 - REGISTER_BITS)) as usize;
-        let rest = (hash << REGISTER_BITS) | (1 << (REGISTER_BITS - 1));
-        let rank = rest.leading_zeros() as u8 + 1;
-        self.registers[register] = self.registers[register].max(rank);
     }
 
     /// The stored form: `register * 64 + rank` for every non-zero register, ascending.
@@ -81,34 +119,6 @@ impl DistinctSketch {
             }
         }
         sketch
-    }
-
-    /// Whether no value was added.
-    pub fn is_empty(&self) -> bool {
-        self.registers.iter().all(|&rank| rank == 0)
-    }
-
-    /// The estimated number of distinct values: linear counting while registers are still
-    /// empty (small counts, which it gets right or within one), HyperLogLog above.
-    pub fn estimate(&self) -> u64 {
-        let m = SKETCH_REGISTERS as f64;
-        let zeros = self.registers.iter().filter(|&&rank| rank == 0).count();
-        if zeros == SKETCH_REGISTERS {
-            return 0;
-        }
-        let sum: f64 = self
-            .registers
-            .iter()
-            .map(|&rank| 2f64.powi(-i32::from(rank)))
-            .sum();
-        let alpha = 0.7213 / (1.0 + 1.079 / m);
-        let raw = alpha * m * m / sum;
-        let estimate = if raw <= 2.5 * m && zeros > 0 {
-            m * (m / zeros as f64).ln()
-        } else {
-            raw
-        };
-        (estimate.round() as u64).max(1)
     }
 }
 

@@ -1143,10 +1143,6 @@ pub fn fingerprint_address(fingerprint: u64) -> Option<std::net::Ipv4Addr> {
         .map(std::net::Ipv4Addr::from_bits)
 }
 
-fn fixed_hash<T: Hash>(value: &T) -> u64 {
-    foldhash::quality::FixedState::with_seed(0x5eed_f10e).hash_one(value)
-}
-
 /// Distinct destination ports: a short list for the common case, a 65,536-bit map (8 KiB)
 /// once a source has touched many ports, so a full sweep costs the same as a wide one.
 #[derive(Clone, Debug)]
@@ -1281,7 +1277,7 @@ impl AddressSet {
                     examples.sort_unstable();
                     examples.truncate(HOST_EXAMPLES);
                     let mut sketch =
-                        Box::new((HyperLogLog::new(), DistinctSketch::default(), examples));
+                        Box::new((HyperLogLog::default(), DistinctSketch::default(), examples));
                     for &known in addresses.iter() {
                         sketch.0.insert(known);
                         sketch.1.insert(known);
@@ -1328,50 +1324,9 @@ impl AddressSet {
     }
 }
 
-const HLL_PRECISION: u32 = 12;
-const HLL_REGISTERS: usize = 1 << HLL_PRECISION;
-
-/// A HyperLogLog cardinality sketch (Flajolet et al., with linear counting for small
-/// ranges) over a fixed-seed hash, so estimates are reproducible run to run.
-#[derive(Clone, Debug)]
-struct HyperLogLog {
-    registers: [u8; HLL_REGISTERS],
-}
-
-impl HyperLogLog {
-    fn new() -> Self {
-        HyperLogLog {
-            registers: [0; HLL_REGISTERS],
-        }
-    }
-
-    fn insert(&mut self, fingerprint: u64) {
-        let hash = fixed_hash(&fingerprint);
-        let index = (hash >> (64 - HLL_PRECISION)) as usize;
-        // Rank of the first set bit in the remaining bits; the guard bit caps it.
-        let rest = (hash << HLL_PRECISION) | (1 << (HLL_PRECISION - 1));
-        let rank = rest.leading_zeros() as u8 + 1;
-        self.registers[index] = self.registers[index].max(rank);
-    }
-
-    fn estimate(&self) -> u64 {
-        let m = HLL_REGISTERS as f64;
-        let sum: f64 = self
-            .registers
-            .iter()
-            .map(|&rank| 2f64.powi(-i32::from(rank)))
-            .sum();
-        let alpha = 0.7213 / (1.0 + 1.079 / m);
-        let raw = alpha * m * m / sum;
-        let zeros = self.registers.iter().filter(|&&rank| rank == 0).count();
-        let estimate = if raw <= 2.5 * m && zeros > 0 {
-            m * (m / zeros as f64).ln()
-        } else {
-            raw
-        };
-        estimate.round() as u64
-    }
-}
+/// Registers of the sketch a source's addresses switch to past [`EXACT_ADDRESSES`]:
+/// about 1.6% standard error, 4 KiB.
+type HyperLogLog = crate::sketch::HyperLogLog<4096>;
 
 /// A serialisable summary of a tally: the `rejectwatch tally --json` document.
 #[derive(Clone, Debug, Serialize)]

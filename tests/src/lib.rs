@@ -2,6 +2,9 @@
 
 pub mod moto;
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use shared::counters::{CounterUpdate, shard_of};
 use shared::decode::{DecodeError, DecodeLimits, ObjectDecoder, ObjectLines};
 use shared::flow_log::FlowFormat;
 use shared::tally::{RejectTally, TallyOptions};
@@ -17,4 +20,39 @@ pub fn tally_object(object: &[u8], options: TallyOptions) -> Result<RejectTally,
         decoder.write(chunk)?;
     }
     Ok(decoder.finish()?.into_records())
+}
+
+/// A counter update as ingest would write it for one source in one five-minute window:
+/// `rejects` REJECTs (TCP) to ports 1..=`ports` of hosts 10.0.0.1..=10.0.0.`hosts`, from
+/// one interface, over the 16 index shards the functions default to.
+pub fn counter_update(
+    source: &str,
+    window: u64,
+    rejects: u64,
+    ports: u16,
+    hosts: u32,
+) -> CounterUpdate {
+    let source: IpAddr = source.parse().expect("a source address");
+    CounterUpdate {
+        source,
+        window_start: window,
+        window_seconds: 300,
+        shard: shard_of(source, 16),
+        rejects,
+        packets: rejects,
+        bytes: rejects * 44,
+        first_seen: window + 3,
+        last_seen: window + 280,
+        port_sketch: Vec::new(),
+        host_sketch: Vec::new(),
+        sample_ports: Vec::new(),
+        sample_hosts: Vec::new(),
+        protocols: vec![(6, rejects)],
+        reject_reasons: Vec::new(),
+        interfaces: vec!["eni-0a1b2c3d4e5f00001".into()],
+    }
+    .with_destinations(
+        1..=ports,
+        (1..=hosts).map(|host| u64::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + host)),
+    )
 }

@@ -3,7 +3,7 @@
 //! the whole chain: flow logs through the ingest handler, then one evaluator run.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shared::aws::dynamodb::DynamoCounterStore;
 use shared::aws::s3::S3ObjectSource;
 use shared::aws::sns::SnsAlertPublisher;
-use shared::counters::{BatchId, CounterBatch, CounterUpdate, shard_of};
+use shared::counters::{BatchId, CounterBatch, CounterUpdate};
 use shared::generate::{FlowLogGenerator, GeneratorConfig};
 use shared::ports::CounterStore;
 
@@ -159,29 +159,7 @@ fn at(seconds: u64) -> Value {
 }
 
 fn update(source: &str, window: u64, rejects: u64, ports: u16, hosts: u32) -> CounterUpdate {
-    let source: IpAddr = source.parse().unwrap();
-    CounterUpdate {
-        source,
-        window_start: window,
-        window_seconds: 300,
-        shard: shard_of(source, 16),
-        rejects,
-        packets: rejects,
-        bytes: rejects * 44,
-        first_seen: window + 3,
-        last_seen: window + 280,
-        port_sketch: Vec::new(),
-        host_sketch: Vec::new(),
-        sample_ports: Vec::new(),
-        sample_hosts: Vec::new(),
-        protocols: vec![(6, rejects)],
-        reject_reasons: Vec::new(),
-        interfaces: vec!["eni-0a1b2c3d4e5f00001".into()],
-    }
-    .with_destinations(
-        1..=ports,
-        (1..=hosts).map(|host| u64::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + host)),
-    )
+    rejectwatch_tests::counter_update(source, window, rejects, ports, hosts)
 }
 
 fn sources(body: &Value) -> Vec<String> {

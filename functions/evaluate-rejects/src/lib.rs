@@ -242,11 +242,10 @@ async fn alert<S, P>(
     summary: &mut Summary,
 ) -> Result<(), EvaluateError>
 where
-    S: CounterReader + AlertStateStore + Sync,
+    S: AlertStateStore + Sync,
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
-
     let claim = Claim {
         run_id: run_id.to_owned(),
         now,
