@@ -126,6 +126,8 @@ pub struct Summary {
     /// SQS messages reported back as failed.
     pub failed_messages: u64,
     pub duration_ms: u64,
+    /// Time left before the invocation's deadline when it answered, if it has one.
+    pub time_left_ms: Option<u64>,
 }
 
 impl Summary {
@@ -227,6 +229,11 @@ where
     let mut summary = Summary::default();
     let result = dispatch(event, deps, deadline, &mut summary).await;
     summary.duration_ms = started.elapsed().as_millis() as u64;
+    summary.time_left_ms = deadline.map(|deadline| {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64
+    });
     let outcome = match &result {
         Ok(_) => "ok".to_owned(),
         Err(error) => error_chain(error),

@@ -34,15 +34,20 @@ async fn main() -> Result<(), Error> {
     };
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deadline = deadline_of(&event.context);
-        handle_until(event.payload, &deps, Some(deadline))
+        handle_until(event.payload, &deps, deadline)
     }))
     .await
 }
 
-/// The invocation's deadline (unix milliseconds in the context) as an `Instant`.
-fn deadline_of(context: &lambda_runtime::Context) -> Instant {
+/// The invocation's deadline (unix milliseconds in the context) as an `Instant`; `None`
+/// when it is not in the future, as from local emulators that send none.
+fn deadline_of(context: &lambda_runtime::Context) -> Option<Instant> {
     let now_millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64);
-    Instant::now() + Duration::from_millis(context.deadline.saturating_sub(now_millis))
+    let left = context
+        .deadline
+        .checked_sub(now_millis)
+        .filter(|&left| left > 0)?;
+    Some(Instant::now() + Duration::from_millis(left))
 }
