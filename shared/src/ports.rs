@@ -153,16 +153,27 @@ pub struct Claim {
     pub expires_at: u64,
 }
 
+/// What claiming a source's alert came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This run may publish the alert (and must confirm or release the claim).
+    Won,
+    /// An earlier published alert holds the source: its cooldown, at this level or above.
+    Cooldown,
+    /// Another run claimed the source and has not published yet; it will publish, or
+    /// give the claim back for a later run.
+    ClaimedElsewhere,
+}
+
 /// Per-source alert state, changed conditionally so concurrent runs alert once.
 pub trait AlertStateStore {
-    /// Claims the right to alert `source` at `level` now (see [`crate::alert::may_alert`]);
-    /// `Ok(false)` when another run holds it, or the cooldown does.
+    /// Claims the right to alert `source` at `level` now (see [`crate::alert::may_alert`]).
     fn claim(
         &self,
         source: std::net::IpAddr,
         level: u8,
         claim: &Claim,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
 
     /// Records that the claimed alert was published.
     fn confirm(

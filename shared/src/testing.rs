@@ -12,16 +12,16 @@ use bytes::Bytes;
 use crate::alert::{AlertState, Digest, may_alert};
 use crate::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
 use crate::ports::{
-    AlertPublisher, AlertStateStore, ApplyReport, Claim, CounterReader, CounterStore, FetchError,
-    ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
+    AlertPublisher, AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore,
+    FetchError, ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
 };
 
 #[derive(Default)]
 struct Rows {
     counters: HashMap<(IpAddr, u64), StoredCounter>,
     gaps: HashMap<(String, u64), GapUpdate>,
-    /// The ledger: (batch, chunk index) of every chunk applied.
-    chunks: HashSet<(BatchId, usize)>,
+    /// The ledger: the row keys each (batch, chunk index) applied.
+    chunks: HashMap<(BatchId, usize), Vec<String>>,
     done: HashSet<BatchId>,
     /// Per source: the state, the run holding it, and the state before that claim.
     alerts: HashMap<IpAddr, (AlertState, String, AlertState)>,
@@ -137,10 +137,32 @@ impl CounterStore for InMemoryCounterStore {
             rows.spend_one_update()?;
             report.requests += 1;
             let n_rows = chunk.rows.len() as u64;
-            if !rows.chunks.insert((batch.id.clone(), chunk.index)) {
-                report.already_applied += n_rows;
-                continue;
+            let keys: Vec<String> = chunk
+                .rows
+                .iter()
+                .map(|row| match row {
+                    RowUpdate::Counter(update) => {
+                        format!("{}/{}", update.source, update.window_start)
+                    }
+                    RowUpdate::Gap(gap) => format!("{}@{}", gap.interface, gap.window_start),
+                })
+                .collect();
+            match rows.chunks.get(&(batch.id.clone(), chunk.index)) {
+                Some(applied) if *applied == keys => {
+                    report.already_applied += n_rows;
+                    continue;
+                }
+                Some(_) => {
+                    return Err(StoreError::Service {
+                        action: format!("applying chunk {} of batch {}", chunk.index, batch.id),
+                        table: "in-memory".into(),
+                        retryable: false,
+                        source: "an earlier delivery applied this chunk with other rows".into(),
+                    });
+                }
+                None => {}
             }
+            rows.chunks.insert((batch.id.clone(), chunk.index), keys);
             for row in &chunk.rows {
                 match row {
                     RowUpdate::Counter(update) => {
@@ -197,11 +219,18 @@ impl CounterReader for InMemoryCounterStore {
 }
 
 impl AlertStateStore for InMemoryCounterStore {
-    async fn claim(&self, source: IpAddr, level: u8, claim: &Claim) -> Result<bool, StoreError> {
+    async fn claim(
+        &self,
+        source: IpAddr,
+        level: u8,
+        claim: &Claim,
+    ) -> Result<ClaimOutcome, StoreError> {
         let mut rows = self.lock();
-        let held = rows.alerts.get(&source);
-        let state = held.map(|(state, _, _)| *state);
-        let claimed_by_this_run = held.is_some_and(|(_, run, _)| *run == claim.run_id);
+        let held = rows.alerts.get(&source).cloned();
+        let state = held.as_ref().map(|(state, _, _)| *state);
+        let claimed_by_this_run = held
+            .as_ref()
+            .is_some_and(|(state, run, _)| !state.published && *run == claim.run_id);
         if !may_alert(
             state,
             level,
@@ -210,21 +239,28 @@ impl AlertStateStore for InMemoryCounterStore {
             claim.claim_timeout_seconds,
             claimed_by_this_run,
         ) {
-            return Ok(false);
+            return Ok(match state {
+                Some(state) if !state.published => ClaimOutcome::ClaimedElsewhere,
+                _ => ClaimOutcome::Cooldown,
+            });
         }
         let claimed = AlertState {
             level,
             claimed_at: claim.now,
             published: false,
         };
-        let previous = state.unwrap_or(AlertState {
-            level: 0,
-            claimed_at: 0,
-            published: false,
-        });
+        // A retry of the run keeps what was there before its first claim.
+        let previous = match held {
+            Some((_, _, previous)) if claimed_by_this_run => previous,
+            _ => state.unwrap_or(AlertState {
+                level: 0,
+                claimed_at: 0,
+                published: false,
+            }),
+        };
         rows.alerts
             .insert(source, (claimed, claim.run_id.clone(), previous));
-        Ok(true)
+        Ok(ClaimOutcome::Won)
     }
 
     async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {

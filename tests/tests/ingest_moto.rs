@@ -339,6 +339,32 @@ async fn concurrent_applies_of_one_batch_apply_each_chunk_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_that_chunks_differently_is_refused_not_counted_twice() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let (object, _) = generate(5_000, 28);
+    let tally = rejectwatch_tests::tally_object(&object, TallyOptions::default()).unwrap();
+    let id = BatchId::for_s3_object(BUCKET, "reconfigured", None, Some("e"));
+    let batch = CounterBatch::from_tally(id, &tally, deps.config.index_shards);
+    deps.store.apply(&batch).await.expect("the first delivery");
+    let before = stack.counters().await;
+    // The same delivery, tallied under another configuration: one row fewer shifts every
+    // chunk's rows.
+    let mut shifted = batch.clone();
+    shifted.updates.remove(0);
+    let error = deps.store.apply(&shifted).await.unwrap_err();
+    assert!(
+        shared::ports::error_chain(&error).contains("with other rows"),
+        "{}",
+        shared::ports::error_chain(&error)
+    );
+    assert_eq!(stack.counters().await, before);
+    // Delivered unchanged, it is simply already applied.
+    let again = deps.store.apply(&batch).await.expect("a plain redelivery");
+    assert_eq!(again.applied, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     let stack = Stack::start().await;
     let deps = stack.deps(&[]);

@@ -6,6 +6,9 @@ use shared::alert::{AlertPolicy, InternalSources};
 pub use shared::settings::ConfigError;
 use shared::settings::{list, number, required};
 
+/// The most windows a run reaches back to after failed runs (an hour of 5-minute windows).
+pub const MAX_CATCH_UP_WINDOWS: u64 = 12;
+
 /// Settings of the evaluate function.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -34,10 +37,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// How far back a run may reach after failed runs: a cooldown's worth of windows (an
-    /// older finding would alert again anyway), and at least the look-back.
+    /// How far back a run may reach after failed runs: [`MAX_CATCH_UP_WINDOWS`], or a
+    /// cooldown's worth of windows if that is less (an older finding would alert again
+    /// anyway), and never less than the look-back. The cap keeps a run that follows a long
+    /// outage as short as any other, so that one failure cannot become permanent.
     pub fn max_catch_up_windows(&self) -> u64 {
-        (self.cooldown_seconds / self.window_seconds.max(1)).max(self.lookback_windows)
+        (self.cooldown_seconds / self.window_seconds.max(1))
+            .min(MAX_CATCH_UP_WINDOWS)
+            .max(self.lookback_windows)
     }
 
     /// Reads the process environment.

@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use shared::alert::{DigestContext, Finding, evaluate, render_digest};
 use shared::metrics::emf_line;
 use shared::ports::{
-    AlertPublisher, AlertStateStore, Claim, CounterReader, PublishError, StoreError,
+    AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, PublishError, StoreError,
 };
 use shared::time::parse_utc;
+use tracing::warn;
 
 use crate::config::Config;
 
@@ -209,26 +210,43 @@ where
     let skipped: Vec<u64> = skipped_windows.into_iter().collect();
     let findings = evaluate(&rows, &skipped, &config.policy);
     summary.findings = findings.len() as u64;
-    if !findings.is_empty()
-        && let Err(error) = alert(&findings, now, &windows, run_id, deps, summary).await
-    {
-        // The first run ever has no progress to come back to: record that the windows
-        // before these were evaluated, so the next run reaches back to these.
-        if evaluated_through.is_none()
-            && let Some(before) = windows
-                .first()
-                .and_then(|w| w.checked_sub(config.window_seconds))
-        {
-            deps.store.mark_evaluated_through(before).await?;
+    let outcome = if findings.is_empty() {
+        Ok(Settled::Yes)
+    } else {
+        alert(&findings, now, &windows, run_id, deps, summary).await
+    };
+    match outcome {
+        // Only a run that alerted, or held for a cooldown, everything it found moves the
+        // progress on; otherwise the next runs evaluate these windows again.
+        Ok(Settled::Yes) => {
+            if let Some(&latest) = windows.last() {
+                deps.store.mark_evaluated_through(latest).await?;
+            }
+            Ok(())
         }
-        return Err(error);
+        Ok(Settled::NotYet) => Ok(()),
+        Err(error) => {
+            // The first run ever has no progress to come back to: record that the windows
+            // before these were evaluated, so the next run reaches back to these. The
+            // run's own error is the one to report.
+            if evaluated_through.is_none()
+                && let Some(before) = windows
+                    .first()
+                    .and_then(|w| w.checked_sub(config.window_seconds))
+                && let Err(marking) = deps.store.mark_evaluated_through(before).await
+            {
+                warn!(error = %error_chain(&marking), "recording the evaluator's progress failed");
+            }
+            Err(error)
+        }
     }
-    // Only a run that alerted (or held) everything it found moves the progress on; after
-    // a failure the next run evaluates these windows again.
-    if let Some(&latest) = windows.last() {
-        deps.store.mark_evaluated_through(latest).await?;
-    }
-    Ok(())
+}
+
+/// Whether every finding of a run is settled: alerted, or held by a published alert's
+/// cooldown. One claimed by another run that has not published may still come back.
+enum Settled {
+    Yes,
+    NotYet,
 }
 
 /// Claims the findings, publishes one digest of those this run won, and confirms them; a
@@ -240,7 +258,7 @@ async fn alert<S, P>(
     run_id: &str,
     deps: &Deps<S, P>,
     summary: &mut Summary,
-) -> Result<(), EvaluateError>
+) -> Result<Settled, EvaluateError>
 where
     S: AlertStateStore + Sync,
     P: AlertPublisher + Sync,
@@ -253,9 +271,14 @@ where
         claim_timeout_seconds: CLAIM_TIMEOUT_SECONDS,
         expires_at: now + config.cooldown_seconds + config.retention_seconds,
     };
-    let claimed = claim_all(findings, &claim, deps).await?;
+    let (claimed, claimed_elsewhere) = claim_all(findings, &claim, deps).await?;
     summary.alerted = claimed.len() as u64;
     summary.held = (findings.len() - claimed.len()) as u64;
+    let settled = if claimed_elsewhere {
+        Settled::NotYet
+    } else {
+        Settled::Yes
+    };
     let context = DigestContext {
         evaluated_at: now,
         windows,
@@ -265,14 +288,17 @@ where
         max_listed: config.max_listed,
     };
     let Some(digest) = render_digest(&claimed, &context) else {
-        return Ok(());
+        return Ok(settled);
     };
     summary.severity = Some(digest.severity.name());
     summary.subject = Some(digest.subject.clone());
     if let Err(error) = deps.publisher.publish(&digest).await {
-        // Give the claims back, so the next run (or Lambda's retry) alerts instead.
+        // Give every claim back, so the next run (or Lambda's retry) alerts instead; a
+        // claim that cannot be given back lapses after the claim timeout.
         for finding in &claimed {
-            deps.store.release(finding.source, &claim).await?;
+            if let Err(release) = deps.store.release(finding.source, &claim).await {
+                warn!(source_addr = %finding.source, error = %error_chain(&release), "releasing a claim failed");
+            }
         }
         return Err(error.into());
     }
@@ -280,39 +306,44 @@ where
     for finding in &claimed {
         deps.store.confirm(finding.source, &claim).await?;
     }
-    Ok(())
+    Ok(settled)
 }
 
-/// Claims each finding, keeping the ones this run won, in the findings' order.
+/// Claims each finding: the ones this run won, in the findings' order, and whether any
+/// was claimed by another run that has not published yet.
 async fn claim_all<S, P>(
     findings: &[Finding],
     claim: &Claim,
     deps: &Deps<S, P>,
-) -> Result<Vec<Finding>, EvaluateError>
+) -> Result<(Vec<Finding>, bool), EvaluateError>
 where
     S: AlertStateStore + Sync,
 {
-    let won: Vec<(usize, bool)> = stream::iter(0..findings.len())
+    let outcomes: Vec<(usize, ClaimOutcome)> = stream::iter(0..findings.len())
         .map(|index| async move {
             let finding = &findings[index];
             deps.store
                 .claim(finding.source, finding.severity.level(), claim)
                 .await
-                .map(|won| (index, won))
+                .map(|outcome| (index, outcome))
         })
         .buffer_unordered(CLAIM_CONCURRENCY)
         .try_collect()
         .await?;
-    let mut indices: Vec<usize> = won
+    let claimed_elsewhere = outcomes
+        .iter()
+        .any(|(_, outcome)| *outcome == ClaimOutcome::ClaimedElsewhere);
+    let mut won: Vec<usize> = outcomes
         .into_iter()
-        .filter(|(_, won)| *won)
+        .filter(|(_, outcome)| *outcome == ClaimOutcome::Won)
         .map(|(index, _)| index)
         .collect();
-    indices.sort_unstable();
-    Ok(indices
+    won.sort_unstable();
+    let won = won
         .into_iter()
         .map(|index| findings[index].clone())
-        .collect())
+        .collect();
+    Ok((won, claimed_elsewhere))
 }
 
 #[cfg(test)]

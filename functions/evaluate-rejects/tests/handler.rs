@@ -8,6 +8,7 @@ use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, handle};
 use serde_json::{Value, json};
 use shared::counters::{GapUpdate, StoredCounter};
+use shared::ports::{AlertStateStore, Claim, ClaimOutcome};
 use shared::testing::{InMemoryCounterStore, RecordingPublisher};
 
 /// Windows of 300 s; the run at 10,000 evaluates 9,000, 9,300 and 9,600.
@@ -205,19 +206,19 @@ async fn a_retried_run_finishes_what_its_first_attempt_claimed() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     // The first attempt claimed, then died before publishing (no release ran).
-    let claim = shared::ports::Claim {
+    let claim = Claim {
         run_id: "run-1".into(),
         now: 10_000,
         cooldown_seconds: 3600,
         claim_timeout_seconds: 300,
         expires_at: 100_000,
     };
-    use shared::ports::AlertStateStore;
-    assert!(
+    assert_eq!(
         deps.store
             .claim(ip("198.51.100.1"), 1, &claim)
             .await
-            .unwrap()
+            .unwrap(),
+        ClaimOutcome::Won
     );
     // Lambda's retry keeps the request id: it may publish at once. Another run may not.
     let other = handle(at(10_000), "run-2", &deps).await.unwrap();
@@ -225,6 +226,78 @@ async fn a_retried_run_finishes_what_its_first_attempt_claimed() {
     let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(retry["alerted"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+}
+
+#[tokio::test]
+async fn a_retry_that_fails_again_gives_back_the_state_from_before_the_first_attempt() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    handle(at(10_000), "run-0", &deps).await.unwrap();
+    // Severity rises; run-1 claims, dies before publishing, and its retry fails to publish.
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 5_000, 1, 1));
+    let claim = Claim {
+        run_id: "run-1".into(),
+        now: 10_060,
+        cooldown_seconds: 3600,
+        claim_timeout_seconds: 300,
+        expires_at: 100_000,
+    };
+    assert_eq!(
+        deps.store
+            .claim(ip("198.51.100.1"), 3, &claim)
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    deps.publisher.fail_next(1);
+    assert!(handle(at(10_060), "run-1", &deps).await.is_err());
+    let state = deps.store.alert_state(ip("198.51.100.1")).unwrap();
+    assert_eq!(
+        (state.level, state.claimed_at, state.published),
+        (1, 10_000, true)
+    );
+}
+
+#[tokio::test]
+async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs() {
+    let deps = deps(&[("LOOKBACK_WINDOWS", "1")]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    handle(at(WINDOW + 300), "run-0", &deps).await.unwrap();
+    deps.store
+        .insert_counter(row("198.51.100.2", WINDOW + 300, 150, 1, 1));
+    // run-1 claims 198.51.100.2 and dies; run-2 finds it claimed elsewhere.
+    let claim = Claim {
+        run_id: "run-1".into(),
+        now: WINDOW + 600,
+        cooldown_seconds: 3600,
+        claim_timeout_seconds: 300,
+        expires_at: 100_000,
+    };
+    assert_eq!(
+        deps.store
+            .claim(ip("198.51.100.2"), 1, &claim)
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    let held = handle(at(WINDOW + 600), "run-2", &deps).await.unwrap();
+    assert_eq!(
+        (held["alerted"].as_u64(), held["held"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // The claim lapses; a later run reaches back to the window and alerts.
+    let later = handle(at(WINDOW + 1200), "run-3", &deps).await.unwrap();
+    assert_eq!(
+        later["windows"],
+        json!([WINDOW + 300, WINDOW + 600, WINDOW + 900])
+    );
+    assert_eq!(
+        alerted(&deps).last().unwrap(),
+        &vec!["198.51.100.2".to_owned()]
+    );
 }
 
 #[tokio::test]

@@ -21,18 +21,25 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{BuildError, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use futures_util::{StreamExt, TryStreamExt, stream};
+use sha2::{Digest, Sha256};
 
 use crate::counters::{
     BatchChunk, BatchId, CounterBatch, CounterUpdate, GapUpdate, RowUpdate, StoredCounter,
 };
-use crate::ports::{AlertStateStore, ApplyReport, Claim, CounterReader, CounterStore, StoreError};
+use crate::ports::{
+    AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore, StoreError,
+};
+use crate::sketch::stable_hash;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -66,6 +73,12 @@ pub const PROTOCOL_PREFIX: &str = "proto_";
 pub const REASON_PREFIX: &str = "reason_";
 /// Ledger item: the number of rows its chunk applied.
 pub const ROWS: &str = "rows";
+/// Ledger item: a digest of the keys of the rows its chunk applied, so that a redelivery
+/// that would chunk differently (the configuration changed in between) is caught.
+pub const ROWS_DIGEST: &str = "rows_digest";
+/// How long after being written a ledger item is kept at least: SQS's longest retention
+/// (14 days) plus a day, so any redelivery still finds it.
+const LEDGER_MIN_SECONDS: u64 = 15 * 86_400;
 pub const INTERFACE: &str = "interface";
 pub const NODATA: &str = "nodata";
 pub const SKIPDATA: &str = "skipdata";
@@ -144,6 +157,9 @@ pub struct DynamoCounterStore {
 enum Cancelled {
     /// The ledger item's condition failed: an earlier delivery applied the chunk.
     AlreadyApplied,
+    /// The ledger item exists but records other rows: the delivery chunks differently
+    /// now, and applying it would count some rows twice and others never.
+    OtherRows,
     /// A conflicting transaction or throttling: the same request may succeed later.
     Retry,
     /// Anything else (a validation error): retrying cannot help.
@@ -206,7 +222,10 @@ impl DynamoCounterStore {
         );
         expression.set(
             EXPIRES_AT,
-            number(update.window_start + update.window_seconds + self.retention_seconds),
+            number(
+                (update.window_start + update.window_seconds)
+                    .saturating_add(self.retention_seconds),
+            ),
         );
         expression.add(REJECTS, number(update.rejects));
         expression.add(PACKETS, number(update.packets));
@@ -225,11 +244,11 @@ impl DynamoCounterStore {
         for (reason, count) in &update.reject_reasons {
             expression.add(&format!("{REASON_PREFIX}{reason}"), number(*count));
         }
-        let key = [
-            (PK, AttributeValue::S(source_key(update.source))),
-            (SK, AttributeValue::S(window_key(update.window_start))),
-        ];
-        self.update(key, expression)
+        let (pk, sk) = row_key(&RowUpdate::Counter(update));
+        self.update(
+            [(PK, AttributeValue::S(pk)), (SK, AttributeValue::S(sk))],
+            expression,
+        )
     }
 
     fn gap_update(&self, gap: &GapUpdate) -> Result<Update, BuildError> {
@@ -238,15 +257,15 @@ impl DynamoCounterStore {
         expression.set(WINDOW_START, number(gap.window_start));
         expression.set(
             EXPIRES_AT,
-            number(gap.window_start + self.retention_seconds),
+            number(gap.window_start.saturating_add(self.retention_seconds)),
         );
         expression.add(NODATA, number(gap.nodata));
         expression.add(SKIPDATA, number(gap.skipdata));
-        let key = [
-            (PK, AttributeValue::S(gap_key(gap.window_start, gap.shard))),
-            (SK, AttributeValue::S(format!("ENI#{}", gap.interface))),
-        ];
-        self.update(key, expression)
+        let (pk, sk) = row_key(&RowUpdate::Gap(gap));
+        self.update(
+            [(PK, AttributeValue::S(pk)), (SK, AttributeValue::S(sk))],
+            expression,
+        )
     }
 
     fn update(
@@ -269,8 +288,11 @@ impl DynamoCounterStore {
 
     /// The chunk's ledger item, put only if absent. It lives as long as the rows it
     /// protects: a redelivery after they expired would find nothing to double.
-    fn ledger_put(&self, chunk: &BatchChunk<'_>) -> Result<Put, BuildError> {
-        let expires_at = chunk
+    ///
+    /// On a failed condition DynamoDB returns the existing item, whose row digest tells an
+    /// earlier delivery of these very rows from one that chunked differently.
+    fn ledger_put(&self, chunk: &BatchChunk<'_>, rows_digest: &str) -> Result<Put, BuildError> {
+        let rows_expire = chunk
             .rows
             .iter()
             .map(|row| match row {
@@ -279,15 +301,23 @@ impl DynamoCounterStore {
             })
             .max()
             .unwrap_or(0)
-            + self.retention_seconds;
+            .saturating_add(self.retention_seconds);
+        // An object delivered late (or backfilled) has rows that expire soon; its ledger
+        // must still outlive every redelivery.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let expires_at = rows_expire.max(now + LEDGER_MIN_SECONDS);
         Put::builder()
             .table_name(&self.table)
             .item(PK, AttributeValue::S(batch_key(chunk.batch)))
             .item(SK, AttributeValue::S(chunk_key(chunk.index)))
             .item(ROWS, number(chunk.rows.len() as u64))
+            .item(ROWS_DIGEST, AttributeValue::S(rows_digest.to_owned()))
             .item(EXPIRES_AT, number(expires_at))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
     }
 
@@ -303,8 +333,9 @@ impl DynamoCounterStore {
             .map_err(|error| self.build_error(action(), error))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
+        let digest = rows_digest(chunk);
         let ledger = self
-            .ledger_put(chunk)
+            .ledger_put(chunk, &digest)
             .map_err(|error| self.build_error(action(), error))?;
         items.push(TransactWriteItem::builder().put(ledger).build());
 
@@ -326,16 +357,35 @@ impl DynamoCounterStore {
                 }
                 Err(error) => error,
             };
-            match cancellation(&error) {
+            match cancellation(&error, &digest) {
                 Cancelled::AlreadyApplied => {
                     report.already_applied = rows;
                     return Ok(report);
+                }
+                Cancelled::OtherRows => {
+                    return Err(StoreError::Service {
+                        action: action(),
+                        table: self.table.clone(),
+                        retryable: false,
+                        source: "an earlier delivery applied this chunk with other rows: \
+                                 WINDOW_MINUTES, INDEX_SHARDS or IGNORED_DST_PORTS changed \
+                                 since, so it is refused rather than counted twice"
+                            .into(),
+                    });
                 }
                 Cancelled::Retry if attempt < CONFLICT_ATTEMPTS => {
                     tokio::time::sleep(backoff + jitter(chunk, attempt, backoff)).await;
                     backoff *= 2;
                 }
-                Cancelled::Retry | Cancelled::Fail => return Err(self.error(action(), error)),
+                Cancelled::Retry => {
+                    return Err(StoreError::Service {
+                        action: format!("{} ({CONFLICT_ATTEMPTS} attempts)", action()),
+                        table: self.table.clone(),
+                        retryable: true,
+                        source: Box::new(error),
+                    });
+                }
+                Cancelled::Fail => return Err(self.error(action(), error)),
             }
         }
         unreachable!("the attempts loop returns")
@@ -344,7 +394,7 @@ impl DynamoCounterStore {
 
 /// Classifies a failed chunk transaction by its cancellation reasons, which come in the
 /// order of the request's items: the ledger put is the last.
-fn cancellation(error: &SdkError<TransactWriteItemsError>) -> Cancelled {
+fn cancellation(error: &SdkError<TransactWriteItemsError>, rows_digest: &str) -> Cancelled {
     let SdkError::ServiceError(service) = error else {
         return Cancelled::Fail;
     };
@@ -355,13 +405,21 @@ fn cancellation(error: &SdkError<TransactWriteItemsError>) -> Cancelled {
             Cancelled::Fail
         };
     };
-    let codes: Vec<&str> = cancelled
-        .cancellation_reasons()
+    let reasons = cancelled.cancellation_reasons();
+    let codes: Vec<&str> = reasons
         .iter()
         .map(|reason| reason.code().unwrap_or("None"))
         .collect();
     if codes.last() == Some(&"ConditionalCheckFailed") {
-        Cancelled::AlreadyApplied
+        let applied_digest = reasons
+            .last()
+            .and_then(|reason| reason.item())
+            .and_then(|item| item.get(ROWS_DIGEST))
+            .and_then(|value| value.as_s().ok());
+        match applied_digest {
+            Some(applied) if applied != rows_digest => Cancelled::OtherRows,
+            _ => Cancelled::AlreadyApplied,
+        }
     } else if codes.iter().any(|code| {
         matches!(
             *code,
@@ -374,11 +432,43 @@ fn cancellation(error: &SdkError<TransactWriteItemsError>) -> Cancelled {
     }
 }
 
-/// Up to half the wait again, different per chunk and attempt, so that chunks that
-/// collided once do not collide again in step.
+/// Up to half the wait again, different per delivery, chunk and attempt, so that chunks
+/// that collided once do not collide again in step.
 fn jitter(chunk: &BatchChunk<'_>, attempt: u32, backoff: Duration) -> Duration {
-    let spread = crate::sketch::stable_hash((chunk.index as u64) << 8 | u64::from(attempt));
+    let delivery = chunk
+        .batch
+        .as_str()
+        .bytes()
+        .fold(0u64, |hash, byte| stable_hash(hash ^ u64::from(byte)));
+    let spread = stable_hash(delivery ^ ((chunk.index as u64) << 8 | u64::from(attempt)));
     backoff.mul_f64((spread % 1000) as f64 / 2000.0)
+}
+
+/// 32 hex digits of a SHA-256 over the keys of the chunk's rows, in order.
+fn rows_digest(chunk: &BatchChunk<'_>) -> String {
+    let mut hasher = Sha256::new();
+    for row in &chunk.rows {
+        let (pk, sk) = row_key(row);
+        for part in [pk, sk] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hasher.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The `pk` and `sk` of the item a row updates.
+fn row_key(row: &RowUpdate<'_>) -> (String, String) {
+    match row {
+        RowUpdate::Counter(update) => (source_key(update.source), window_key(update.window_start)),
+        RowUpdate::Gap(gap) => (
+            gap_key(gap.window_start, gap.shard),
+            format!("ENI#{}", gap.interface),
+        ),
+    }
 }
 
 impl CounterStore for DynamoCounterStore {
@@ -603,10 +693,16 @@ impl CounterReader for DynamoCounterStore {
 }
 
 impl AlertStateStore for DynamoCounterStore {
-    async fn claim(&self, source: IpAddr, level: u8, claim: &Claim) -> Result<bool, StoreError> {
+    async fn claim(
+        &self,
+        source: IpAddr,
+        level: u8,
+        claim: &Claim,
+    ) -> Result<ClaimOutcome, StoreError> {
         // The condition is `alert::may_alert`, evaluated atomically by DynamoDB. The values
         // before the claim are kept (right-hand sides read the item as it was), so that a
-        // release can put them back.
+        // release can put them back. A claim of this run itself is the other branch below,
+        // which must not overwrite them.
         let result = self
             .client
             .update_item()
@@ -623,8 +719,9 @@ impl AlertStateStore for DynamoCounterStore {
             .condition_expression(
                 "attribute_not_exists(#pk) \
                  OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level)) \
-                 OR (#published = :false AND (#claimed <= :stale_cutoff OR #claim = :run))",
+                 OR (#published = :false AND #claimed <= :stale_cutoff)",
             )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#source", SOURCE)
             .expression_attribute_names("#level", LEVEL)
@@ -653,14 +750,29 @@ impl AlertStateStore for DynamoCounterStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
+        let held = match result {
+            Ok(_) => return Ok(ClaimOutcome::Won),
             Err(SdkError::ServiceError(error))
                 if error.err().is_conditional_check_failed_exception() =>
             {
-                Ok(false)
+                match error.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => failed.item,
+                    _ => None,
+                }
             }
-            Err(error) => Err(self.error(format!("claiming the alert state of {source}"), error)),
+            Err(error) => {
+                return Err(self.error(format!("claiming the alert state of {source}"), error));
+            }
+        };
+        let unpublished_claim_of = |item: &HashMap<String, AttributeValue>| {
+            let published = item.get(PUBLISHED).and_then(|value| value.as_bool().ok());
+            let run = item.get(CLAIM_ID).and_then(|value| value.as_s().ok());
+            (published == Some(&false)).then_some(run.cloned())
+        };
+        match held.as_ref().and_then(unpublished_claim_of) {
+            None => Ok(ClaimOutcome::Cooldown),
+            Some(Some(run)) if run == claim.run_id => self.reclaim(source, level, claim).await,
+            Some(_) => Ok(ClaimOutcome::ClaimedElsewhere),
         }
     }
 
@@ -680,7 +792,10 @@ impl AlertStateStore for DynamoCounterStore {
         self.on_own_claim(
             source,
             claim,
-            "SET #level = #prev_level, #claimed = #prev_claimed, #published = #prev_published",
+            // `if_not_exists` covers claims written before the previous values were kept.
+            "SET #level = if_not_exists(#prev_level, :zero), \
+             #claimed = if_not_exists(#prev_claimed, :zero), \
+             #published = if_not_exists(#prev_published, :false)",
             &[
                 ("#level", LEVEL),
                 ("#claimed", CLAIMED_AT),
@@ -688,7 +803,7 @@ impl AlertStateStore for DynamoCounterStore {
                 ("#prev_claimed", PREVIOUS_CLAIMED_AT),
                 ("#prev_published", PREVIOUS_PUBLISHED),
             ],
-            &[],
+            &[(":zero", number(0))],
             "releasing",
         )
         .await
@@ -740,6 +855,48 @@ impl AlertStateStore for DynamoCounterStore {
 }
 
 impl DynamoCounterStore {
+    /// A retry of the run that holds an unpublished claim (Lambda keeps the request id):
+    /// it takes the claim up again, keeping the state from before the first attempt.
+    async fn reclaim(
+        &self,
+        source: IpAddr,
+        level: u8,
+        claim: &Claim,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(alert_key(source)))
+            .key(SK, AttributeValue::S("STATE".into()))
+            .update_expression("SET #level = :level, #claimed = :now, #expires = :expires")
+            .condition_expression("#claim = :run AND #published = :false")
+            .expression_attribute_names("#level", LEVEL)
+            .expression_attribute_names("#claimed", CLAIMED_AT)
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_names("#claim", CLAIM_ID)
+            .expression_attribute_names("#published", PUBLISHED)
+            .expression_attribute_values(":level", number(u64::from(level)))
+            .expression_attribute_values(":now", number(claim.now))
+            .expression_attribute_values(":expires", number(claim.expires_at))
+            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ClaimOutcome::Won),
+            // Taken over or published meanwhile.
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(ClaimOutcome::ClaimedElsewhere)
+            }
+            Err(error) => {
+                Err(self.error(format!("re-claiming the alert state of {source}"), error))
+            }
+        }
+    }
+
     /// Updates alert state this run claimed and has not published; a claim another run
     /// took over meanwhile is left alone.
     async fn on_own_claim(
