@@ -4,7 +4,7 @@
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-demo: ## The main job: generate sample flow logs and tally their REJECTs
+demo: ## The main job: the whole pipeline locally (moto, both triggers, evaluator, the alert)
 	./scripts/demo
 
 test: ## Every check CI runs: fmt, clippy, all tests
@@ -16,7 +16,7 @@ bench: ## Throughput and peak RSS of the core on a 1M-record object
 bench-ingest: ## DynamoDB requests per 1M records, and RSS ingesting a 75 MB object
 	cargo bench -p rejectwatch-tests --bench ingest
 
-lambda-local: ## Run the ingest function under cargo lambda watch against moto
+lambda-local: ## Both functions under cargo lambda watch/invoke against moto, every events/ file
 	./scripts/lambda-local
 
 check-template: ## cfn-lint, sam validate, checkov and sam build of template.yaml

@@ -10,7 +10,8 @@ One more change, to speed only: moto backs up a transaction by deep-copying the 
 once per item of the transaction, so a 100-item TransactWriteItems on a table of a few
 thousand counters takes seconds, and ingesting a large object takes hours. Here the
 transaction instead keeps a copy of each item it touches, and a cancelled transaction puts
-exactly those back: the same all-or-nothing outcome. Everything else is moto's own.
+exactly those back: the same all-or-nothing outcome. Everything else is moto's own. (This
+reaches into moto's internals, which is why tools/requirements.txt pins its version.)
 
 Usage: python moto_serial.py -H 127.0.0.1 -p PORT
 """
