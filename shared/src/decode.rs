@@ -10,8 +10,12 @@ use std::io::{self, Write};
 use flate2::write::MultiGzDecoder;
 
 use crate::flow_log::{
-    EXCERPT_BYTES, FlowFormat, FlowRecord, MalformedLine, ParseError, RecordParser,
+    EXCERPT_BYTES, FlowFormat, FlowRecord, LineWindow, MARKED_MAX_LINE, MalformedLine, ParseError,
+    RecordParser,
 };
+#[cfg(target_arch = "x86_64")]
+use crate::scan::Avx2;
+use crate::scan::{Kernels, TextIndex, with_kernels};
 
 /// Limits that keep a hostile or broken object from exhausting memory or time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,14 +68,44 @@ pub enum DecodeError {
 pub trait LineSink {
     /// One complete line (1-based number). A `\r` before the `\n` is left in place.
     fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError>;
-    /// One complete line, like [`LineSink::line`], already known to be valid UTF-8: the
-    /// decoder checks whole buffers at once, which is cheaper than line by line.
-    fn text_line(&mut self, line_number: u64, line: &str) -> Result<(), DecodeError> {
-        self.line(line_number, line.as_bytes())
+    /// Complete lines found together in one stretch of decoded text, with an index of
+    /// where their values are separated. The default hands them to [`LineSink::line`] one
+    /// by one.
+    fn lines(&mut self, lines: &LineBatch<'_>) -> Result<(), DecodeError> {
+        for (line_number, line) in lines.iter() {
+            self.line(line_number, line)?;
+        }
+        Ok(())
     }
     /// A line longer than [`DecodeLimits::max_line_bytes`]; its bytes were dropped except
     /// `head`, its first [`EXCERPT_BYTES`] (which may end inside a character).
     fn oversized_line(&mut self, line_number: u64, length: usize, head: &[u8]);
+}
+
+/// Consecutive complete lines of decoded text, none longer than the line limit, and the
+/// index of their text (newlines, value separators, unusual bytes).
+pub struct LineBatch<'a> {
+    /// Starts with the first line; goes on past the last one with whatever the decoded
+    /// buffer holds after it (the start of the next line), which readers may look at.
+    text: &'a [u8],
+    index: &'a TextIndex,
+    first_line_number: u64,
+}
+
+impl LineBatch<'_> {
+    /// Each line with its number, without its `\n`.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let mut start = 0;
+        self.index
+            .newlines()
+            .iter()
+            .zip(self.first_line_number..)
+            .map(move |(&newline, line_number)| {
+                let line = &self.text[start..newline as usize];
+                start = newline as usize + 1;
+                (line_number, line)
+            })
+    }
 }
 
 /// Receives parsed records and the lines that were skipped.
@@ -265,10 +299,15 @@ impl<S: LineSink> ObjectDecoder<S> {
     }
 }
 
+/// Decoded bytes are indexed and handed on in pieces of at most this many bytes, so that
+/// the index stays small whatever size of chunk a caller writes.
+const PIECE_BYTES: usize = 64 << 10;
+
 /// Splits decoded bytes into lines, counting bytes against the limits.
 struct LineSplitter<S> {
     sink: S,
     limits: DecodeLimits,
+    index: TextIndex,
     partial: Vec<u8>,
     /// Length so far of a line that is being dropped for being too long.
     oversized: Option<usize>,
@@ -284,6 +323,7 @@ impl<S: LineSink> LineSplitter<S> {
         LineSplitter {
             sink,
             limits,
+            index: TextIndex::default(),
             partial: Vec::new(),
             oversized: None,
             oversized_head: Vec::new(),
@@ -304,46 +344,101 @@ impl<S: LineSink> LineSplitter<S> {
                 limit: self.limits.max_decompressed_bytes,
             });
         }
-        let sink = &mut self.sink;
-        let mut text = CheckedText::default();
+        for piece in bytes.chunks(PIECE_BYTES) {
+            self.accept_piece(piece)?;
+        }
+        Ok(())
+    }
+
+    fn accept_piece(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        let mut rest = bytes;
+        if !self.partial.is_empty() || self.oversized.is_some() {
+            let Some(newline) = memchr::memchr(b'\n', bytes) else {
+                self.carry(bytes);
+                return Ok(());
+            };
+            self.finish_carried(&bytes[..newline])?;
+            rest = &bytes[newline + 1..];
+        }
+        self.index.build(rest);
+        let newlines = self.index.newlines();
+        let Some(&last) = newlines.last() else {
+            self.carry(rest);
+            return Ok(());
+        };
+        let count = newlines.len() as u64;
         let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', bytes) {
-            let piece = &bytes[start..newline];
+        let longest = newlines.iter().fold(0, |longest, &newline| {
+            let length = newline as usize - start;
+            start = newline as usize + 1;
+            longest.max(length)
+        });
+        if longest <= self.limits.max_line_bytes {
+            let batch = LineBatch {
+                text: rest,
+                index: &self.index,
+                first_line_number: self.line_number + 1,
+            };
+            self.sink.lines(&batch)?;
+            self.line_number += count;
+        } else {
+            self.split_with_long_lines(rest)?;
+        }
+        self.carry(&rest[last as usize + 1..]);
+        Ok(())
+    }
+
+    /// The complete lines of `text` one by one, dropping those over the limit: the rare
+    /// case of a piece holding a line too long to read.
+    #[cold]
+    fn split_with_long_lines(&mut self, text: &[u8]) -> Result<(), DecodeError> {
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', text) {
+            let line = &text[start..newline];
             self.line_number += 1;
-            if let Some(length) = self.oversized.take() {
-                sink.oversized_line(self.line_number, length + piece.len(), &self.oversized_head);
-            } else if self.partial.is_empty() {
-                if piece.len() > self.limits.max_line_bytes {
-                    keep_head(&mut self.oversized_head, &[], piece);
-                    sink.oversized_line(self.line_number, piece.len(), &self.oversized_head);
-                } else if let Some(line) = text.get(bytes, start, newline) {
-                    sink.text_line(self.line_number, line)?;
-                } else {
-                    sink.line(self.line_number, piece)?;
-                }
-            } else if self.partial.len() + piece.len() > self.limits.max_line_bytes {
-                let length = self.partial.len() + piece.len();
-                keep_head(&mut self.oversized_head, &self.partial, piece);
-                sink.oversized_line(self.line_number, length, &self.oversized_head);
-                self.partial.clear();
+            if line.len() > self.limits.max_line_bytes {
+                keep_head(&mut self.oversized_head, &[], line);
+                let head = &self.oversized_head;
+                self.sink.oversized_line(self.line_number, line.len(), head);
             } else {
-                self.partial.extend_from_slice(piece);
-                sink.line(self.line_number, &self.partial)?;
-                self.partial.clear();
+                self.sink.line(self.line_number, line)?;
             }
             start = newline + 1;
         }
-        let rest = &bytes[start..];
-        if let Some(length) = self.oversized.as_mut() {
-            *length += rest.len();
-        } else if self.partial.len() + rest.len() > self.limits.max_line_bytes {
-            self.oversized = Some(self.partial.len() + rest.len());
-            keep_head(&mut self.oversized_head, &self.partial, rest);
+        Ok(())
+    }
+
+    /// Ends the line carried over from earlier pieces with `piece`.
+    fn finish_carried(&mut self, piece: &[u8]) -> Result<(), DecodeError> {
+        self.line_number += 1;
+        let sink = &mut self.sink;
+        if let Some(length) = self.oversized.take() {
+            sink.oversized_line(self.line_number, length + piece.len(), &self.oversized_head);
+        } else if self.partial.len() + piece.len() > self.limits.max_line_bytes {
+            let length = self.partial.len() + piece.len();
+            keep_head(&mut self.oversized_head, &self.partial, piece);
+            sink.oversized_line(self.line_number, length, &self.oversized_head);
             self.partial.clear();
         } else {
-            self.partial.extend_from_slice(rest);
+            self.partial.extend_from_slice(piece);
+            sink.line(self.line_number, &self.partial)?;
+            self.partial.clear();
         }
         Ok(())
+    }
+
+    /// Keeps the start of a line that goes on in the next piece (or only its length and
+    /// head, once it is over the limit).
+    fn carry(&mut self, tail: &[u8]) {
+        if let Some(length) = self.oversized.as_mut() {
+            *length += tail.len();
+        } else if self.partial.len() + tail.len() > self.limits.max_line_bytes {
+            self.oversized = Some(self.partial.len() + tail.len());
+            keep_head(&mut self.oversized_head, &self.partial, tail);
+            self.partial.clear();
+        } else {
+            self.partial.extend_from_slice(tail);
+        }
     }
 
     fn finish(&mut self) -> Result<(), DecodeError> {
@@ -368,37 +463,6 @@ fn keep_head(head: &mut Vec<u8>, partial: &[u8], piece: &[u8]) {
     for part in [partial, piece] {
         let room = EXCERPT_BYTES - head.len();
         head.extend_from_slice(&part[..part.len().min(room)]);
-    }
-}
-
-/// A stretch of a decoded buffer known to be UTF-8: checked once, from the first line
-/// that needs it to the end of the buffer or the first invalid byte, for all the lines in
-/// it.
-#[derive(Default)]
-struct CheckedText<'a> {
-    from: usize,
-    text: &'a str,
-}
-
-impl<'a> CheckedText<'a> {
-    /// `bytes[start..end]` as text, or `None` when it is not valid UTF-8. Lines are asked
-    /// for in order, so each byte is checked about once: again only after an invalid one.
-    #[inline]
-    fn get(&mut self, bytes: &'a [u8], start: usize, end: usize) -> Option<&'a str> {
-        if start < self.from || end > self.from + self.text.len() {
-            self.check_from(bytes, start);
-        }
-        self.text.get(start - self.from..end - self.from)
-    }
-
-    #[inline(never)]
-    fn check_from(&mut self, bytes: &'a [u8], start: usize) {
-        let rest = &bytes[start..];
-        let text = match std::str::from_utf8(rest) {
-            Ok(text) => text,
-            Err(error) => std::str::from_utf8(&rest[..error.valid_up_to()]).unwrap_or(""),
-        };
-        *self = CheckedText { from: start, text };
     }
 }
 
@@ -458,20 +522,7 @@ impl<R: RecordSink> ObjectLines<R> {
     }
 }
 
-impl<R: RecordSink> LineSink for ObjectLines<R> {
-    fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError> {
-        match std::str::from_utf8(line) {
-            Ok(text) => self.text_line(line_number, text),
-            Err(_) => {
-                self.records.malformed(MalformedLine {
-                    line_number,
-                    error: ParseError::NotUtf8,
-                });
-                Ok(())
-            }
-        }
-    }
-
+impl<R: RecordSink> ObjectLines<R> {
     fn text_line(&mut self, line_number: u64, text: &str) -> Result<(), DecodeError> {
         let is_blank = || text.trim_ascii().is_empty();
         let parser = match &mut self.parser {
@@ -496,6 +547,25 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
         }
         Ok(())
     }
+}
+
+impl<R: RecordSink> LineSink for ObjectLines<R> {
+    fn line(&mut self, line_number: u64, line: &[u8]) -> Result<(), DecodeError> {
+        match std::str::from_utf8(line) {
+            Ok(text) => self.text_line(line_number, text),
+            Err(_) => {
+                self.records.malformed(MalformedLine {
+                    line_number,
+                    error: ParseError::NotUtf8,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn lines(&mut self, lines: &LineBatch<'_>) -> Result<(), DecodeError> {
+        with_kernels!(read_lines_with_avx2, read_lines, (self, lines))
+    }
 
     fn oversized_line(&mut self, line_number: u64, length: usize, head: &[u8]) {
         self.records.malformed(MalformedLine {
@@ -503,6 +573,52 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
             error: ParseError::too_long(length, head),
         });
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt,sse4.1,ssse3")]
+fn read_lines_with_avx2<R: RecordSink>(
+    kernels: Avx2,
+    object: &mut ObjectLines<R>,
+    lines: &LineBatch<'_>,
+) -> Result<(), DecodeError> {
+    read_lines(kernels, object, lines)
+}
+
+/// The lines of a batch: those of plain bytes, with room to read past their end, go to the
+/// parser's fast readers in place; the rest, and any they decline, take the line-by-line
+/// path, which finds headers, blank lines and the reasons for malformed ones.
+#[inline(always)]
+fn read_lines<K: Kernels, R: RecordSink>(
+    kernels: K,
+    object: &mut ObjectLines<R>,
+    lines: &LineBatch<'_>,
+) -> Result<(), DecodeError> {
+    let text = lines.text;
+    let mut start = 0;
+    for (&newline, line_number) in lines.index.newlines().iter().zip(lines.first_line_number..) {
+        let end = newline as usize;
+        let bytes = &text[start..end];
+        // Lines close to the end of the text are read from a copy instead.
+        let window = text[start..].first_chunk::<{ size_of::<LineWindow>() }>();
+        let fast = match (&mut object.parser, window) {
+            (Some(parser), Some(window))
+                if bytes.len() < MARKED_MAX_LINE && lines.index.is_plain(start, end) =>
+            {
+                // SAFETY: `is_plain` found only bytes from 0x20 to 0x7f: ASCII, so UTF-8.
+                let line = unsafe { std::str::from_utf8_unchecked(bytes) };
+                let separators = lines.index.separators_from(start);
+                parser.read_marked(kernels, line, window, separators)
+            }
+            _ => None,
+        };
+        match fast {
+            Some(record) => object.records.record(&record),
+            None => object.line(line_number, bytes)?,
+        }
+        start = end + 1;
+    }
+    Ok(())
 }
 
 /// The decoded contents of a CloudWatch Logs subscription delivery.
@@ -911,21 +1027,40 @@ mod tests {
     }
 
     #[test]
-    fn checked_text_agrees_with_checking_each_line() {
-        let cases: [&[u8]; 4] = [
-            b"ok\n\xff bad\nnext \xc3\xa9\n\n",
-            b"\xc3\xa9\n\xc3\n\xa9\nfine\n",
-            b"a\nb\n\xf0\x9f\x92\n",
-            b"\n\n",
-        ];
-        for bytes in cases {
-            let mut text = CheckedText::default();
-            let mut start = 0;
-            for newline in memchr::memchr_iter(b'\n', bytes) {
-                let expected = std::str::from_utf8(&bytes[start..newline]).ok();
-                assert_eq!(text.get(bytes, start, newline), expected, "{bytes:?}");
-                start = newline + 1;
-            }
+    fn lines_with_unusual_bytes_take_the_line_path_and_keep_their_numbers() {
+        // A CRLF line, a tab (which does not separate values), valid and invalid UTF-8,
+        // among ordinary lines: every line keeps its number and its fate.
+        let crlf = format!("{REJECT}\r");
+        let tab = REJECT.replace(" 6 ", "\t6 ");
+        let accented = REJECT.replace("eni-1235b8ca123456789", "eni-é");
+        let mut bytes = Vec::new();
+        for line in [HEADER, REJECT, &crlf, &tab, &accented, ACCEPT] {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        bytes.extend_from_slice(b"\xff\xfe\n");
+        bytes.extend_from_slice(format!("{REJECT}\n").as_bytes());
+        for chunk in [1, 13, 200, 64 << 10] {
+            let collected = decode_with(&bytes, chunk, DecodeLimits::default()).unwrap();
+            assert_eq!(collected.actions.len(), 5, "chunk {chunk}");
+            assert_eq!(
+                collected.malformed,
+                vec![
+                    MalformedLine {
+                        line_number: 4,
+                        error: ParseError::FieldCount {
+                            expected: 14,
+                            found: 13,
+                            excerpt: tab[..64].into()
+                        }
+                    },
+                    MalformedLine {
+                        line_number: 7,
+                        error: ParseError::NotUtf8
+                    },
+                ],
+                "chunk {chunk}"
+            );
         }
     }
 

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod flow_log;
 pub mod metrics;
 pub mod ports;
+mod scan;
 pub mod settings;
 pub mod sketch;
 pub mod tally;
