@@ -1378,6 +1378,13 @@ static HEX_VALUES: [u8; 256] = {
     values
 };
 
+/// An address as its bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AddressBits {
+    V4(u32),
+    V6(u128),
+}
+
 /// One parsed record, borrowing the line it came from and the parser's buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct FlowRecord<'a> {
@@ -1439,6 +1446,16 @@ impl<'a> FlowRecord<'a> {
         match *self.slot(field) {
             Slot::Ipv4(bits) => Some(IpAddr::V4(Ipv4Addr::from_bits(bits))),
             Slot::Ipv6(v6) => Some(IpAddr::V6(v6)),
+            _ => None,
+        }
+    }
+
+    /// An address field as its bits, without building an [`IpAddr`]: what the tally keys on.
+    #[inline(always)]
+    pub(crate) fn address_bits(&self, field: Field) -> Option<AddressBits> {
+        match *self.slot(field) {
+            Slot::Ipv4(bits) => Some(AddressBits::V4(bits)),
+            Slot::Ipv6(v6) => Some(AddressBits::V6(v6.to_bits())),
             _ => None,
         }
     }

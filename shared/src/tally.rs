@@ -2,23 +2,24 @@
 //! of the input could be counted at all.
 //!
 //! Pure and single-threaded: records go in through [`RecordSink`], aggregates come out.
-//! Memory grows only with the number of distinct (source, window) pairs, and each costs
-//! about 145 bytes (a two-cache-line row and its share of the index) while a source keeps
-//! to two ports, hosts, protocols and interfaces (ordinary sources do): richer detail is
-//! allocated only for sources that spread out, and distinct destination ports and addresses
-//! are held in bounded structures (a bitmap, a capped set, then a sketch).
+//! Memory grows only with the number of distinct (source, window) pairs. Each is one
+//! 64-byte row, stored in place in an open-addressing table at most three quarters full,
+//! while its source keeps to two ports, hosts, protocols and interfaces (ordinary sources
+//! do); richer detail is allocated only for sources that spread out, and distinct
+//! destination ports and addresses are held in bounded structures (a bitmap, a capped set,
+//! then a sketch).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::net::{IpAddr, Ipv6Addr};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use foldhash::fast::RandomState;
 use indexmap::IndexSet;
 use serde::Serialize;
 
 use crate::decode::RecordSink;
-use crate::flow_log::{Action, Field, FlowRecord, LogStatus, MalformedLine};
+use crate::flow_log::{Action, AddressBits, Field, FlowRecord, LogStatus, MalformedLine};
 use crate::sketch::{DistinctSketch, stable_hash};
 
 /// The default aggregation window: 5 minutes.
@@ -69,100 +70,250 @@ pub struct SourceWindow {
     pub window_start: u64,
 }
 
-/// [`SourceWindow`] as stored: 24 bytes, hashed as three words. The window is kept as its
-/// index (start / length), which fits in 32 bits for any window of a minute or more.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct PackedKey {
-    address: [u32; 4],
-    window_index: u32,
+/// An address in 32 bits and a flag: an IPv4 address's bits, or the id under which the
+/// tally interned an IPv6 address (see [`RejectTally::v6_addresses`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct AddressId {
+    bits: u32,
     is_v6: bool,
 }
 
-impl PackedKey {
-    fn new(source: IpAddr, window_index: u32) -> Self {
-        let (bits, is_v6) = match source {
-            IpAddr::V4(v4) => (u128::from(v4.to_bits()), false),
-            IpAddr::V6(v6) => (v6.to_bits(), true),
-        };
-        PackedKey {
-            address: [
-                (bits >> 96) as u32,
-                (bits >> 64) as u32,
-                (bits >> 32) as u32,
-                bits as u32,
-            ],
-            window_index,
-            is_v6,
-        }
-    }
-
-    fn source(&self) -> IpAddr {
-        let bits = self
-            .address
-            .iter()
-            .fold(0u128, |bits, &word| bits << 32 | u128::from(word));
-        if self.is_v6 {
-            IpAddr::V6(Ipv6Addr::from_bits(bits))
-        } else {
-            IpAddr::V4((bits as u32).into())
-        }
+impl AddressId {
+    /// The 33 bits as one number, for comparisons and keys.
+    fn packed(self) -> u64 {
+        u64::from(self.is_v6) << 32 | u64::from(self.bits)
     }
 }
 
-impl Hash for PackedKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let [a, b, c, d] = self.address.map(u64::from);
-        state.write_u64(a << 32 | b);
-        state.write_u64(c << 32 | d);
-        state.write_u64(u64::from(self.window_index) << 1 | u64::from(self.is_v6));
+/// A (source, window) as one word: the window index (below 2^31) in the top 31 bits, then
+/// the source's [`AddressId`]. No key is all ones, which marks an empty table slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RowKey(u64);
+
+impl RowKey {
+    const EMPTY: RowKey = RowKey(u64::MAX);
+
+    /// Window indexes from 2^31 on have no key; [`RejectTally::window_index`] never gives
+    /// one (they would be times past the year 6000 even with one-minute windows).
+    fn new(source: AddressId, window_index: u32) -> Option<RowKey> {
+        (window_index < 1 << 31).then(|| RowKey(u64::from(window_index) << 33 | source.packed()))
+    }
+
+    fn source(self) -> AddressId {
+        AddressId {
+            bits: self.0 as u32,
+            is_v6: self.0 >> 32 & 1 == 1,
+        }
+    }
+
+    fn window_index(self) -> u32 {
+        (self.0 >> 33) as u32
     }
 }
 
-/// Aggregates of one (source, window). Up to two distinct destination ports, hosts,
-/// protocols and interfaces are kept inline, which covers ordinary sources; [`Detail`] is
-/// allocated only when a third one (or a reject reason) appears.
-#[derive(Clone, Debug)]
-#[repr(C)]
-struct SourceStats {
+/// What one REJECT record contributes, read from it once, so that it can wait in
+/// [`RejectTally`]'s batch after the line is gone.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    key: RowKey,
+    hash: u64,
     packets: u64,
     bytes: u64,
-    dst_addresses: [u64; 2],
-    detail: Option<Box<Detail>>,
+    offset: u32,
+    last_offset: u32,
+    dst_address: Option<AddressId>,
+    /// Interned in [`RejectTally::interfaces`].
+    interface: Option<u32>,
+    /// Interned in [`RejectTally::reasons`].
+    reject_reason: Option<u32>,
+    dst_port: Option<u16>,
+    protocol: Option<u8>,
+}
+
+/// Two bits per kind of inline value in [`Row::used`]: how many of its two places hold one.
+const PORTS: u32 = 0;
+const ADDRESSES: u32 = 2;
+const PROTOCOLS: u32 = 4;
+const INTERFACES: u32 = 6;
+/// [`Row::used`] of a row whose values all live in its [`Detail`].
+const SPILLED: u8 = u8::MAX;
+
+/// One aggregate: a single cache line. Up to two distinct destination ports, hosts,
+/// protocols and interfaces are kept inline, which covers ordinary sources; a [`Detail`]
+/// takes over when a third one (or a reject reason) appears.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Row {
+    key: RowKey,
+    packets: u64,
+    bytes: u64,
     rejects: u32,
     /// Seconds from the window start to the earliest `start`.
     first_offset: u32,
     /// Seconds from the window start to the latest `end`.
     last_offset: u32,
-    interfaces: [u32; 2],
-    /// Records per inline protocol (all records with a protocol, until `detail`).
+    /// REJECTs per inline protocol.
     protocol_rejects: [u32; 2],
+    /// Inline destinations ([`AddressId`] bits, IPv6 flags in `v6_addresses`); once the
+    /// row has spilled, the index of its detail.
+    dst_addresses: [u32; 2],
     dst_ports: [u16; 2],
+    /// Interface ids below 2^16; a row meeting a larger one spills.
+    interfaces: [u16; 2],
     protocols: [u8; 2],
-    /// How many of the inline ports, addresses, protocols and interfaces are in use.
-    used: [u8; 4],
+    /// Places in use, two bits per kind (see [`PORTS`]), or [`SPILLED`].
+    used: u8,
+    /// Bit `i` set when `dst_addresses[i]` is an IPv6 id.
+    v6_addresses: u8,
 }
 
-const PORTS: usize = 0;
-const ADDRESSES: usize = 1;
-const PROTOCOLS: usize = 2;
-const INTERFACES: usize = 3;
+impl Row {
+    fn new(key: RowKey, offset: u32) -> Self {
+        Row {
+            key,
+            packets: 0,
+            bytes: 0,
+            rejects: 0,
+            first_offset: offset,
+            last_offset: offset,
+            protocol_rejects: [0; 2],
+            dst_addresses: [0; 2],
+            dst_ports: [0; 2],
+            interfaces: [0; 2],
+            protocols: [0; 2],
+            used: 0,
+            v6_addresses: 0,
+        }
+    }
 
-/// What one REJECT record contributes, extracted once and owned, so that it can wait in
-/// [`RejectTally`]'s batch after the line is gone.
-#[derive(Clone, Copy, Debug)]
-struct RejectSample {
-    key: PackedKey,
-    hash: u64,
-    offset: u32,
-    last_offset: u32,
-    packets: u64,
-    bytes: u64,
-    dst_port: Option<u16>,
-    dst_address: Option<u64>,
-    protocol: Option<u8>,
-    interface: Option<u32>,
-    /// Interned in [`RejectTally::reasons`].
-    reject_reason: Option<u32>,
+    fn used(&self, kind: u32) -> usize {
+        usize::from(self.used >> kind & 3)
+    }
+
+    /// The index of the row's detail, once it has one.
+    fn detail(&self) -> Option<usize> {
+        (self.used == SPILLED).then_some(self.dst_addresses[0] as usize)
+    }
+
+    fn dst_address(&self, index: usize) -> AddressId {
+        AddressId {
+            bits: self.dst_addresses[index],
+            is_v6: self.v6_addresses >> index & 1 == 1,
+        }
+    }
+
+    /// The counts every REJECT adds, inline or not.
+    #[inline(always)]
+    fn count(&mut self, sample: &Sample) {
+        self.rejects = self.rejects.saturating_add(1);
+        self.packets = self.packets.saturating_add(sample.packets);
+        self.bytes = self.bytes.saturating_add(sample.bytes);
+        self.first_offset = self.first_offset.min(sample.offset);
+        self.last_offset = self.last_offset.max(sample.last_offset);
+    }
+
+    /// Records the sample's values in the inline places; `false`, changing nothing, when
+    /// they do not fit there.
+    #[inline(always)]
+    fn add_inline(&mut self, sample: &Sample) -> bool {
+        if sample.reject_reason.is_some() {
+            return false;
+        }
+        let used = |kind| self.used >> kind & 3;
+        let port = match sample.dst_port {
+            Some(port) => place(self.dst_ports, used(PORTS), port),
+            None => Some(NOWHERE),
+        };
+        let packed = self.dst_address(0).packed();
+        let address = match sample.dst_address {
+            Some(address) => place(
+                [packed, self.dst_address(1).packed()],
+                used(ADDRESSES),
+                address.packed(),
+            ),
+            None => Some(NOWHERE),
+        };
+        let protocol = match sample.protocol {
+            Some(protocol) => place(self.protocols, used(PROTOCOLS), protocol),
+            None => Some(NOWHERE),
+        };
+        let interface = match sample.interface.map(u16::try_from) {
+            Some(Ok(interface)) => place(self.interfaces, used(INTERFACES), interface),
+            Some(Err(_)) => None,
+            None => Some(NOWHERE),
+        };
+        let (Some(port), Some(address), Some(protocol), Some(interface)) =
+            (port, address, protocol, interface)
+        else {
+            return false;
+        };
+        if let (Some(value), Some(index)) = (sample.dst_port, slot_of(port)) {
+            self.dst_ports[index] = value;
+            self.mark_used(PORTS, index);
+        }
+        if let (Some(value), Some(index)) = (sample.dst_address, slot_of(address)) {
+            self.dst_addresses[index] = value.bits;
+            self.v6_addresses = self.v6_addresses & !(1 << index) | u8::from(value.is_v6) << index;
+            self.mark_used(ADDRESSES, index);
+        }
+        if let (Some(value), Some(index)) = (sample.protocol, slot_of(protocol)) {
+            self.protocols[index] = value;
+            self.protocol_rejects[index] = self.protocol_rejects[index].saturating_add(1);
+            self.mark_used(PROTOCOLS, index);
+        }
+        if let (Some(value), Some(index)) = (sample.interface, slot_of(interface)) {
+            self.interfaces[index] = value as u16;
+            self.mark_used(INTERFACES, index);
+        }
+        true
+    }
+
+    fn mark_used(&mut self, kind: u32, index: usize) {
+        let count = (self.used >> kind & 3).max(index as u8 + 1);
+        self.used = self.used & !(3 << kind) | count << kind;
+    }
+
+    /// A detail holding what the inline places recorded so far, and the row pointing at
+    /// it (as `index`).
+    fn spill(&mut self, index: usize, v6_addresses: &IndexSet<u128, RandomState>) -> Detail {
+        let mut detail = Detail::default();
+        for &port in &self.dst_ports[..self.used(PORTS)] {
+            detail.dst_ports.insert(port);
+        }
+        for place in 0..self.used(ADDRESSES) {
+            let fingerprint = fingerprint_of(self.dst_address(place), v6_addresses);
+            detail.dst_addresses.insert(fingerprint);
+        }
+        for place in 0..self.used(PROTOCOLS) {
+            detail.count_protocol(self.protocols[place], self.protocol_rejects[place]);
+        }
+        for &id in &self.interfaces[..self.used(INTERFACES)] {
+            detail.sample_interface(u32::from(id));
+        }
+        self.used = SPILLED;
+        self.dst_addresses = [index as u32, 0];
+        detail
+    }
+}
+
+/// A [`place`] for a value the sample does not have.
+const NOWHERE: u8 = u8::MAX;
+
+fn slot_of(place: u8) -> Option<usize> {
+    (place != NOWHERE).then_some(usize::from(place))
+}
+
+/// Where `value` goes among the first `used` of `values`: where it already is, else the
+/// next free place; `None` when both places hold other values.
+#[inline(always)]
+fn place<T: Copy + PartialEq>(values: [T; 2], used: u8, value: T) -> Option<u8> {
+    if used > 0 && values[0] == value {
+        Some(0)
+    } else if used > 1 && values[1] == value {
+        Some(1)
+    } else {
+        (used < 2).then_some(used)
+    }
 }
 
 /// Per-source detail for sources that touch several ports, hosts, protocols or interfaces.
@@ -188,188 +339,14 @@ struct RareDetail {
     reject_reasons: Vec<(u32, u32)>,
 }
 
-/// Where `value` is among the first `used` of `values`, or would go: `Some(None)` when
-/// there is no value, `None` when it is new and both places are taken.
-fn inline_place<T: Copy + PartialEq>(
-    values: &[T; 2],
-    used: u8,
-    value: Option<T>,
-) -> Option<Option<usize>> {
-    let Some(value) = value else {
-        return Some(None);
-    };
-    let used = usize::from(used);
-    match values[..used].iter().position(|&known| known == value) {
-        Some(index) => Some(Some(index)),
-        None if used < 2 => Some(Some(used)),
-        None => None,
-    }
-}
-
-/// Puts `value` at `place` (from [`inline_place`]).
-fn put_inline<T: Copy>(values: &mut [T; 2], used: &mut u8, value: Option<T>, place: Option<usize>) {
-    if let (Some(value), Some(index)) = (value, place) {
-        values[index] = value;
-        *used = (*used).max(index as u8 + 1);
-    }
-}
-
-impl SourceStats {
-    fn new(offset: u32) -> Self {
-        SourceStats {
-            packets: 0,
-            bytes: 0,
-            dst_addresses: [0; 2],
-            detail: None,
-            rejects: 0,
-            first_offset: offset,
-            last_offset: offset,
-            interfaces: [0; 2],
-            protocol_rejects: [0; 2],
-            dst_ports: [0; 2],
-            protocols: [0; 2],
-            used: [0; 4],
-        }
-    }
-
-    fn used(&self, kind: usize) -> usize {
-        usize::from(self.used[kind])
-    }
-
-    fn add(&mut self, sample: &RejectSample) {
-        self.rejects = self.rejects.saturating_add(1);
-        self.packets = self.packets.saturating_add(sample.packets);
-        self.bytes = self.bytes.saturating_add(sample.bytes);
-        self.first_offset = self.first_offset.min(sample.offset);
-        self.last_offset = self.last_offset.max(sample.last_offset);
-        if self.detail.is_none() && !self.add_inline(sample) {
-            self.detail = Some(Box::new(self.seed_detail()));
-        }
-        if let Some(detail) = self.detail.as_mut() {
-            detail.add(sample);
-        }
-    }
-
-    /// Records the sample in the inline fields; `false`, changing nothing, when it does
-    /// not fit there.
-    fn add_inline(&mut self, sample: &RejectSample) -> bool {
-        if sample.reject_reason.is_some() {
-            return false;
-        }
-        let places = (
-            inline_place(&self.dst_ports, self.used[PORTS], sample.dst_port),
-            inline_place(
-                &self.dst_addresses,
-                self.used[ADDRESSES],
-                sample.dst_address,
-            ),
-            inline_place(&self.protocols, self.used[PROTOCOLS], sample.protocol),
-            inline_place(&self.interfaces, self.used[INTERFACES], sample.interface),
-        );
-        let (Some(port), Some(address), Some(protocol), Some(interface)) = places else {
-            return false;
-        };
-        let used = &mut self.used;
-        put_inline(&mut self.dst_ports, &mut used[PORTS], sample.dst_port, port);
-        put_inline(
-            &mut self.dst_addresses,
-            &mut used[ADDRESSES],
-            sample.dst_address,
-            address,
-        );
-        put_inline(
-            &mut self.protocols,
-            &mut used[PROTOCOLS],
-            sample.protocol,
-            protocol,
-        );
-        if let Some(index) = protocol {
-            self.protocol_rejects[index] += 1;
-        }
-        put_inline(
-            &mut self.interfaces,
-            &mut used[INTERFACES],
-            sample.interface,
-            interface,
-        );
-        true
-    }
-
-    /// Detail holding what the inline fields recorded so far.
-    fn seed_detail(&self) -> Detail {
-        let mut detail = Detail::default();
-        for &port in &self.dst_ports[..self.used(PORTS)] {
-            detail.dst_ports.insert(port);
-        }
-        for &address in &self.dst_addresses[..self.used(ADDRESSES)] {
-            detail.dst_addresses.insert(address);
-        }
-        for index in 0..self.used(PROTOCOLS) {
-            detail.count_protocol(self.protocols[index], self.protocol_rejects[index]);
-        }
-        for &id in &self.interfaces[..self.used(INTERFACES)] {
-            detail.sample_interface(id);
-        }
-        detail
-    }
-
-    fn distinct_dst_ports(&self) -> u32 {
-        match &self.detail {
-            Some(detail) => detail.dst_ports.len(),
-            None => self.used(PORTS) as u32,
-        }
-    }
-
-    fn dst_ports(&self) -> Vec<u16> {
-        match &self.detail {
-            Some(detail) => detail.dst_ports.to_vec(),
-            None => {
-                let mut ports = self.dst_ports[..self.used(PORTS)].to_vec();
-                ports.sort_unstable();
-                ports
-            }
-        }
-    }
-
-    fn distinct_dst_addresses(&self) -> u64 {
-        match &self.detail {
-            Some(detail) => detail.dst_addresses.len(),
-            None => self.used(ADDRESSES) as u64,
-        }
-    }
-
-    fn protocols(&self) -> Vec<(u8, u64)> {
-        let mut protocols: Vec<(u8, u64)> = match &self.detail {
-            Some(detail) => detail
-                .protocols()
-                .map(|(protocol, count)| (protocol, u64::from(count)))
-                .collect(),
-            None => (0..self.used(PROTOCOLS))
-                .map(|index| {
-                    let count = self.protocol_rejects[index];
-                    (self.protocols[index], u64::from(count))
-                })
-                .collect(),
-        };
-        protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        protocols
-    }
-
-    fn interface_ids(&self) -> Vec<u32> {
-        match &self.detail {
-            Some(detail) => detail.interfaces().to_vec(),
-            None => self.interfaces[..self.used(INTERFACES)].to_vec(),
-        }
-    }
-}
-
 impl Detail {
-    fn add(&mut self, sample: &RejectSample) {
+    fn add(&mut self, sample: &Sample, v6_addresses: &IndexSet<u128, RandomState>) {
         if let Some(port) = sample.dst_port {
             self.dst_ports.insert(port);
         }
         if let Some(address) = sample.dst_address {
-            self.dst_addresses.insert(address);
+            self.dst_addresses
+                .insert(fingerprint_of(address, v6_addresses));
         }
         if let Some(protocol) = sample.protocol {
             self.count_protocol(protocol, 1);
@@ -427,61 +404,730 @@ impl Detail {
     }
 }
 
+/// The fingerprint (see [`address_fingerprint`]) of an address the tally holds as an id.
+fn fingerprint_of(address: AddressId, v6_addresses: &IndexSet<u128, RandomState>) -> u64 {
+    if !address.is_v6 {
+        return u64::from(address.bits);
+    }
+    let bits = v6_addresses
+        .get_index(address.bits as usize)
+        .copied()
+        .unwrap_or_default();
+    address_fingerprint(IpAddr::V6(Ipv6Addr::from_bits(bits)))
+}
+
+/// The aggregates: rows stored in place in an open-addressing table with linear probing,
+/// a power of two long and at most three quarters full.
+#[derive(Clone, Debug)]
+struct Table {
+    slots: Vec<Row>,
+    len: usize,
+    /// Mixed into every hash, drawn per tally: source addresses come from the internet,
+    /// and an attacker who could predict the slots could make every lookup probe long.
+    seed: u64,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            slots: Vec::new(),
+            len: 0,
+            seed: RandomState::default().hash_one(0x5eed_u64),
+        }
+    }
+}
+
+impl Table {
+    /// A 64-bit mix of the key and the seed whose low bits all depend on every key bit.
+    #[inline(always)]
+    fn hash(&self, key: RowKey) -> u64 {
+        const MULTIPLIER: u64 = 0xd6e8_feb8_6659_fd93;
+        let mixed = key.0 ^ self.seed;
+        let mixed = (mixed ^ mixed >> 32).wrapping_mul(MULTIPLIER);
+        let mixed = (mixed ^ mixed >> 32).wrapping_mul(MULTIPLIER);
+        mixed ^ mixed >> 32
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Asks for the cache line of the key's home slot, which the row usually occupies, so
+    /// that it arrives while the rest of the batch is read.
+    #[inline(always)]
+    fn prefetch(&self, hash: u64) {
+        if let Some(row) = self.slots.get(hash as usize & self.mask()) {
+            prefetch(row);
+        }
+    }
+
+    fn find(&self, key: RowKey, hash: u64) -> Option<usize> {
+        let mut slot = hash as usize & self.mask();
+        loop {
+            let found = self.slots.get(slot)?.key;
+            if found == key {
+                return Some(slot);
+            }
+            if found == RowKey::EMPTY {
+                return None;
+            }
+            slot = (slot + 1) & self.mask();
+        }
+    }
+
+    fn get(&self, key: RowKey) -> Option<&Row> {
+        self.find(key, self.hash(key)).map(|slot| &self.slots[slot])
+    }
+
+    #[inline(always)]
+    fn find_or_insert(&mut self, sample: &Sample) -> &mut Row {
+        let slot = match self.find(sample.key, sample.hash) {
+            Some(slot) => slot,
+            None => self.insert(sample),
+        };
+        &mut self.slots[slot]
+    }
+
+    #[cold]
+    fn insert(&mut self, sample: &Sample) -> usize {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mut slot = sample.hash as usize & self.mask();
+        while self.slots[slot].key != RowKey::EMPTY {
+            slot = (slot + 1) & self.mask();
+        }
+        self.slots[slot] = Row::new(sample.key, sample.offset);
+        self.len += 1;
+        slot
+    }
+
+    fn grow(&mut self) {
+        let empty = Row::new(RowKey::EMPTY, 0);
+        let doubled = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![empty; doubled]);
+        for row in old.into_iter().filter(|row| row.key != RowKey::EMPTY) {
+            let mut slot = self.hash(row.key) as usize & self.mask();
+            while self.slots[slot].key != RowKey::EMPTY {
+                slot = (slot + 1) & self.mask();
+            }
+            self.slots[slot] = row;
+        }
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.slots.iter().filter(|row| row.key != RowKey::EMPTY)
+    }
+}
+
+/// A hint that `value` will be read soon; nothing where the processor has no such hint.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it reads nothing the program sees and never faults.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+/// How many REJECTs wait before they are applied together. Their rows are mostly not in
+/// the processor's caches (a busy hour has tens of thousands of them): each row's line is
+/// asked for when its REJECT is read, and is there by the time the batch is applied.
+const BATCH: usize = 64;
+
+/// A text of 8 to 24 bytes as its length and three (possibly overlapping) words, which
+/// together determine it: compared and hashed in a few operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ShortText {
+    words: [u64; 3],
+    len: usize,
+}
+
+impl ShortText {
+    #[inline(always)]
+    fn new(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let word = |at: usize| {
+            let chunk = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>);
+            chunk.map_or(0, |chunk| u64::from_le_bytes(*chunk))
+        };
+        let len = bytes.len();
+        (8..=24).contains(&len).then(|| ShortText {
+            words: [word(0), word(len.min(16) - 8), word(len - 8)],
+            len,
+        })
+    }
+
+    #[inline(always)]
+    fn slot(&self) -> usize {
+        let [a, b, c] = self.words;
+        let mixed = (a ^ b.rotate_left(21) ^ c.rotate_left(42) ^ self.len as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - RECENT_IDS_BITS)) as usize
+    }
+}
+
+const RECENT_IDS_BITS: u32 = 10;
+
+/// A direct-mapped cache from short texts (interface ids are 21 bytes) to interned ids.
+/// A flow log names a few hundred interfaces; with 1024 entries few of them share one, so
+/// nearly every lookup hits.
+#[derive(Clone, Debug)]
+struct RecentIds {
+    entries: Box<[(ShortText, u32); 1 << RECENT_IDS_BITS]>,
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        RecentIds {
+            entries: Box::new([(ShortText::default(), 0); 1 << RECENT_IDS_BITS]),
+        }
+    }
+}
+
+impl RecentIds {
+    #[inline(always)]
+    fn get(&self, key: &ShortText) -> Option<u32> {
+        let (known, id) = &self.entries[key.slot()];
+        (known == key).then_some(*id)
+    }
+
+    fn put(&mut self, key: ShortText, id: u32) {
+        self.entries[key.slot()] = (key, id);
+    }
+}
+
+/// REJECT aggregates of a batch of records, keyed by [`SourceWindow`].
+///
+/// REJECTs are applied to the aggregates [`BATCH`] at a time; every read sees the ones
+/// still waiting, so the batching shows only in speed.
+#[derive(Clone, Debug)]
+pub struct RejectTally {
+    options: TallyOptions,
+    table: Table,
+    /// The details of rows that spilled, by index.
+    details: Vec<Detail>,
+    /// REJECTs counted in the totals but not yet applied to `table`.
+    pending: Vec<Sample>,
+    /// Interface ids seen, interned so aggregates refer to them by index.
+    interfaces: IndexSet<Box<str>, RandomState>,
+    /// Recently interned interface ids, to skip hashing and comparing through `interfaces`.
+    recent_interfaces: RecentIds,
+    /// Reject reasons seen, interned like interfaces.
+    reasons: IndexSet<Box<str>, RandomState>,
+    /// IPv6 sources and destinations seen, interned so rows hold them in 32 bits.
+    v6_addresses: IndexSet<u128, RandomState>,
+    /// The start and index of the window of the last REJECT: most records fall in the
+    /// same window as the one before, which spares a division.
+    current_window: (u64, u32),
+    gaps: HashMap<(u32, u64), CaptureGaps, RandomState>,
+    /// Destination ports whose REJECTs are not counted, one bit per port.
+    ignored_dst_ports: Option<Box<[u64; 1024]>>,
+    totals: Totals,
+    malformed_samples: Vec<MalformedLine>,
+}
+
+impl Default for RejectTally {
+    fn default() -> Self {
+        RejectTally::new(TallyOptions::default())
+    }
+}
+
+impl RejectTally {
+    /// An empty tally.
+    pub fn new(options: TallyOptions) -> Self {
+        RejectTally {
+            options: TallyOptions {
+                window_seconds: options.window_seconds.max(MIN_WINDOW_SECONDS),
+                ..options
+            },
+            table: Table::default(),
+            details: Vec::new(),
+            pending: Vec::with_capacity(BATCH),
+            interfaces: IndexSet::default(),
+            recent_interfaces: RecentIds::default(),
+            reasons: IndexSet::default(),
+            v6_addresses: IndexSet::default(),
+            current_window: (0, 0),
+            gaps: HashMap::default(),
+            ignored_dst_ports: None,
+            totals: Totals::default(),
+            malformed_samples: Vec::new(),
+        }
+    }
+
+    /// Leaves REJECTs to these destination ports out of every aggregate (expected noise,
+    /// such as health checks a network ACL drops); they are counted in
+    /// [`Totals::ignored`] only.
+    pub fn ignore_dst_ports(&mut self, ports: impl IntoIterator<Item = u16>) {
+        let mut bits = Box::new([0u64; 1024]);
+        let mut any = false;
+        for port in ports {
+            bits[usize::from(port) / 64] |= 1 << (port % 64);
+            any = true;
+        }
+        self.ignored_dst_ports = any.then_some(bits);
+    }
+
+    /// The options the tally groups by.
+    pub fn options(&self) -> TallyOptions {
+        self.options
+    }
+
+    fn window_start(&self, time: u64) -> u64 {
+        time - time % self.options.window_seconds
+    }
+
+    /// The index of the window holding `time`; `None` for times too far in the future to
+    /// be real (past 2^31 windows).
+    #[inline(always)]
+    fn window_index(&mut self, time: u64) -> Option<u32> {
+        let (start, index) = self.current_window;
+        if time.wrapping_sub(start) < self.options.window_seconds {
+            return Some(index);
+        }
+        let index = u32::try_from(time / self.options.window_seconds)
+            .ok()
+            .filter(|&index| index < 1 << 31)?;
+        self.current_window = (u64::from(index) * self.options.window_seconds, index);
+        Some(index)
+    }
+
+    #[inline(always)]
+    fn intern_interface(&mut self, interface: &str) -> u32 {
+        let key = ShortText::new(interface);
+        match key.and_then(|key| self.recent_interfaces.get(&key)) {
+            Some(id) => id,
+            None => self.intern_interface_slowly(interface, key),
+        }
+    }
+
+    #[cold]
+    fn intern_interface_slowly(&mut self, interface: &str, key: Option<ShortText>) -> u32 {
+        let id = match self.interfaces.get_index_of(interface) {
+            Some(index) => index as u32,
+            None => self.interfaces.insert_full(interface.into()).0 as u32,
+        };
+        if let Some(key) = key {
+            self.recent_interfaces.put(key, id);
+        }
+        id
+    }
+
+    fn intern_reason(&mut self, reason: &str) -> u32 {
+        match self.reasons.get_index_of(reason) {
+            Some(index) => index as u32,
+            None => self.reasons.insert_full(reason.into()).0 as u32,
+        }
+    }
+
+    #[inline(always)]
+    fn address_id(&mut self, address: AddressBits) -> AddressId {
+        match address {
+            AddressBits::V4(bits) => AddressId { bits, is_v6: false },
+            AddressBits::V6(bits) => self.v6_address_id(bits),
+        }
+    }
+
+    fn v6_address_id(&mut self, bits: u128) -> AddressId {
+        AddressId {
+            bits: self.v6_addresses.insert_full(bits).0 as u32,
+            is_v6: true,
+        }
+    }
+
+    /// The id of an address already seen; `None` for an IPv6 address the tally never met.
+    fn known_address_id(&self, address: IpAddr) -> Option<AddressId> {
+        match address {
+            IpAddr::V4(v4) => Some(AddressId {
+                bits: v4.to_bits(),
+                is_v6: false,
+            }),
+            IpAddr::V6(v6) => Some(AddressId {
+                bits: self.v6_addresses.get_index_of(&v6.to_bits())? as u32,
+                is_v6: true,
+            }),
+        }
+    }
+
+    fn address_of(&self, address: AddressId) -> IpAddr {
+        if address.is_v6 {
+            let bits = self.v6_addresses.get_index(address.bits as usize);
+            IpAddr::V6(Ipv6Addr::from_bits(bits.copied().unwrap_or_default()))
+        } else {
+            IpAddr::V4(Ipv4Addr::from_bits(address.bits))
+        }
+    }
+
+    /// Adds one record.
+    pub fn add(&mut self, record: &FlowRecord<'_>) {
+        self.totals.records += 1;
+        match record.log_status() {
+            Some(LogStatus::NoData) => {
+                self.totals.nodata += 1;
+                self.add_gap(record, |gaps| gaps.nodata += 1);
+                return;
+            }
+            Some(LogStatus::SkipData) => {
+                self.totals.skipdata += 1;
+                self.add_gap(record, |gaps| gaps.skipdata += 1);
+                return;
+            }
+            Some(LogStatus::Ok) | None => {}
+        }
+        if !record.format().can_count_rejects() {
+            self.totals.uncountable += 1;
+            return;
+        }
+        match record.action() {
+            Some(Action::Reject) => {}
+            Some(Action::Accept) => return,
+            None => {
+                self.totals.uncountable += 1;
+                return;
+            }
+        }
+        let source = match self.options.attribution {
+            SourceAttribution::PktSrcAddr => record
+                .address_bits(Field::PktSrcAddr)
+                .or_else(|| record.address_bits(Field::SrcAddr)),
+            SourceAttribution::SrcAddr => record.address_bits(Field::SrcAddr),
+        };
+        let start = record.number(Field::Start);
+        let end = record.number(Field::End);
+        // Any real time (below 10^11 seconds, the millisecond cut-off) has a window index
+        // below 2^31 for windows of a minute or more; absurd times do not count.
+        let counted = source.zip(start.or(end)).and_then(|(source, time)| {
+            let window_index = self.window_index(time)?;
+            Some((source, time, window_index))
+        });
+        let Some((source, time, window_index)) = counted else {
+            self.totals.uncountable += 1;
+            return;
+        };
+        let dst_port = record.number(Field::DstPort).map(|port| port as u16);
+        if let (Some(ignored), Some(port)) = (&self.ignored_dst_ports, dst_port)
+            && ignored[usize::from(port) / 64] & 1 << (port % 64) != 0
+        {
+            self.totals.ignored += 1;
+            return;
+        }
+        let source = self.address_id(source);
+        let Some(key) = RowKey::new(source, window_index) else {
+            self.totals.uncountable += 1;
+            return;
+        };
+        self.totals.rejects += 1;
+        let window_start = self.current_window.0;
+        let offset =
+            |moment: u64| moment.saturating_sub(window_start).min(u64::from(u32::MAX)) as u32;
+        let hash = self.table.hash(key);
+        self.table.prefetch(hash);
+        let interface = record
+            .text(Field::InterfaceId)
+            .map(|interface| self.intern_interface(interface));
+        let reject_reason = record
+            .text(Field::RejectReason)
+            .map(|reason| self.intern_reason(reason));
+        let dst_address = record
+            .address_bits(Field::DstAddr)
+            .map(|address| self.address_id(address));
+        self.pending.push(Sample {
+            key,
+            hash,
+            packets: record.number(Field::Packets).unwrap_or(0),
+            bytes: record.number(Field::Bytes).unwrap_or(0),
+            offset: offset(time),
+            last_offset: offset(end.unwrap_or(time).max(time)),
+            dst_address,
+            interface,
+            reject_reason,
+            dst_port,
+            protocol: record
+                .number(Field::Protocol)
+                .map(|protocol| protocol as u8),
+        });
+        if self.pending.len() == BATCH {
+            self.apply_pending();
+        }
+    }
+
+    /// Applies the waiting REJECTs, in the order they came.
+    fn apply_pending(&mut self) {
+        for sample in &self.pending {
+            let row = self.table.find_or_insert(sample);
+            row.count(sample);
+            if row.used != SPILLED && !row.add_inline(sample) {
+                let detail = row.spill(self.details.len(), &self.v6_addresses);
+                self.details.push(detail);
+            }
+            if let Some(index) = row.detail() {
+                self.details[index].add(sample, &self.v6_addresses);
+            }
+        }
+        self.pending.clear();
+    }
+
+    fn add_gap(&mut self, record: &FlowRecord<'_>, bump: impl FnOnce(&mut CaptureGaps)) {
+        // The same event time as REJECTs use, so that a gap lines up with their windows.
+        let time = record
+            .number(Field::Start)
+            .or_else(|| record.number(Field::End));
+        let (Some(interface), Some(time)) = (record.text(Field::InterfaceId), time) else {
+            return;
+        };
+        let id = self.intern_interface(interface);
+        let window_start = self.window_start(time);
+        bump(self.gaps.entry((id, window_start)).or_default());
+    }
+
+    /// Records a skipped line: counted, and kept with its reason if among the first
+    /// [`MALFORMED_SAMPLES`].
+    pub fn add_malformed(&mut self, line: MalformedLine) {
+        self.totals.malformed += 1;
+        if self.malformed_samples.len() < MALFORMED_SAMPLES {
+            self.malformed_samples.push(line);
+        }
+    }
+
+    /// Totals, with `sources` computed from the aggregates.
+    pub fn totals(&self) -> Totals {
+        let keys = self.table.rows().map(|row| row.key);
+        let sources: HashSet<AddressId, RandomState> = keys
+            .chain(self.pending.iter().map(|sample| sample.key))
+            .map(RowKey::source)
+            .collect();
+        Totals {
+            sources: sources.len() as u64,
+            ..self.totals
+        }
+    }
+
+    /// The first malformed lines, with their reasons.
+    pub fn malformed_samples(&self) -> &[MalformedLine] {
+        &self.malformed_samples
+    }
+
+    /// The number of (source, window) aggregates.
+    pub fn len(&self) -> usize {
+        self.table.len + self.pending_only_keys().count()
+    }
+
+    /// Whether no REJECT was counted.
+    pub fn is_empty(&self) -> bool {
+        self.table.len == 0 && self.pending.is_empty()
+    }
+
+    /// Keys that only waiting REJECTs have, in order of first sight.
+    fn pending_only_keys(&self) -> impl Iterator<Item = RowKey> + '_ {
+        let pending = &self.pending;
+        pending
+            .iter()
+            .enumerate()
+            .filter_map(move |(index, sample)| {
+                let first = pending[..index].iter().all(|seen| seen.key != sample.key);
+                let applied = self.table.find(sample.key, sample.hash).is_some();
+                (first && !applied).then_some(sample.key)
+            })
+    }
+
+    fn view<'a>(&'a self, key: RowKey, applied: Option<&'a Row>) -> SourceAggregate<'a> {
+        SourceAggregate {
+            key: SourceWindow {
+                source: self.address_of(key.source()),
+                window_start: u64::from(key.window_index()) * self.options.window_seconds,
+            },
+            row_key: key,
+            applied,
+            tally: self,
+        }
+    }
+
+    /// The aggregate of one source in one window.
+    pub fn get(&self, key: &SourceWindow) -> Option<SourceAggregate<'_>> {
+        if !key.window_start.is_multiple_of(self.options.window_seconds) {
+            return None;
+        }
+        let window_index = u32::try_from(key.window_start / self.options.window_seconds).ok()?;
+        let row_key = RowKey::new(self.known_address_id(key.source)?, window_index)?;
+        match self.table.get(row_key) {
+            Some(row) => Some(self.view(row.key, Some(row))),
+            None => {
+                let key = self
+                    .pending_only_keys()
+                    .find(|&pending| pending == row_key)?;
+                Some(self.view(key, None))
+            }
+        }
+    }
+
+    /// All aggregates, in no particular order (see [`RejectTally::by_rejects`]).
+    pub fn aggregates(&self) -> impl Iterator<Item = SourceAggregate<'_>> {
+        let applied = self.table.rows().map(|row| self.view(row.key, Some(row)));
+        applied.chain(self.pending_only_keys().map(|key| self.view(key, None)))
+    }
+
+    /// All aggregates, most REJECTs first (ties by address, then window).
+    pub fn by_rejects(&self) -> Vec<SourceAggregate<'_>> {
+        let mut sources: Vec<SourceAggregate<'_>> = self.aggregates().collect();
+        sources.sort_by(|a, b| b.rejects().cmp(&a.rejects()).then(a.key.cmp(&b.key)));
+        sources
+    }
+
+    /// NODATA/SKIPDATA counts per (interface, window start), ordered by interface and time.
+    pub fn capture_gaps(&self) -> Vec<(&str, u64, CaptureGaps)> {
+        let mut gaps: Vec<(&str, u64, CaptureGaps)> = self
+            .gaps
+            .iter()
+            .filter_map(|((id, window), gaps)| {
+                let interface = self.interfaces.get_index(*id as usize)?;
+                Some((&**interface, *window, *gaps))
+            })
+            .collect();
+        gaps.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+        gaps
+    }
+}
+
+/// An aggregate's state: its row and, once it spilled, its detail (both as applied, or
+/// copies with the REJECTs still waiting in the batch applied to them).
+#[derive(Clone, Debug)]
+struct RowState<'a> {
+    row: Row,
+    detail: Option<Cow<'a, Detail>>,
+}
+
+impl RowState<'_> {
+    fn used(&self, kind: u32) -> usize {
+        self.row.used(kind)
+    }
+
+    fn distinct_dst_ports(&self) -> u32 {
+        match &self.detail {
+            Some(detail) => detail.dst_ports.len(),
+            None => self.used(PORTS) as u32,
+        }
+    }
+
+    fn dst_ports(&self) -> Vec<u16> {
+        match &self.detail {
+            Some(detail) => detail.dst_ports.to_vec(),
+            None => {
+                let mut ports = self.row.dst_ports[..self.used(PORTS)].to_vec();
+                ports.sort_unstable();
+                ports
+            }
+        }
+    }
+
+    fn distinct_dst_addresses(&self) -> u64 {
+        match &self.detail {
+            Some(detail) => detail.dst_addresses.len(),
+            None => self.used(ADDRESSES) as u64,
+        }
+    }
+
+    fn protocols(&self) -> Vec<(u8, u64)> {
+        let mut protocols: Vec<(u8, u64)> = match &self.detail {
+            Some(detail) => detail
+                .protocols()
+                .map(|(protocol, count)| (protocol, u64::from(count)))
+                .collect(),
+            None => (0..self.used(PROTOCOLS))
+                .map(|place| {
+                    let count = self.row.protocol_rejects[place];
+                    (self.row.protocols[place], u64::from(count))
+                })
+                .collect(),
+        };
+        protocols.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        protocols
+    }
+
+    fn interface_ids(&self) -> Vec<u32> {
+        match &self.detail {
+            Some(detail) => detail.interfaces().to_vec(),
+            None => self.row.interfaces[..self.used(INTERFACES)]
+                .iter()
+                .map(|&id| u32::from(id))
+                .collect(),
+        }
+    }
+}
+
 /// A read-only view of one (source, window) aggregate.
 #[derive(Clone, Copy, Debug)]
 pub struct SourceAggregate<'a> {
     pub key: SourceWindow,
-    packed: PackedKey,
-    /// The row's state after the last batch was applied; `None` when the source first
-    /// appeared in the batch still pending.
-    applied: Option<&'a SourceStats>,
+    row_key: RowKey,
+    /// The row as the last batch left it; `None` when the source first appeared in the
+    /// batch still pending.
+    applied: Option<&'a Row>,
     tally: &'a RejectTally,
 }
 
 impl<'a> SourceAggregate<'a> {
     /// The aggregate's state, with REJECTs still waiting in the tally's batch applied to a
     /// copy (borrowed, at no cost, when none wait).
-    fn stats(&self) -> Cow<'a, SourceStats> {
-        let mut waiting = self
-            .tally
+    fn stats(&self) -> RowState<'a> {
+        let tally = self.tally;
+        let borrowed = |row: &'a Row| RowState {
+            row: *row,
+            detail: row
+                .detail()
+                .map(|index| Cow::Borrowed(&tally.details[index])),
+        };
+        let mut waiting = tally
             .pending
             .iter()
-            .filter(|sample| sample.key == self.packed)
+            .filter(|sample| sample.key == self.row_key)
             .peekable();
-        let mut stats = match (self.applied, waiting.peek()) {
-            (Some(applied), None) => return Cow::Borrowed(applied),
-            (Some(applied), Some(_)) => applied.clone(),
-            (None, first) => SourceStats::new(first.map_or(0, |sample| sample.offset)),
+        let mut state = match (self.applied, waiting.peek()) {
+            (Some(applied), _) => borrowed(applied),
+            (None, first) => RowState {
+                row: Row::new(self.row_key, first.map_or(0, |sample| sample.offset)),
+                detail: None,
+            },
         };
         for sample in waiting {
-            stats.add(sample);
+            state.row.count(sample);
+            if state.detail.is_none() && !state.row.add_inline(sample) {
+                let detail = state.row.spill(0, &tally.v6_addresses);
+                state.detail = Some(Cow::Owned(detail));
+            }
+            if let Some(detail) = &mut state.detail {
+                detail.to_mut().add(sample, &tally.v6_addresses);
+            }
         }
-        Cow::Owned(stats)
+        state
     }
 
     /// REJECT records.
     pub fn rejects(&self) -> u64 {
-        u64::from(self.stats().rejects)
+        u64::from(self.stats().row.rejects)
     }
 
     /// Sum of `packets` over the records that have it.
     pub fn packets(&self) -> u64 {
-        self.stats().packets
+        self.stats().row.packets
     }
 
     /// Sum of `bytes` over the records that have it (VPC BPA rejects never do).
     pub fn bytes(&self) -> u64 {
-        self.stats().bytes
+        self.stats().row.bytes
     }
 
     /// Earliest `start` (unix seconds).
     pub fn first_seen(&self) -> u64 {
-        self.key.window_start + u64::from(self.stats().first_offset)
+        self.key.window_start + u64::from(self.stats().row.first_offset)
     }
 
     /// Latest `end` (unix seconds; `start` for records without `end`).
     pub fn last_seen(&self) -> u64 {
-        self.key.window_start + u64::from(self.stats().last_offset)
+        self.key.window_start + u64::from(self.stats().row.last_offset)
     }
 
     /// Distinct destination ports (exact).
@@ -499,25 +1145,30 @@ impl<'a> SourceAggregate<'a> {
         DistinctSketch::from_values(self.dst_ports().into_iter().map(u64::from))
     }
 
+    /// The inline destinations' fingerprints (rows without detail).
+    fn inline_fingerprints(&self, state: &RowState<'_>) -> Vec<u64> {
+        (0..state.used(ADDRESSES))
+            .map(|place| fingerprint_of(state.row.dst_address(place), &self.tally.v6_addresses))
+            .collect()
+    }
+
     /// The distinct-destination sketch that stored counters keep, over address
     /// fingerprints (see [`address_fingerprint`]).
     pub fn dst_host_sketch(&self) -> DistinctSketch {
-        let stats = self.stats();
-        match &stats.detail {
+        let state = self.stats();
+        match &state.detail {
             Some(detail) => detail.dst_addresses.sketch(),
-            None => DistinctSketch::from_values(
-                stats.dst_addresses[..stats.used(ADDRESSES)].iter().copied(),
-            ),
+            None => DistinctSketch::from_values(self.inline_fingerprints(&state)),
         }
     }
 
     /// Up to `limit` destination-address fingerprints, the smallest (IPv4 addresses first):
     /// examples for alerts.
     pub fn dst_host_examples(&self, limit: usize) -> Vec<u64> {
-        let stats = self.stats();
-        let mut examples = match &stats.detail {
+        let state = self.stats();
+        let mut examples = match &state.detail {
             Some(detail) => detail.dst_addresses.examples(limit),
-            None => stats.dst_addresses[..stats.used(ADDRESSES)].to_vec(),
+            None => self.inline_fingerprints(&state),
         };
         examples.sort_unstable();
         examples.truncate(limit);
@@ -549,8 +1200,8 @@ impl<'a> SourceAggregate<'a> {
     /// REJECT records per `reject-reason` (v8), most frequent first; records without a
     /// reason are not listed.
     pub fn reject_reasons(&self) -> Vec<(&'a str, u64)> {
-        let stats = self.stats();
-        let Some(rare) = stats
+        let state = self.stats();
+        let Some(rare) = state
             .detail
             .as_deref()
             .and_then(|detail| detail.rare.as_deref())
@@ -579,6 +1230,16 @@ impl<'a> SourceAggregate<'a> {
                 interfaces.get_index(id as usize).map(|name| &**name)
             })
             .collect()
+    }
+}
+
+impl RecordSink for RejectTally {
+    fn record(&mut self, record: &FlowRecord<'_>) {
+        self.add(record);
+    }
+
+    fn malformed(&mut self, line: MalformedLine) {
+        self.add_malformed(line);
     }
 }
 
@@ -616,509 +1277,6 @@ pub struct Totals {
 
 fn is_zero(count: &u64) -> bool {
     *count == 0
-}
-
-/// How many REJECTs wait before they are applied together. Their rows are mostly not in
-/// the processor's caches (a busy hour has tens of thousands of them); looking all of a
-/// batch's rows up before updating any lets those cache misses overlap instead of
-/// queueing one behind the other.
-const BATCH: usize = 64;
-
-/// One aggregate: exactly two cache lines (104 bytes of fields, laid out in declaration
-/// order), so that [`Rows::warm`] can bring a row in by reading the key at its start and
-/// `used` at its end.
-#[derive(Clone, Debug)]
-#[repr(C, align(64))]
-struct Row {
-    key: PackedKey,
-    stats: SourceStats,
-}
-
-/// The aggregates: rows in order of first sight, found through an open-addressing index.
-#[derive(Clone, Debug, Default)]
-struct Rows {
-    rows: Vec<Row>,
-    /// Linear probing over `rows`: 0 for an empty slot, else the top half of the key's
-    /// hash above the row's position plus one. A power of two long, at most 3/4 full.
-    index: Vec<u64>,
-    hasher: RandomState,
-}
-
-impl Rows {
-    fn hash(&self, key: &PackedKey) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    fn mask(&self) -> usize {
-        self.index.len().wrapping_sub(1)
-    }
-
-    fn find(&self, key: &PackedKey, hash: u64) -> Option<usize> {
-        if self.index.is_empty() {
-            return None;
-        }
-        let mut slot = hash as usize & self.mask();
-        loop {
-            let entry = self.index[slot];
-            if entry == 0 {
-                return None;
-            }
-            let row = (entry as u32 - 1) as usize;
-            if entry >> 32 == hash >> 32 && self.rows[row].key == *key {
-                return Some(row);
-            }
-            slot = (slot + 1) & self.mask();
-        }
-    }
-
-    fn get(&self, key: &PackedKey) -> Option<&Row> {
-        self.find(key, self.hash(key)).map(|row| &self.rows[row])
-    }
-
-    fn find_or_insert(&mut self, sample: &RejectSample) -> &mut SourceStats {
-        let row = match self.find(&sample.key, sample.hash) {
-            Some(row) => row,
-            None => {
-                if (self.rows.len() + 1) * 4 > self.index.len() * 3 {
-                    self.grow();
-                }
-                let row = self.rows.len();
-                self.rows.push(Row {
-                    key: sample.key,
-                    stats: SourceStats::new(sample.offset),
-                });
-                self.place(sample.hash, row);
-                row
-            }
-        };
-        &mut self.rows[row].stats
-    }
-
-    fn place(&mut self, hash: u64, row: usize) {
-        // Rows are counted in u32 like every other count here; 4 billion (source, window)
-        // pairs would need hundreds of gigabytes first.
-        let entry = (hash >> 32) << 32 | u64::from(row as u32 + 1);
-        let mut slot = hash as usize & self.mask();
-        while self.index[slot] != 0 {
-            slot = (slot + 1) & self.mask();
-        }
-        self.index[slot] = entry;
-    }
-
-    fn grow(&mut self) {
-        self.index = vec![0; (self.index.len() * 2).max(16)];
-        for row in 0..self.rows.len() {
-            let hash = self.hash(&self.rows[row].key);
-            self.place(hash, row);
-        }
-    }
-
-    /// Reads the index slots, then the rows, of all the samples, so that their cache misses
-    /// overlap; the updates that follow then find everything in cache.
-    fn warm(&self, samples: &[RejectSample]) {
-        if self.index.is_empty() {
-            return;
-        }
-        let mut slots = [0u64; BATCH];
-        for (slot, sample) in slots.iter_mut().zip(samples) {
-            *slot = self.index[sample.hash as usize & self.mask()];
-        }
-        let mut touched = 0;
-        for (slot, sample) in slots.iter().zip(samples) {
-            // Probe on from the home slot (usually within its cache line) by hash alone.
-            let mut entry = *slot;
-            let mut at = sample.hash as usize;
-            while entry != 0 && entry >> 32 != sample.hash >> 32 {
-                at = (at + 1) & self.mask();
-                entry = self.index[at];
-            }
-            if let Some(row) = self.rows.get((entry as u32).wrapping_sub(1) as usize) {
-                touched ^= row.key.window_index ^ u32::from(row.stats.used[INTERFACES]);
-            }
-        }
-        std::hint::black_box(touched);
-    }
-}
-
-/// A text of 8 to 24 bytes as its length and three (possibly overlapping) words, which
-/// together determine it: compared and hashed in a few operations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct ShortText {
-    words: [u64; 3],
-    len: usize,
-}
-
-impl ShortText {
-    fn new(text: &str) -> Option<Self> {
-        let bytes = text.as_bytes();
-        let word = |at: usize| {
-            let chunk = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>);
-            chunk.map_or(0, |chunk| u64::from_le_bytes(*chunk))
-        };
-        let len = bytes.len();
-        (8..=24).contains(&len).then(|| ShortText {
-            words: [word(0), word(len.min(16) - 8), word(len - 8)],
-            len,
-        })
-    }
-
-    fn slot(&self) -> usize {
-        let [a, b, c] = self.words;
-        let mixed = (a ^ b.rotate_left(21) ^ c.rotate_left(42) ^ self.len as u64)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (mixed >> (64 - RECENT_IDS_BITS)) as usize
-    }
-}
-
-const RECENT_IDS_BITS: u32 = 10;
-
-/// A direct-mapped cache from short texts (interface ids are 21 bytes) to interned ids.
-/// A flow log names a few hundred interfaces; with 1024 entries few of them share one, so
-/// nearly every lookup hits.
-#[derive(Clone, Debug)]
-struct RecentIds {
-    entries: Box<[(ShortText, u32); 1 << RECENT_IDS_BITS]>,
-}
-
-impl Default for RecentIds {
-    fn default() -> Self {
-        RecentIds {
-            entries: Box::new([(ShortText::default(), 0); 1 << RECENT_IDS_BITS]),
-        }
-    }
-}
-
-impl RecentIds {
-    fn get(&self, key: &ShortText) -> Option<u32> {
-        let (known, id) = &self.entries[key.slot()];
-        (known == key).then_some(*id)
-    }
-
-    fn put(&mut self, key: ShortText, id: u32) {
-        self.entries[key.slot()] = (key, id);
-    }
-}
-
-/// REJECT aggregates of a batch of records, keyed by [`SourceWindow`].
-///
-/// REJECTs are applied to the aggregates [`BATCH`] at a time; every read sees the ones
-/// still waiting, so the batching shows only in speed.
-#[derive(Clone, Debug)]
-pub struct RejectTally {
-    options: TallyOptions,
-    rows: Rows,
-    /// REJECTs counted in the totals but not yet applied to `rows`.
-    pending: Vec<RejectSample>,
-    /// Interface ids seen, interned so aggregates refer to them by index.
-    interfaces: IndexSet<Box<str>, RandomState>,
-    /// Recently interned interface ids, to skip hashing and comparing through `interfaces`.
-    recent_interfaces: RecentIds,
-    /// Reject reasons seen, interned like interfaces.
-    reasons: IndexSet<Box<str>, RandomState>,
-    gaps: HashMap<(u32, u64), CaptureGaps, RandomState>,
-    /// Destination ports whose REJECTs are not counted, one bit per port.
-    ignored_dst_ports: Option<Box<[u64; 1024]>>,
-    totals: Totals,
-    malformed_samples: Vec<MalformedLine>,
-}
-
-impl std::fmt::Debug for PackedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}#{}", self.source(), self.window_index)
-    }
-}
-
-impl Default for RejectTally {
-    fn default() -> Self {
-        RejectTally::new(TallyOptions::default())
-    }
-}
-
-impl RejectTally {
-    /// An empty tally.
-    pub fn new(options: TallyOptions) -> Self {
-        RejectTally {
-            options: TallyOptions {
-                window_seconds: options.window_seconds.max(MIN_WINDOW_SECONDS),
-                ..options
-            },
-            rows: Rows::default(),
-            pending: Vec::with_capacity(BATCH),
-            interfaces: IndexSet::default(),
-            recent_interfaces: RecentIds::default(),
-            reasons: IndexSet::default(),
-            gaps: HashMap::default(),
-            ignored_dst_ports: None,
-            totals: Totals::default(),
-            malformed_samples: Vec::new(),
-        }
-    }
-
-    /// Leaves REJECTs to these destination ports out of every aggregate (expected noise,
-    /// such as health checks a network ACL drops); they are counted in
-    /// [`Totals::ignored`] only.
-    pub fn ignore_dst_ports(&mut self, ports: impl IntoIterator<Item = u16>) {
-        let mut bits = Box::new([0u64; 1024]);
-        let mut any = false;
-        for port in ports {
-            bits[usize::from(port) / 64] |= 1 << (port % 64);
-            any = true;
-        }
-        self.ignored_dst_ports = any.then_some(bits);
-    }
-
-    /// The options the tally groups by.
-    pub fn options(&self) -> TallyOptions {
-        self.options
-    }
-
-    fn window_start(&self, time: u64) -> u64 {
-        time - time % self.options.window_seconds
-    }
-
-    fn intern_interface(&mut self, interface: &str) -> u32 {
-        let key = ShortText::new(interface);
-        if let Some(id) = key.and_then(|key| self.recent_interfaces.get(&key)) {
-            return id;
-        }
-        let id = match self.interfaces.get_index_of(interface) {
-            Some(index) => index as u32,
-            None => self.interfaces.insert_full(interface.into()).0 as u32,
-        };
-        if let Some(key) = key {
-            self.recent_interfaces.put(key, id);
-        }
-        id
-    }
-
-    fn intern_reason(&mut self, reason: &str) -> u32 {
-        match self.reasons.get_index_of(reason) {
-            Some(index) => index as u32,
-            None => self.reasons.insert_full(reason.into()).0 as u32,
-        }
-    }
-
-    /// Adds one record.
-    pub fn add(&mut self, record: &FlowRecord<'_>) {
-        self.totals.records += 1;
-        match record.log_status() {
-            Some(LogStatus::NoData) => {
-                self.totals.nodata += 1;
-                self.add_gap(record, |gaps| gaps.nodata += 1);
-                return;
-            }
-            Some(LogStatus::SkipData) => {
-                self.totals.skipdata += 1;
-                self.add_gap(record, |gaps| gaps.skipdata += 1);
-                return;
-            }
-            Some(LogStatus::Ok) | None => {}
-        }
-        if !record.format().can_count_rejects() {
-            self.totals.uncountable += 1;
-            return;
-        }
-        match record.action() {
-            Some(Action::Reject) => {}
-            Some(Action::Accept) => return,
-            None => {
-                self.totals.uncountable += 1;
-                return;
-            }
-        }
-        let source = match self.options.attribution {
-            SourceAttribution::PktSrcAddr => record
-                .address(Field::PktSrcAddr)
-                .or_else(|| record.address(Field::SrcAddr)),
-            SourceAttribution::SrcAddr => record.address(Field::SrcAddr),
-        };
-        let start = record.number(Field::Start);
-        let end = record.number(Field::End);
-        let (Some(source), Some(time)) = (source, start.or(end)) else {
-            self.totals.uncountable += 1;
-            return;
-        };
-        // Any real time (below 10^11 seconds, the millisecond cut-off) has a window index
-        // that fits in 32 bits for windows of a minute or more; absurd times do not count.
-        let Ok(window_index) = u32::try_from(time / self.options.window_seconds) else {
-            self.totals.uncountable += 1;
-            return;
-        };
-        let dst_port = record.number(Field::DstPort).map(|port| port as u16);
-        if let (Some(ignored), Some(port)) = (&self.ignored_dst_ports, dst_port)
-            && ignored[usize::from(port) / 64] & 1 << (port % 64) != 0
-        {
-            self.totals.ignored += 1;
-            return;
-        }
-        self.totals.rejects += 1;
-        let window_start = self.window_start(time);
-        let offset =
-            |moment: u64| moment.saturating_sub(window_start).min(u64::from(u32::MAX)) as u32;
-        let interface = record
-            .text(Field::InterfaceId)
-            .map(|interface| self.intern_interface(interface));
-        let reject_reason = record
-            .text(Field::RejectReason)
-            .map(|reason| self.intern_reason(reason));
-        let key = PackedKey::new(source, window_index);
-        self.pending.push(RejectSample {
-            key,
-            hash: self.rows.hash(&key),
-            offset: offset(time),
-            last_offset: offset(end.unwrap_or(time).max(time)),
-            packets: record.number(Field::Packets).unwrap_or(0),
-            bytes: record.number(Field::Bytes).unwrap_or(0),
-            dst_port,
-            dst_address: record.address(Field::DstAddr).map(address_fingerprint),
-            protocol: record
-                .number(Field::Protocol)
-                .map(|protocol| protocol as u8),
-            interface,
-            reject_reason,
-        });
-        if self.pending.len() == BATCH {
-            self.apply_pending();
-        }
-    }
-
-    /// Applies the waiting REJECTs, in the order they came.
-    fn apply_pending(&mut self) {
-        self.rows.warm(&self.pending);
-        for sample in &self.pending {
-            self.rows.find_or_insert(sample).add(sample);
-        }
-        self.pending.clear();
-    }
-
-    fn add_gap(&mut self, record: &FlowRecord<'_>, bump: impl FnOnce(&mut CaptureGaps)) {
-        // The same event time as REJECTs use, so that a gap lines up with their windows.
-        let time = record
-            .number(Field::Start)
-            .or_else(|| record.number(Field::End));
-        let (Some(interface), Some(time)) = (record.text(Field::InterfaceId), time) else {
-            return;
-        };
-        let id = self.intern_interface(interface);
-        let window_start = self.window_start(time);
-        bump(self.gaps.entry((id, window_start)).or_default());
-    }
-
-    /// Records a skipped line: counted, and kept with its reason if among the first
-    /// [`MALFORMED_SAMPLES`].
-    pub fn add_malformed(&mut self, line: MalformedLine) {
-        self.totals.malformed += 1;
-        if self.malformed_samples.len() < MALFORMED_SAMPLES {
-            self.malformed_samples.push(line);
-        }
-    }
-
-    /// Totals, with `sources` computed from the aggregates.
-    pub fn totals(&self) -> Totals {
-        let keys = self.rows.rows.iter().map(|row| &row.key);
-        let sources: HashSet<([u32; 4], bool), RandomState> = keys
-            .chain(self.pending.iter().map(|sample| &sample.key))
-            .map(|key| (key.address, key.is_v6))
-            .collect();
-        Totals {
-            sources: sources.len() as u64,
-            ..self.totals
-        }
-    }
-
-    /// The first malformed lines, with their reasons.
-    pub fn malformed_samples(&self) -> &[MalformedLine] {
-        &self.malformed_samples
-    }
-
-    /// The number of (source, window) aggregates.
-    pub fn len(&self) -> usize {
-        self.rows.rows.len() + self.pending_only_keys().count()
-    }
-
-    /// Whether no REJECT was counted.
-    pub fn is_empty(&self) -> bool {
-        self.rows.rows.is_empty() && self.pending.is_empty()
-    }
-
-    /// Keys that only waiting REJECTs have, in order of first sight.
-    fn pending_only_keys(&self) -> impl Iterator<Item = &PackedKey> {
-        let pending = &self.pending;
-        pending
-            .iter()
-            .enumerate()
-            .filter_map(move |(index, sample)| {
-                let first = pending[..index].iter().all(|seen| seen.key != sample.key);
-                (first && self.rows.find(&sample.key, sample.hash).is_none()).then_some(&sample.key)
-            })
-    }
-
-    fn view<'a>(
-        &'a self,
-        key: &PackedKey,
-        applied: Option<&'a SourceStats>,
-    ) -> SourceAggregate<'a> {
-        SourceAggregate {
-            key: SourceWindow {
-                source: key.source(),
-                window_start: u64::from(key.window_index) * self.options.window_seconds,
-            },
-            packed: *key,
-            applied,
-            tally: self,
-        }
-    }
-
-    /// The aggregate of one source in one window.
-    pub fn get(&self, key: &SourceWindow) -> Option<SourceAggregate<'_>> {
-        let packed = PackedKey::new(
-            key.source,
-            (key.window_start / self.options.window_seconds) as u32,
-        );
-        let aggregate = match self.rows.get(&packed) {
-            Some(row) => self.view(&row.key, Some(&row.stats)),
-            None => self.view(self.pending_only_keys().find(|&&k| k == packed)?, None),
-        };
-        Some(aggregate).filter(|aggregate| aggregate.key.window_start == key.window_start)
-    }
-
-    /// All aggregates, in the order they were first seen.
-    pub fn aggregates(&self) -> impl Iterator<Item = SourceAggregate<'_>> {
-        let applied = self.rows.rows.iter();
-        let applied = applied.map(|row| self.view(&row.key, Some(&row.stats)));
-        applied.chain(self.pending_only_keys().map(|key| self.view(key, None)))
-    }
-
-    /// All aggregates, most REJECTs first (ties by address, then window).
-    pub fn by_rejects(&self) -> Vec<SourceAggregate<'_>> {
-        let mut sources: Vec<SourceAggregate<'_>> = self.aggregates().collect();
-        sources.sort_by(|a, b| b.rejects().cmp(&a.rejects()).then(a.key.cmp(&b.key)));
-        sources
-    }
-
-    /// NODATA/SKIPDATA counts per (interface, window start), ordered by interface and time.
-    pub fn capture_gaps(&self) -> Vec<(&str, u64, CaptureGaps)> {
-        let mut gaps: Vec<(&str, u64, CaptureGaps)> = self
-            .gaps
-            .iter()
-            .filter_map(|((id, window), gaps)| {
-                let interface = self.interfaces.get_index(*id as usize)?;
-                Some((&**interface, *window, *gaps))
-            })
-            .collect();
-        gaps.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
-        gaps
-    }
-}
-
-impl RecordSink for RejectTally {
-    fn record(&mut self, record: &FlowRecord<'_>) {
-        self.add(record);
-    }
-
-    fn malformed(&mut self, line: MalformedLine) {
-        self.add_malformed(line);
-    }
 }
 
 /// An exact 64-bit stand-in for an address: IPv4 addresses are their own value, IPv6
@@ -1751,9 +1909,7 @@ mod tests {
             (4, 2, 2)
         );
         assert_eq!(stats.protocols(), vec![(6, 4)]);
-        assert_eq!(std::mem::size_of::<SourceStats>(), 80);
-        assert_eq!(std::mem::size_of::<Row>(), 128);
-        assert_eq!(std::mem::offset_of!(Row, stats.used) / 64, 1);
+        assert_eq!(std::mem::size_of::<Row>(), 64);
 
         let third_port = REJECT.replace(" 3389 ", " 443 ");
         let tally = tally_default(&[REJECT, &other_port, &third_port]);
