@@ -322,12 +322,18 @@ pub(crate) use with_kernels;
 /// Bitmaps have one bit per byte (bit `i % 64` of word `i / 64`) and two more words past
 /// the text, so a line's bits can always be read a word beyond its end: separators there
 /// are all ones, unusual bytes all zeros.
+///
+/// Buffers only grow: each build overwrites what it uses, and `words` and
+/// `newline_count` say how much that is.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TextIndex {
     separators: Vec<u64>,
     unusual: Vec<u64>,
     any_unusual: bool,
+    /// Bitmap words in use, spare words included.
+    words: usize,
     newlines: Vec<u32>,
+    newline_count: usize,
 }
 
 /// Extra zero words after each bitmap.
@@ -341,7 +347,7 @@ impl TextIndex {
 
     /// The offsets of the newlines, in order.
     pub(crate) fn newlines(&self) -> &[u32] {
-        &self.newlines
+        &self.newlines[..self.newline_count]
     }
 
     /// Whether `text[start..end]` has no unusual byte (see [`BlockClasses::unusual`]).
@@ -366,7 +372,7 @@ impl TextIndex {
     /// The separators from byte `start` on.
     #[inline(always)]
     pub(crate) fn separators_from(&self, start: usize) -> LineSeparators<'_> {
-        LineSeparators::new(&self.separators, start)
+        LineSeparators::new(&self.separators[..self.words], start)
     }
 }
 
@@ -382,13 +388,14 @@ pub(crate) fn build_index<K: Kernels>(kernels: K, index: &mut TextIndex, text: &
     // Bitmaps are written in place; two newline offsets are written for every block
     // whatever it holds (the count then keeps the real ones), so that blocks with none or
     // one take no branch.
-    index.separators.resize(blocks + SPARE_WORDS, 0);
-    index.unusual.resize(blocks + SPARE_WORDS, 0);
-    index.newlines.resize(2 * blocks + 2, 0);
+    index.words = blocks + SPARE_WORDS;
+    grow_to(&mut index.separators, index.words);
+    grow_to(&mut index.unusual, index.words);
+    grow_to(&mut index.newlines, 2 * blocks + 2);
     // Past the text, every bit is a separator: a reader looking for the end of a value
     // always finds one.
-    index.separators[blocks..].fill(u64::MAX);
-    index.unusual[blocks..].fill(0);
+    index.separators[blocks..index.words].fill(u64::MAX);
+    index.unusual[blocks..index.words].fill(0);
     let mut found = 0;
     let mut any_unusual = 0;
     // No closure here: code instantiated for `Avx2` must call the kernels from functions
@@ -397,7 +404,7 @@ pub(crate) fn build_index<K: Kernels>(kernels: K, index: &mut TextIndex, text: &
     for (number, block) in chunks.by_ref().enumerate() {
         let classes = kernels.classify(block.try_into().unwrap_or(&[0; 64]));
         any_unusual |= classes.unusual;
-        found = record_block(index, number, classes, found);
+        found = record_block(index, number, classes, found, blocks);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
@@ -406,20 +413,28 @@ pub(crate) fn build_index<K: Kernels>(kernels: K, index: &mut TextIndex, text: &
         block[..rest.len()].copy_from_slice(rest);
         let classes = kernels.classify(&block);
         any_unusual |= classes.unusual;
-        found = record_block(index, blocks - 1, classes, found);
+        found = record_block(index, blocks - 1, classes, found, blocks);
     }
-    index.newlines.truncate(found);
+    index.newline_count = found;
     index.any_unusual = any_unusual != 0;
 }
 
-/// Stores block `number`'s classes; `found` newlines are known before it, and the count
-/// after it is returned.
+/// Makes `buffer` at least `len` long, keeping what it holds.
+fn grow_to<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, T::default());
+    }
+}
+
+/// Stores block `number` (of `blocks`)'s classes; `found` newlines are known before it,
+/// and the count after it is returned.
 #[inline(always)]
 fn record_block(
     index: &mut TextIndex,
     number: usize,
     classes: BlockClasses,
     found: usize,
+    blocks: usize,
 ) -> usize {
     index.separators[number] = classes.separators;
     index.unusual[number] = classes.unusual;
@@ -430,8 +445,11 @@ fn record_block(
     bits &= bits.wrapping_sub(1);
     index.newlines[found + 1] = base + bits.trailing_zeros();
     if count > 2 {
+        // Room for the block's offsets and the pair of every block still to come.
+        let room = found + count + 2 * (blocks - number);
         many_newlines(
             &mut index.newlines,
+            room,
             found,
             base,
             bits & bits.wrapping_sub(1),
@@ -443,10 +461,9 @@ fn record_block(
 /// Writes the offsets of a block's third and later newlines (`bits`) after its first two
 /// at `found`: only blocks of very short lines get here.
 #[cold]
-fn many_newlines(newlines: &mut Vec<u32>, found: usize, base: u32, mut bits: u64) {
+fn many_newlines(newlines: &mut Vec<u32>, room: usize, found: usize, base: u32, mut bits: u64) {
+    grow_to(newlines, room);
     let mut at = found + 2;
-    // Room for the pair of every block still to come, as the caller expects.
-    newlines.resize(newlines.len() + bits.count_ones() as usize, 0);
     while bits != 0 {
         newlines[at] = base + bits.trailing_zeros();
         bits &= bits - 1;
@@ -518,19 +535,26 @@ mod tests {
         window
     }
 
-    fn interesting_byte() -> impl Strategy<Value = u8> {
-        prop_oneof![
-            Just(b' '),
-            Just(b'\n'),
-            Just(b'\r'),
-            Just(b'\t'),
-            Just(b'.'),
-            Just(0x7f),
-            Just(0x80),
-            Just(0x1f),
-            Just(0x20),
-            any::<u8>(),
-        ]
+    /// Bytes of every class, spaces and newlines most often: drawn as plain bytes and
+    /// mapped, which generates long texts far faster than a union strategy per byte.
+    fn interesting_text(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), len).prop_map(|bytes| {
+            bytes
+                .into_iter()
+                .map(|byte| match byte % 16 {
+                    0..=3 => b' ',
+                    4 | 5 => b'\n',
+                    6 => b'\r',
+                    7 => b'\t',
+                    8 => b'.',
+                    9 => 0x7f,
+                    10 => 0x80 | byte,
+                    11 => 0x1f,
+                    12 => byte,
+                    _ => b'a' + byte % 26,
+                })
+                .collect()
+        })
     }
 
     proptest! {
@@ -538,7 +562,7 @@ mod tests {
 
         #[test]
         fn portable_classes_are_exact(
-            block in proptest::collection::vec(interesting_byte(), 64),
+            block in interesting_text(64..65),
         ) {
             let block: [u8; 64] = block.try_into().unwrap();
             prop_assert_eq!(Portable.classify(&block), classes_by_bytes(&block));
@@ -562,7 +586,7 @@ mod tests {
 
         #[test]
         fn avx2_kernels_agree_with_the_portable_ones(
-            block in proptest::collection::vec(interesting_byte(), 64),
+            block in interesting_text(64..65),
             token in "[0-9.]{0,16}|([0-9]{1,3}\\.){3}[0-9]{1,3}|[0-9a-f:.]{7,15}",
             rest in "[ 0-9.a-z]{0,16}",
         ) {
@@ -576,10 +600,15 @@ mod tests {
             let window = window_of(bytes, rest.as_bytes());
             prop_assert_eq!(avx2.ipv4(&window, bytes.len()), Portable.ipv4(&window, bytes.len()));
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
 
         #[test]
         fn indexes_agree_whichever_kernels_build_them(
-            text in proptest::collection::vec(interesting_byte(), 0..700),
+            text in interesting_text(0..700),
         ) {
             let Some(avx2) = Avx2::detect() else {
                 return Ok(());
@@ -600,7 +629,7 @@ mod tests {
 
         #[test]
         fn the_index_marks_every_newline_separator_and_unusual_byte(
-            text in proptest::collection::vec(interesting_byte(), 0..700),
+            text in interesting_text(0..700),
             start in 0usize..700,
         ) {
             let mut index = TextIndex::default();
@@ -620,6 +649,32 @@ mod tests {
             }
             let plain = text[start..].iter().all(|&byte| (0x20..0x80).contains(&byte) || byte == b'\n');
             prop_assert_eq!(index.is_plain(start, text.len()), plain);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// One index built over texts of every size in turn (as the splitter reuses it)
+        /// describes each as a fresh one would.
+        #[test]
+        fn a_reused_index_forgets_earlier_texts(
+            texts in proptest::collection::vec(interesting_text(0..300), 1..6),
+        ) {
+            let mut reused = TextIndex::default();
+            for text in &texts {
+                reused.build(text);
+                let mut fresh = TextIndex::default();
+                fresh.build(text);
+                prop_assert_eq!(reused.newlines(), fresh.newlines());
+                prop_assert_eq!(reused.is_plain(0, text.len()), fresh.is_plain(0, text.len()));
+                for word in 0..text.len() / 64 + SPARE_WORDS {
+                    prop_assert_eq!(
+                        reused.separators_from(0).word(word),
+                        fresh.separators_from(0).word(word)
+                    );
+                }
+            }
         }
     }
 

@@ -213,61 +213,58 @@ impl Row {
     }
 
     /// Records the sample's values in the inline places; `false`, changing nothing, when
-    /// they do not fit there.
+    /// they do not fit there. Places are found without branching on the values, which
+    /// vary from record to record.
     #[inline(always)]
     fn add_inline(&mut self, sample: &Sample) -> bool {
+        let interface = match sample.interface.map(u16::try_from) {
+            Some(Ok(interface)) => Some(interface),
+            Some(Err(_)) => return false,
+            None => None,
+        };
         if sample.reject_reason.is_some() {
             return false;
         }
-        let used = |kind| self.used >> kind & 3;
-        let port = match sample.dst_port {
-            Some(port) => place(self.dst_ports, used(PORTS), port),
-            None => Some(NOWHERE),
-        };
-        let packed = self.dst_address(0).packed();
-        let address = match sample.dst_address {
-            Some(address) => place(
-                [packed, self.dst_address(1).packed()],
-                used(ADDRESSES),
-                address.packed(),
-            ),
-            None => Some(NOWHERE),
-        };
-        let protocol = match sample.protocol {
-            Some(protocol) => place(self.protocols, used(PROTOCOLS), protocol),
-            None => Some(NOWHERE),
-        };
-        let interface = match sample.interface.map(u16::try_from) {
-            Some(Ok(interface)) => place(self.interfaces, used(INTERFACES), interface),
-            Some(Err(_)) => None,
-            None => Some(NOWHERE),
-        };
-        let (Some(port), Some(address), Some(protocol), Some(interface)) =
-            (port, address, protocol, interface)
-        else {
+        let addresses = [self.dst_address(0).packed(), self.dst_address(1).packed()];
+        let port = sample
+            .dst_port
+            .map(|port| place(self.dst_ports, self.used(PORTS), port));
+        let address = sample
+            .dst_address
+            .map(|address| place(addresses, self.used(ADDRESSES), address.packed()));
+        let protocol = sample
+            .protocol
+            .map(|protocol| place(self.protocols, self.used(PROTOCOLS), protocol));
+        let interface_place =
+            interface.map(|interface| place(self.interfaces, self.used(INTERFACES), interface));
+        let fits = |place: Option<usize>| place.is_none_or(|index| index < 2);
+        if !(fits(port) && fits(address) && fits(protocol) && fits(interface_place)) {
             return false;
-        };
-        if let (Some(value), Some(index)) = (sample.dst_port, slot_of(port)) {
-            self.dst_ports[index] = value;
+        }
+        if let (Some(index), Some(port)) = (port, sample.dst_port) {
+            self.dst_ports[index & 1] = port;
             self.mark_used(PORTS, index);
         }
-        if let (Some(value), Some(index)) = (sample.dst_address, slot_of(address)) {
-            self.dst_addresses[index] = value.bits;
-            self.v6_addresses = self.v6_addresses & !(1 << index) | u8::from(value.is_v6) << index;
+        if let (Some(index), Some(address)) = (address, sample.dst_address) {
+            self.dst_addresses[index & 1] = address.bits;
+            let flag = 1 << (index & 1);
+            self.v6_addresses = self.v6_addresses & !flag | if address.is_v6 { flag } else { 0 };
             self.mark_used(ADDRESSES, index);
         }
-        if let (Some(value), Some(index)) = (sample.protocol, slot_of(protocol)) {
-            self.protocols[index] = value;
-            self.protocol_rejects[index] = self.protocol_rejects[index].saturating_add(1);
+        if let (Some(index), Some(protocol)) = (protocol, sample.protocol) {
+            self.protocols[index & 1] = protocol;
+            self.protocol_rejects[index & 1] = self.protocol_rejects[index & 1].saturating_add(1);
             self.mark_used(PROTOCOLS, index);
         }
-        if let (Some(value), Some(index)) = (sample.interface, slot_of(interface)) {
-            self.interfaces[index] = value as u16;
+        if let (Some(index), Some(interface)) = (interface_place, interface) {
+            self.interfaces[index & 1] = interface;
             self.mark_used(INTERFACES, index);
         }
         true
     }
 
+    /// Counts place `index` (0 or 1) of `kind` as used.
+    #[inline(always)]
     fn mark_used(&mut self, kind: u32, index: usize) {
         let count = (self.used >> kind & 3).max(index as u8 + 1);
         self.used = self.used & !(3 << kind) | count << kind;
@@ -296,23 +293,18 @@ impl Row {
     }
 }
 
-/// A [`place`] for a value the sample does not have.
-const NOWHERE: u8 = u8::MAX;
-
-fn slot_of(place: u8) -> Option<usize> {
-    (place != NOWHERE).then_some(usize::from(place))
-}
-
-/// Where `value` goes among the first `used` of `values`: where it already is, else the
-/// next free place; `None` when both places hold other values.
+/// Where `value` goes among the first `used` (0 to 2) of `values`: where it already is,
+/// else the next free place; 2 when both places hold other values.
 #[inline(always)]
-fn place<T: Copy + PartialEq>(values: [T; 2], used: u8, value: T) -> Option<u8> {
-    if used > 0 && values[0] == value {
-        Some(0)
-    } else if used > 1 && values[1] == value {
-        Some(1)
+fn place<T: Copy + PartialEq>(values: [T; 2], used: usize, value: T) -> usize {
+    let at_first = used > 0 && values[0] == value;
+    let at_second = used > 1 && values[1] == value;
+    if at_first {
+        0
+    } else if at_second {
+        1
     } else {
-        (used < 2).then_some(used)
+        used
     }
 }
 
