@@ -2,12 +2,11 @@
 //! of the input could be counted at all.
 //!
 //! Pure and single-threaded: records go in through [`RecordSink`], aggregates come out.
-//! Memory grows only with the number of distinct (source, window) pairs. Each is one
-//! 64-byte row, stored in place in an open-addressing table at most three quarters full,
-//! while its source keeps to two ports, hosts, protocols and interfaces (ordinary sources
-//! do); richer detail is allocated only for sources that spread out, and distinct
-//! destination ports and addresses are held in bounded structures (a bitmap, a capped set,
-//! then a sketch).
+//! Memory grows only with the number of distinct (source, window) pairs. Each costs about
+//! 80 bytes (a 64-byte row and its share of the index) while its source keeps to two
+//! ports, hosts, protocols and interfaces (ordinary sources do); richer detail is allocated
+//! only for sources that spread out, and distinct destination ports and addresses are held
+//! in bounded structures (a bitmap, a capped set, then a sketch).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -86,13 +85,11 @@ impl AddressId {
 }
 
 /// A (source, window) as one word: the window index (below 2^31) in the top 31 bits, then
-/// the source's [`AddressId`]. No key is all ones, which marks an empty table slot.
+/// the source's [`AddressId`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct RowKey(u64);
 
 impl RowKey {
-    const EMPTY: RowKey = RowKey(u64::MAX);
-
     /// Window indexes from 2^31 on have no key; [`RejectTally::window_index`] never gives
     /// one (they would be times past the year 6000 even with one-minute windows).
     fn new(source: AddressId, window_index: u32) -> Option<RowKey> {
@@ -408,12 +405,15 @@ fn fingerprint_of(address: AddressId, v6_addresses: &IndexSet<u128, RandomState>
     address_fingerprint(IpAddr::V6(Ipv6Addr::from_bits(bits)))
 }
 
-/// The aggregates: rows stored in place in an open-addressing table with linear probing,
-/// a power of two long and at most three quarters full.
+/// The aggregates: rows in order of first sight, found through an open-addressing index
+/// with linear probing.
 #[derive(Clone, Debug)]
 struct Table {
-    slots: Vec<Row>,
-    len: usize,
+    rows: Vec<Row>,
+    /// 0 for an empty slot, else the top half of the key's hash above the row's position
+    /// plus one, so that probing compares hashes without touching rows. A power of two
+    /// long, at most three quarters full.
+    index: Vec<u64>,
     /// Mixed into every hash, drawn per tally: source addresses come from the internet,
     /// and an attacker who could predict the slots could make every lookup probe long.
     seed: u64,
@@ -422,15 +422,15 @@ struct Table {
 impl Default for Table {
     fn default() -> Self {
         Table {
-            slots: Vec::new(),
-            len: 0,
+            rows: Vec::new(),
+            index: Vec::new(),
             seed: RandomState::default().hash_one(0x5eed_u64),
         }
     }
 }
 
 impl Table {
-    /// A 64-bit mix of the key and the seed whose low bits all depend on every key bit.
+    /// A 64-bit mix of the key and the seed in which every bit depends on every key bit.
     #[inline(always)]
     fn hash(&self, key: RowKey) -> u64 {
         const MULTIPLIER: u64 = 0xd6e8_feb8_6659_fd93;
@@ -441,74 +441,98 @@ impl Table {
     }
 
     fn mask(&self) -> usize {
-        self.slots.len().wrapping_sub(1)
+        self.index.len().wrapping_sub(1)
     }
 
-    /// Asks for the cache line of the key's home slot, which the row usually occupies, so
-    /// that it arrives while the rest of the batch is read.
+    /// The first stage of a lookup ahead of time: asks for the index slot's cache line.
     #[inline(always)]
-    fn prefetch(&self, hash: u64) {
-        if let Some(row) = self.slots.get(hash as usize & self.mask()) {
+    fn prefetch_slot(&self, hash: u64) {
+        if let Some(slot) = self.index.get(hash as usize & self.mask()) {
+            prefetch(slot);
+        }
+    }
+
+    /// The second stage: finds the row by hash alone (the slot is in cache by now) and
+    /// asks for its cache line. A hash collision only wastes the hint.
+    #[inline(always)]
+    fn prefetch_row(&self, hash: u64) {
+        if let Some(row) = self.probe(hash).and_then(|row| self.rows.get(row)) {
             prefetch(row);
+        }
+    }
+
+    /// The row whose index entry carries `hash`'s top half, if any.
+    #[inline(always)]
+    fn probe(&self, hash: u64) -> Option<usize> {
+        let mut slot = hash as usize & self.mask();
+        loop {
+            let entry = *self.index.get(slot)?;
+            if entry == 0 {
+                return None;
+            }
+            if entry >> 32 == hash >> 32 {
+                return Some((entry as u32 - 1) as usize);
+            }
+            slot = (slot + 1) & self.mask();
         }
     }
 
     fn find(&self, key: RowKey, hash: u64) -> Option<usize> {
         let mut slot = hash as usize & self.mask();
         loop {
-            let found = self.slots.get(slot)?.key;
-            if found == key {
-                return Some(slot);
-            }
-            if found == RowKey::EMPTY {
+            let entry = *self.index.get(slot)?;
+            if entry == 0 {
                 return None;
+            }
+            let row = (entry as u32 - 1) as usize;
+            if entry >> 32 == hash >> 32 && self.rows[row].key == key {
+                return Some(row);
             }
             slot = (slot + 1) & self.mask();
         }
     }
 
     fn get(&self, key: RowKey) -> Option<&Row> {
-        self.find(key, self.hash(key)).map(|slot| &self.slots[slot])
+        self.find(key, self.hash(key)).map(|row| &self.rows[row])
     }
 
     #[inline(always)]
     fn find_or_insert(&mut self, sample: &Sample) -> &mut Row {
-        let slot = match self.find(sample.key, sample.hash) {
-            Some(slot) => slot,
+        let row = match self.find(sample.key, sample.hash) {
+            Some(row) => row,
             None => self.insert(sample),
         };
-        &mut self.slots[slot]
+        &mut self.rows[row]
     }
 
     #[cold]
     fn insert(&mut self, sample: &Sample) -> usize {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
+        if (self.rows.len() + 1) * 4 > self.index.len() * 3 {
             self.grow();
         }
-        let mut slot = sample.hash as usize & self.mask();
-        while self.slots[slot].key != RowKey::EMPTY {
+        let row = self.rows.len();
+        self.rows.push(Row::new(sample.key, sample.offset));
+        self.place(sample.hash, row);
+        row
+    }
+
+    fn place(&mut self, hash: u64, row: usize) {
+        // Rows are counted in u32 like every other count here; 4 billion (source, window)
+        // pairs would need hundreds of gigabytes first.
+        let entry = (hash >> 32) << 32 | u64::from(row as u32 + 1);
+        let mut slot = hash as usize & self.mask();
+        while self.index[slot] != 0 {
             slot = (slot + 1) & self.mask();
         }
-        self.slots[slot] = Row::new(sample.key, sample.offset);
-        self.len += 1;
-        slot
+        self.index[slot] = entry;
     }
 
     fn grow(&mut self) {
-        let empty = Row::new(RowKey::EMPTY, 0);
-        let doubled = (self.slots.len() * 2).max(64);
-        let old = std::mem::replace(&mut self.slots, vec![empty; doubled]);
-        for row in old.into_iter().filter(|row| row.key != RowKey::EMPTY) {
-            let mut slot = self.hash(row.key) as usize & self.mask();
-            while self.slots[slot].key != RowKey::EMPTY {
-                slot = (slot + 1) & self.mask();
-            }
-            self.slots[slot] = row;
+        self.index = vec![0; (self.index.len() * 2).max(64)];
+        for row in 0..self.rows.len() {
+            let hash = self.hash(self.rows[row].key);
+            self.place(hash, row);
         }
-    }
-
-    fn rows(&self) -> impl Iterator<Item = &Row> {
-        self.slots.iter().filter(|row| row.key != RowKey::EMPTY)
     }
 }
 
@@ -526,9 +550,12 @@ fn prefetch<T>(value: &T) {
 }
 
 /// How many REJECTs wait before they are applied together. Their rows are mostly not in
-/// the processor's caches (a busy hour has tens of thousands of them): each row's line is
-/// asked for when its REJECT is read, and is there by the time the batch is applied.
+/// the processor's caches (a busy hour has tens of thousands of them), so each lookup is
+/// started early in two steps: the index slot's line is asked for when the REJECT is read,
+/// the row's line [`ROW_PREFETCH_LAG`] REJECTs later, and both are there by the time the
+/// batch is applied.
 const BATCH: usize = 64;
+const ROW_PREFETCH_LAG: usize = 16;
 
 /// A text of 8 to 24 bytes as its length and three (possibly overlapping) words, which
 /// together determine it: compared and hashed in a few operations.
@@ -817,7 +844,12 @@ impl RejectTally {
         let offset =
             |moment: u64| moment.saturating_sub(window_start).min(u64::from(u32::MAX)) as u32;
         let hash = self.table.hash(key);
-        self.table.prefetch(hash);
+        self.table.prefetch_slot(hash);
+        // The REJECT read a few before this one had its index slot asked for then: by now
+        // the slot is in cache, so its row can be asked for in turn.
+        if let Some(earlier) = self.pending.len().checked_sub(ROW_PREFETCH_LAG) {
+            self.table.prefetch_row(self.pending[earlier].hash);
+        }
         let interface = record
             .text(Field::InterfaceId)
             .map(|interface| self.intern_interface(interface));
@@ -849,6 +881,10 @@ impl RejectTally {
 
     /// Applies the waiting REJECTs, in the order they came.
     fn apply_pending(&mut self) {
+        let lagging = self.pending.len().saturating_sub(ROW_PREFETCH_LAG);
+        for sample in &self.pending[lagging..] {
+            self.table.prefetch_row(sample.hash);
+        }
         for sample in &self.pending {
             let row = self.table.find_or_insert(sample);
             row.count(sample);
@@ -887,7 +923,7 @@ impl RejectTally {
 
     /// Totals, with `sources` computed from the aggregates.
     pub fn totals(&self) -> Totals {
-        let keys = self.table.rows().map(|row| row.key);
+        let keys = self.table.rows.iter().map(|row| row.key);
         let sources: HashSet<AddressId, RandomState> = keys
             .chain(self.pending.iter().map(|sample| sample.key))
             .map(RowKey::source)
@@ -905,12 +941,12 @@ impl RejectTally {
 
     /// The number of (source, window) aggregates.
     pub fn len(&self) -> usize {
-        self.table.len + self.pending_only_keys().count()
+        self.table.rows.len() + self.pending_only_keys().count()
     }
 
     /// Whether no REJECT was counted.
     pub fn is_empty(&self) -> bool {
-        self.table.len == 0 && self.pending.is_empty()
+        self.table.rows.is_empty() && self.pending.is_empty()
     }
 
     /// Keys that only waiting REJECTs have, in order of first sight.
@@ -956,9 +992,13 @@ impl RejectTally {
         }
     }
 
-    /// All aggregates, in no particular order (see [`RejectTally::by_rejects`]).
+    /// All aggregates, in the order they were first seen.
     pub fn aggregates(&self) -> impl Iterator<Item = SourceAggregate<'_>> {
-        let applied = self.table.rows().map(|row| self.view(row.key, Some(row)));
+        let applied = self
+            .table
+            .rows
+            .iter()
+            .map(|row| self.view(row.key, Some(row)));
         applied.chain(self.pending_only_keys().map(|key| self.view(key, None)))
     }
 
