@@ -3,7 +3,9 @@
 //!
 //! Push-based so the same code serves a file, stdin and an S3 `GetObject` body arriving in
 //! chunks: [`ObjectDecoder::write`] takes bytes as they come, and memory stays bounded by
-//! the gzip window, one chunk and the longest allowed line. No I/O here.
+//! the gzip window, one chunk, the index of one 64 KiB piece of decoded text and the
+//! longest allowed line. Lines are found a piece at a time and read in place (see
+//! [`LineBatch`]). No I/O here.
 
 use std::io::{self, Write};
 
@@ -1061,6 +1063,21 @@ mod tests {
                 ],
                 "chunk {chunk}"
             );
+        }
+    }
+
+    #[test]
+    fn a_wide_header_over_short_lines_reports_each_line_and_ends() {
+        // Short lines at the end of a piece, read with a 255-column format: the reader
+        // runs out of text looking for values and must still stop.
+        let header: Vec<String> = (0..crate::flow_log::MAX_COLUMNS)
+            .map(|index| format!("x{index}"))
+            .collect();
+        let text = format!("version {}\n1 2\n3\n", header[1..].join(" "));
+        for chunk in [1, 5, 64 << 10] {
+            let collected = decode_with(text.as_bytes(), chunk, DecodeLimits::default()).unwrap();
+            let numbers: Vec<u64> = collected.malformed.iter().map(|m| m.line_number).collect();
+            assert_eq!(numbers, vec![2, 3], "chunk {chunk}");
         }
     }
 

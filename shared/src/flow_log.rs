@@ -2718,6 +2718,28 @@ mod fast_reader_tests {
     }
 
     #[test]
+    fn the_widest_format_reads_a_short_line_to_its_end() {
+        // 255 columns against a line of three values: the fast readers walk past the
+        // line's end for the missing ones and must stop; the general path then counts.
+        let names: Vec<String> = (0..MAX_COLUMNS)
+            .map(|index| format!("${{x{index}}}"))
+            .collect();
+        let format = FlowFormat::from_log_format(&names.join(" ")).unwrap();
+        let mut parser = RecordParser::new(format.clone());
+        assert!(matches!(
+            parser.parse("a b c"),
+            Err(ParseError::FieldCount {
+                expected: 255,
+                found: 3,
+                ..
+            })
+        ));
+        let wide = names.iter().map(|_| "v").collect::<Vec<_>>().join(" ");
+        let record = parser.parse(&wide).unwrap();
+        assert_eq!(record.column_value(254), Some(FieldValue::Text("v")));
+    }
+
+    #[test]
     fn only_the_default_format_takes_the_default_reader() {
         assert!(RecordParser::new(FlowFormat::default()).is_default);
         let mut fields = DEFAULT_FIELDS.to_vec();

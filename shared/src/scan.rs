@@ -295,10 +295,13 @@ mod x86 {
     }
 }
 
-/// Calls `$generic::<K>($args)` with the best kernels this processor has: AVX2 (through
-/// `$avx2`, a wrapper of the same generic function with [`Avx2::detect`]'s `target_feature`
-/// attribute
-/// function, so that everything inlined into it uses those instructions) or [`Portable`].
+/// Calls `$generic(kernels, $args)` with the best kernels this processor has: [`Avx2`],
+/// through `$avx2`, a wrapper of the same generic function carrying the `target_feature`
+/// attribute named at [`Avx2::detect`] (so that everything inlined into it is compiled for
+/// those instructions), or else [`Portable`].
+///
+/// Code instantiated for `Avx2` must reach the kernels through functions inlined into the
+/// wrapper, never through closures, which are compiled on their own without the features.
 macro_rules! with_kernels {
     ($avx2:path, $generic:path, ($($arg:expr),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
@@ -489,12 +492,14 @@ impl<'a> LineSeparators<'a> {
         }
     }
 
-    /// Word `index` (bits `64 * index ..`), zero past the bitmap.
+    /// Word `index` (bits `64 * index ..`). Past the bitmap every bit is set, like the
+    /// spare words: a reader looking for the next separator always finds one, however many
+    /// values it still expects.
     #[inline(always)]
     pub(crate) fn word(&self, index: usize) -> u64 {
         let at = self.first_word + index;
-        let low = self.words.get(at).copied().unwrap_or(0);
-        let high = self.words.get(at + 1).copied().unwrap_or(0);
+        let low = self.words.get(at).copied().unwrap_or(u64::MAX);
+        let high = self.words.get(at + 1).copied().unwrap_or(u64::MAX);
         ((u128::from(high) << 64 | u128::from(low)) >> self.shift) as u64
     }
 }
