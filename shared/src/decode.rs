@@ -1067,6 +1067,33 @@ mod tests {
     }
 
     #[test]
+    fn export_timestamps_are_refused_whatever_the_chunking_when_text_comes_first() {
+        // A text first column would take the timestamp as its value; the line has the
+        // format's width only with it, so it is refused, in place as line by line.
+        let filler = format!("{}\n", "vpc-1 subnet-1");
+        let text = format!(
+            "vpc-id subnet-id\n2024-05-01T12:00:00.000Z abc\n{}",
+            filler.repeat(64)
+        );
+        for chunk in [1, 7, 64 << 10] {
+            let collected = decode_with(text.as_bytes(), chunk, DecodeLimits::default()).unwrap();
+            assert_eq!(
+                collected.malformed,
+                vec![MalformedLine {
+                    line_number: 2,
+                    error: ParseError::ExportTimestamp {
+                        expected: 2,
+                        found: 1,
+                        excerpt: "2024-05-01T12:00:00.000Z abc".into()
+                    }
+                }],
+                "chunk {chunk}"
+            );
+            assert_eq!(collected.actions.len(), 64);
+        }
+    }
+
+    #[test]
     fn a_wide_header_over_short_lines_reports_each_line_and_ends() {
         // Short lines at the end of a piece, read with a 255-column format: the reader
         // runs out of text looking for values and must still stop.
@@ -1202,5 +1229,160 @@ mod tests {
         assert!(matches!(not_base64, Err(DecodeError::SubscriptionData(_))));
         let not_gzip = decode_subscription_event(b"{\"awslogs\":{\"data\":\"aGVsbG8=\"}}");
         assert!(matches!(not_gzip, Err(DecodeError::Gzip(_))));
+    }
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+    use crate::flow_log::{FlowFormat, RecordParser};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    /// What happened to each line, as text: a record's JSON or a malformed line's reason.
+    #[derive(Default)]
+    struct Outcomes(Vec<String>);
+
+    impl RecordSink for Outcomes {
+        fn record(&mut self, record: &FlowRecord<'_>) {
+            self.0
+                .push(serde_json::to_string(record).unwrap_or_default());
+        }
+
+        fn malformed(&mut self, line: MalformedLine) {
+            self.0.push(line.to_string());
+        }
+    }
+
+    /// Values of every kind for the default format's columns, tricky ones included.
+    const TOKENS: &[&str] = &[
+        "2",
+        "123456789010",
+        "eni-1235b8ca123456789",
+        "172.31.9.69",
+        "10.0.0.1",
+        "01.2.3.4",
+        "256.1.1.1",
+        "2001:db8::1",
+        "::ffff:1.2.3.4",
+        "49761",
+        "65536",
+        "6",
+        "256",
+        "20",
+        "4249",
+        "1418530010",
+        "1418530010000",
+        "12345678",
+        "123456789",
+        "9999999999999999",
+        "99999999999999999",
+        "18446744073709551616",
+        "REJECT",
+        "ACCEPT",
+        "OK",
+        "NODATA",
+        "SKIPDATA",
+        "-",
+        "x",
+        "é",
+        "a\tb",
+        "2024-05-01T12:00:00.000Z",
+    ];
+
+    const RECORD: [&str; 14] = [
+        "2",
+        "123456789010",
+        "eni-1235b8ca123456789",
+        "172.31.9.69",
+        "172.31.9.12",
+        "49761",
+        "3389",
+        "6",
+        "20",
+        "4249",
+        "1418530010",
+        "1418530070",
+        "REJECT",
+        "OK",
+    ];
+
+    /// A line: mostly a documented record with a few values swapped, dropped or added, and
+    /// sometimes extra spaces, a carriage return or an export timestamp in front.
+    /// With `text_first`, the record's first two values trade places, as the format's do.
+    fn line(text_first: bool) -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec((0usize..16, select(TOKENS)), 0..3),
+            0usize..8,
+            select(&["", " ", "\r", "2024-05-01T12:00:00.000Z "][..]),
+        )
+            .prop_map(move |(swaps, shape, affix)| {
+                let mut tokens: Vec<&str> = RECORD.to_vec();
+                if text_first {
+                    tokens.swap(0, 1);
+                }
+                for (at, token) in swaps {
+                    match (at, tokens.get_mut(at)) {
+                        (0..=13, Some(slot)) => *slot = token,
+                        (14, _) => tokens.push(token),
+                        _ => drop(tokens.pop()),
+                    }
+                }
+                let separator = if shape == 0 { "  " } else { " " };
+                let line = tokens.join(separator);
+                match affix {
+                    "\r" => format!("{line}\r"),
+                    "" => line,
+                    prefix => format!("{prefix}{line}"),
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// An object decoded in pieces reads every line as `RecordParser::parse` does,
+        /// whichever way the bytes were chunked.
+        #[test]
+        fn objects_read_in_place_as_line_by_line(
+            (text_first, lines) in any::<bool>().prop_flat_map(|text_first| {
+                (Just(text_first), proptest::collection::vec(line(text_first), 1..60))
+            }),
+            chunk in prop_oneof![1usize..300, Just(64 << 10)],
+        ) {
+            // The default format, or the same with `account-id` (text) first, which an
+            // export timestamp could be taken for.
+            let mut fields = crate::flow_log::DEFAULT_FIELDS;
+            if text_first {
+                fields.swap(0, 1);
+            }
+            let format = FlowFormat::from_fields(&fields);
+            let lines: Vec<String> = lines
+                .into_iter()
+                .filter(|line| !FlowFormat::is_header_line(line))
+                .collect();
+            let mut parser = RecordParser::new(format.clone());
+            let mut expected = Outcomes::default();
+            for (number, line) in lines.iter().enumerate() {
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                match parser.parse(line) {
+                    Ok(record) => expected.record(&record),
+                    Err(error) => expected.malformed(MalformedLine {
+                        line_number: number as u64 + 1,
+                        error,
+                    }),
+                }
+            }
+            let text = lines.join("\n") + "\n";
+            let object = ObjectLines::new(format, Outcomes::default());
+            let mut decoder = ObjectDecoder::new(object, DecodeLimits::default());
+            for piece in text.as_bytes().chunks(chunk) {
+                decoder.write(piece).unwrap();
+            }
+            let outcomes = decoder.finish().unwrap().into_records();
+            prop_assert_eq!(outcomes.0, expected.0);
+        }
     }
 }

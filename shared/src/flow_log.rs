@@ -569,6 +569,8 @@ pub struct RecordParser {
     format: FlowFormat,
     /// Whether the format is the default one, read by code specialised to it.
     is_default: bool,
+    /// Whether the first column is read as text (see [`RecordParser::read_marked`]).
+    first_column_is_text: bool,
     slots: Vec<Slot>,
     /// (start, end) of each token of the current line; one spare to detect extras.
     tokens: Vec<(u32, u32)>,
@@ -582,6 +584,7 @@ impl RecordParser {
         let tokens = vec![(0, 0); format.width() + 1];
         RecordParser {
             is_default: format.readers == DEFAULT_READERS,
+            first_column_is_text: format.readers.first() == Some(&Reader::Text),
             format,
             slots,
             tokens,
@@ -619,6 +622,11 @@ impl RecordParser {
         window: &LineWindow,
         separators: LineSeparators<'_>,
     ) -> Option<FlowRecord<'a>> {
+        // A first column of text would take an export timestamp as its value; such lines
+        // are for `parse` to strip or refuse. Numbers, addresses and keywords refuse it.
+        if self.first_column_is_text && starts_like_export_timestamp(line.as_bytes()) {
+            return None;
+        }
         let marked = MarkedLine {
             window,
             len: line.len(),
@@ -708,6 +716,11 @@ fn read_copied<K: Kernels>(kernels: K, parser: &mut RecordParser, line: &str) ->
     scratch.window[..len].copy_from_slice(line.as_bytes());
     scratch.window[len] = b'\n';
     build_index(kernels, &mut scratch.index, &scratch.window[..=len]);
+    // A newline inside the line (a CloudWatch message may hold one) is not a separator
+    // for the general path: such lines are left to it.
+    if scratch.index.newlines().len() != 1 {
+        return false;
+    }
     let marked = MarkedLine {
         window: &scratch.window,
         len,
@@ -841,8 +854,12 @@ fn read_value<K: Kernels>(
             None => return false,
         },
         Reader::Address(_) => {
-            let address = window[start..].first_chunk::<16>();
-            match address.and_then(|address| kernels.ipv4(address, length)) {
+            // A `match`, not a closure: closures lose the kernels' target features.
+            let bits = match window[start..].first_chunk::<16>() {
+                Some(address) => kernels.ipv4(address, length),
+                None => None,
+            };
+            match bits {
                 Some(bits) => Slot::Ipv4(bits),
                 None if is_absent => Slot::Absent,
                 None => match window
@@ -1038,16 +1055,20 @@ fn token_end(bytes: &[u8], mut position: usize) -> usize {
 /// ISO-8601 timestamp, so a line that starts with one but has another count is rejected
 /// rather than read with every value shifted by one column.
 fn strip_export_timestamp(line: &str, width: usize) -> Result<&str, ParseError> {
-    let bytes = line.as_bytes();
-    let looks_like_iso = bytes.len() > 20
-        && bytes[..4].iter().all(u8::is_ascii_digit)
-        && bytes[4] == b'-'
-        && bytes[7] == b'-'
-        && bytes[10] == b'T';
-    if !looks_like_iso {
+    if !starts_like_export_timestamp(line.as_bytes()) {
         return Ok(line);
     }
     strip_found_export_timestamp(line, width)
+}
+
+/// Whether a line starts like `2024-05-01T12:00:00.000Z `.
+#[inline]
+fn starts_like_export_timestamp(bytes: &[u8]) -> bool {
+    bytes.len() > 20
+        && bytes[..4].iter().all(u8::is_ascii_digit)
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes[10] == b'T'
 }
 
 /// The rest of [`strip_export_timestamp`], for the rare lines that start with a timestamp:
@@ -2715,6 +2736,29 @@ mod fast_reader_tests {
                 ));
             }
         }
+    }
+
+    #[test]
+    fn a_newline_inside_a_message_is_not_a_separator() {
+        // CloudWatch messages reach `parse` whole; the general path splits on spaces only.
+        let mut parser = RecordParser::new(FlowFormat::default());
+        let line =
+            "2 123456789010 eni-1 1.2.3.4 5.6.7.8 1 2 6 1 1 1418530010 1418530070 REJECT\nOK";
+        assert!(matches!(
+            parser.parse(line),
+            Err(ParseError::FieldCount {
+                expected: 14,
+                found: 13,
+                ..
+            })
+        ));
+        let mut texts =
+            RecordParser::new(FlowFormat::from_log_format("${vpc-id} ${az-id}").unwrap());
+        assert!(
+            texts
+                .parse("a\nb c")
+                .is_ok_and(|record| record.text(Field::VpcId) == Some("a\nb"))
+        );
     }
 
     #[test]

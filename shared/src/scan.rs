@@ -303,11 +303,12 @@ mod x86 {
 /// Code instantiated for `Avx2` must reach the kernels through functions inlined into the
 /// wrapper, never through closures, which are compiled on their own without the features.
 macro_rules! with_kernels {
-    ($avx2:path, $generic:path, ($($arg:expr),* $(,)?)) => {{
+    ($avx2:path, $generic:path, ($($arg:ident),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
         {
             match $crate::scan::Avx2::detect() {
-                // SAFETY: `detect` found every feature the wrapper is compiled for.
+                // SAFETY: `detect` found every feature the wrapper is compiled for (the
+                // arguments are plain names: nothing else runs inside this block).
                 Some(avx2) => unsafe { $avx2(avx2, $($arg),*) },
                 None => $generic($crate::scan::Portable, $($arg),*),
             }

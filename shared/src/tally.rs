@@ -70,7 +70,8 @@ pub struct SourceWindow {
 }
 
 /// An address in 32 bits and a flag: an IPv4 address's bits, or the id under which the
-/// tally interned an IPv6 address (see [`RejectTally::v6_addresses`]).
+/// tally interned an IPv6 address (a source in [`RejectTally::v6_sources`], a destination in
+/// [`RejectTally::v6_destinations`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct AddressId {
     bits: u32,
@@ -90,10 +91,15 @@ impl AddressId {
 struct RowKey(u64);
 
 impl RowKey {
-    /// Window indexes from 2^31 on have no key; [`RejectTally::window_index`] never gives
-    /// one (they would be times past the year 6000 even with one-minute windows).
-    fn new(source: AddressId, window_index: u32) -> Option<RowKey> {
-        (window_index < 1 << 31).then(|| RowKey(u64::from(window_index) << 33 | source.packed()))
+    /// The largest window index a key holds: 2^31 one-minute windows reach past the
+    /// year 6000, so [`RejectTally::window_index`] treats later times as absurd.
+    const MAX_WINDOW_INDEX: u32 = (1 << 31) - 1;
+
+    /// The key of `source` in window `window_index`, which is at most
+    /// [`RowKey::MAX_WINDOW_INDEX`].
+    fn new(source: AddressId, window_index: u32) -> RowKey {
+        debug_assert!(window_index <= RowKey::MAX_WINDOW_INDEX);
+        RowKey(u64::from(window_index & RowKey::MAX_WINDOW_INDEX) << 33 | source.packed())
     }
 
     fn source(self) -> AddressId {
@@ -118,7 +124,7 @@ struct Sample {
     bytes: u64,
     offset: u32,
     last_offset: u32,
-    dst_address: Option<AddressId>,
+    dst_address: Option<Destination>,
     /// Interned in [`RejectTally::interfaces`].
     interface: Option<u32>,
     /// Interned in [`RejectTally::reasons`].
@@ -126,6 +132,22 @@ struct Sample {
     dst_port: Option<u16>,
     protocol: Option<u8>,
 }
+
+/// A destination as a sample carries it.
+#[derive(Clone, Copy, Debug)]
+enum Destination {
+    /// IPv4 bits or an interned IPv6 destination: what rows hold inline.
+    Id(AddressId),
+    /// An IPv6 destination met once the interning table was full: only a detail can hold
+    /// it, as its fingerprint (see [`V6_DESTINATION_IDS`]).
+    Fingerprint(u64),
+}
+
+/// How many distinct IPv6 destinations the tally interns (about 3 MiB at most). Interned ids
+/// let rows keep IPv6 destinations inline; past this many (a host sweeping IPv6 space, or a
+/// very large VPC), rows meeting new ones keep them in their detail, whose address sets are
+/// bounded, so memory stays bounded too.
+const V6_DESTINATION_IDS: usize = 1 << 16;
 
 /// Two bits per kind of inline value in [`Row::used`]: how many of its two places hold one.
 const PORTS: u32 = 0;
@@ -226,23 +248,27 @@ impl Row {
         let port = sample
             .dst_port
             .map(|port| place(self.dst_ports, self.used(PORTS), port));
-        let address = sample
-            .dst_address
-            .map(|address| place(addresses, self.used(ADDRESSES), address.packed()));
+        let address = match sample.dst_address {
+            Some(Destination::Id(address)) => Some(address),
+            Some(Destination::Fingerprint(_)) => return false,
+            None => None,
+        };
+        let address_place =
+            address.map(|address| place(addresses, self.used(ADDRESSES), address.packed()));
         let protocol = sample
             .protocol
             .map(|protocol| place(self.protocols, self.used(PROTOCOLS), protocol));
         let interface_place =
             interface.map(|interface| place(self.interfaces, self.used(INTERFACES), interface));
         let fits = |place: Option<usize>| place.is_none_or(|index| index < 2);
-        if !(fits(port) && fits(address) && fits(protocol) && fits(interface_place)) {
+        if !(fits(port) && fits(address_place) && fits(protocol) && fits(interface_place)) {
             return false;
         }
         if let (Some(index), Some(port)) = (port, sample.dst_port) {
             self.dst_ports[index & 1] = port;
             self.mark_used(PORTS, index);
         }
-        if let (Some(index), Some(address)) = (address, sample.dst_address) {
+        if let (Some(index), Some(address)) = (address_place, address) {
             self.dst_addresses[index & 1] = address.bits;
             let flag = 1 << (index & 1);
             self.v6_addresses = self.v6_addresses & !flag | if address.is_v6 { flag } else { 0 };
@@ -269,13 +295,13 @@ impl Row {
 
     /// A detail holding what the inline places recorded so far, and the row pointing at
     /// it (as `index`).
-    fn spill(&mut self, index: usize, v6_addresses: &IndexSet<u128, RandomState>) -> Detail {
+    fn spill(&mut self, index: usize, v6_destinations: &IndexSet<u128, RandomState>) -> Detail {
         let mut detail = Detail::default();
         for &port in &self.dst_ports[..self.used(PORTS)] {
             detail.dst_ports.insert(port);
         }
         for place in 0..self.used(ADDRESSES) {
-            let fingerprint = fingerprint_of(self.dst_address(place), v6_addresses);
+            let fingerprint = fingerprint_of(self.dst_address(place), v6_destinations);
             detail.dst_addresses.insert(fingerprint);
         }
         for place in 0..self.used(PROTOCOLS) {
@@ -329,13 +355,17 @@ struct RareDetail {
 }
 
 impl Detail {
-    fn add(&mut self, sample: &Sample, v6_addresses: &IndexSet<u128, RandomState>) {
+    fn add(&mut self, sample: &Sample, v6_destinations: &IndexSet<u128, RandomState>) {
         if let Some(port) = sample.dst_port {
             self.dst_ports.insert(port);
         }
-        if let Some(address) = sample.dst_address {
-            self.dst_addresses
-                .insert(fingerprint_of(address, v6_addresses));
+        match sample.dst_address {
+            Some(Destination::Id(address)) => {
+                let fingerprint = fingerprint_of(address, v6_destinations);
+                self.dst_addresses.insert(fingerprint);
+            }
+            Some(Destination::Fingerprint(fingerprint)) => self.dst_addresses.insert(fingerprint),
+            None => {}
         }
         if let Some(protocol) = sample.protocol {
             self.count_protocol(protocol, 1);
@@ -393,12 +423,12 @@ impl Detail {
     }
 }
 
-/// The fingerprint (see [`address_fingerprint`]) of an address the tally holds as an id.
-fn fingerprint_of(address: AddressId, v6_addresses: &IndexSet<u128, RandomState>) -> u64 {
+/// The fingerprint (see [`address_fingerprint`]) of a destination the tally holds as an id.
+fn fingerprint_of(address: AddressId, v6_destinations: &IndexSet<u128, RandomState>) -> u64 {
     if !address.is_v6 {
         return u64::from(address.bits);
     }
-    let bits = v6_addresses
+    let bits = v6_destinations
         .get_index(address.bits as usize)
         .copied()
         .unwrap_or_default();
@@ -637,8 +667,12 @@ pub struct RejectTally {
     recent_interfaces: RecentIds,
     /// Reject reasons seen, interned like interfaces.
     reasons: IndexSet<Box<str>, RandomState>,
-    /// IPv6 sources and destinations seen, interned so rows hold them in 32 bits.
-    v6_addresses: IndexSet<u128, RandomState>,
+    /// IPv6 sources seen, interned so that a row's key is one word; there are never more
+    /// of them than rows.
+    v6_sources: IndexSet<u128, RandomState>,
+    /// IPv6 destinations seen, interned so that rows keep them inline; at most
+    /// [`V6_DESTINATION_IDS`] of them.
+    v6_destinations: IndexSet<u128, RandomState>,
     /// The start and index of the window of the last REJECT: most records fall in the
     /// same window as the one before, which spares a division.
     current_window: (u64, u32),
@@ -669,7 +703,8 @@ impl RejectTally {
             interfaces: IndexSet::default(),
             recent_interfaces: RecentIds::default(),
             reasons: IndexSet::default(),
-            v6_addresses: IndexSet::default(),
+            v6_sources: IndexSet::default(),
+            v6_destinations: IndexSet::default(),
             current_window: (0, 0),
             gaps: HashMap::default(),
             ignored_dst_ports: None,
@@ -701,7 +736,7 @@ impl RejectTally {
     }
 
     /// The index of the window holding `time`; `None` for times too far in the future to
-    /// be real (past 2^31 windows).
+    /// be real (past [`RowKey::MAX_WINDOW_INDEX`]).
     #[inline(always)]
     fn window_index(&mut self, time: u64) -> Option<u32> {
         let (start, index) = self.current_window;
@@ -710,7 +745,7 @@ impl RejectTally {
         }
         let index = u32::try_from(time / self.options.window_seconds)
             .ok()
-            .filter(|&index| index < 1 << 31)?;
+            .filter(|&index| index <= RowKey::MAX_WINDOW_INDEX)?;
         self.current_window = (u64::from(index) * self.options.window_seconds, index);
         Some(index)
     }
@@ -744,17 +779,41 @@ impl RejectTally {
     }
 
     #[inline(always)]
-    fn address_id(&mut self, address: AddressBits) -> AddressId {
+    fn source_id(&mut self, address: AddressBits) -> AddressId {
         match address {
             AddressBits::V4(bits) => AddressId { bits, is_v6: false },
-            AddressBits::V6(bits) => self.v6_address_id(bits),
+            AddressBits::V6(bits) => AddressId {
+                bits: self.v6_sources.insert_full(bits).0 as u32,
+                is_v6: true,
+            },
         }
     }
 
-    fn v6_address_id(&mut self, bits: u128) -> AddressId {
-        AddressId {
-            bits: self.v6_addresses.insert_full(bits).0 as u32,
-            is_v6: true,
+    #[inline(always)]
+    fn destination(&mut self, address: AddressBits) -> Destination {
+        match address {
+            AddressBits::V4(bits) => Destination::Id(AddressId { bits, is_v6: false }),
+            AddressBits::V6(bits) => self.v6_destination(bits),
+        }
+    }
+
+    fn v6_destination(&mut self, bits: u128) -> Destination {
+        let known = self.v6_destinations.get_index_of(&bits);
+        let id = match known {
+            Some(id) => Some(id),
+            None if self.v6_destinations.len() < V6_DESTINATION_IDS => {
+                Some(self.v6_destinations.insert_full(bits).0)
+            }
+            None => None,
+        };
+        match id {
+            Some(id) => Destination::Id(AddressId {
+                bits: id as u32,
+                is_v6: true,
+            }),
+            None => {
+                Destination::Fingerprint(address_fingerprint(IpAddr::V6(Ipv6Addr::from_bits(bits))))
+            }
         }
     }
 
@@ -766,7 +825,7 @@ impl RejectTally {
                 is_v6: false,
             }),
             IpAddr::V6(v6) => Some(AddressId {
-                bits: self.v6_addresses.get_index_of(&v6.to_bits())? as u32,
+                bits: self.v6_sources.get_index_of(&v6.to_bits())? as u32,
                 is_v6: true,
             }),
         }
@@ -774,7 +833,7 @@ impl RejectTally {
 
     fn address_of(&self, address: AddressId) -> IpAddr {
         if address.is_v6 {
-            let bits = self.v6_addresses.get_index(address.bits as usize);
+            let bits = self.v6_sources.get_index(address.bits as usize);
             IpAddr::V6(Ipv6Addr::from_bits(bits.copied().unwrap_or_default()))
         } else {
             IpAddr::V4(Ipv4Addr::from_bits(address.bits))
@@ -834,11 +893,7 @@ impl RejectTally {
             self.totals.ignored += 1;
             return;
         }
-        let source = self.address_id(source);
-        let Some(key) = RowKey::new(source, window_index) else {
-            self.totals.uncountable += 1;
-            return;
-        };
+        let key = RowKey::new(self.source_id(source), window_index);
         self.totals.rejects += 1;
         let window_start = self.current_window.0;
         let offset =
@@ -858,7 +913,7 @@ impl RejectTally {
             .map(|reason| self.intern_reason(reason));
         let dst_address = record
             .address_bits(Field::DstAddr)
-            .map(|address| self.address_id(address));
+            .map(|address| self.destination(address));
         self.pending.push(Sample {
             key,
             hash,
@@ -889,11 +944,11 @@ impl RejectTally {
             let row = self.table.find_or_insert(sample);
             row.count(sample);
             if row.used != SPILLED && !row.add_inline(sample) {
-                let detail = row.spill(self.details.len(), &self.v6_addresses);
+                let detail = row.spill(self.details.len(), &self.v6_destinations);
                 self.details.push(detail);
             }
             if let Some(index) = row.detail() {
-                self.details[index].add(sample, &self.v6_addresses);
+                self.details[index].add(sample, &self.v6_destinations);
             }
         }
         self.pending.clear();
@@ -979,8 +1034,10 @@ impl RejectTally {
         if !key.window_start.is_multiple_of(self.options.window_seconds) {
             return None;
         }
-        let window_index = u32::try_from(key.window_start / self.options.window_seconds).ok()?;
-        let row_key = RowKey::new(self.known_address_id(key.source)?, window_index)?;
+        let window_index = u32::try_from(key.window_start / self.options.window_seconds)
+            .ok()
+            .filter(|&index| index <= RowKey::MAX_WINDOW_INDEX)?;
+        let row_key = RowKey::new(self.known_address_id(key.source)?, window_index);
         match self.table.get(row_key) {
             Some(row) => Some(self.view(row.key, Some(row))),
             None => {
@@ -1127,11 +1184,11 @@ impl<'a> SourceAggregate<'a> {
         for sample in waiting {
             state.row.count(sample);
             if state.detail.is_none() && !state.row.add_inline(sample) {
-                let detail = state.row.spill(0, &tally.v6_addresses);
+                let detail = state.row.spill(0, &tally.v6_destinations);
                 state.detail = Some(Cow::Owned(detail));
             }
             if let Some(detail) = &mut state.detail {
-                detail.to_mut().add(sample, &tally.v6_addresses);
+                detail.to_mut().add(sample, &tally.v6_destinations);
             }
         }
         state
@@ -1180,7 +1237,7 @@ impl<'a> SourceAggregate<'a> {
     /// The inline destinations' fingerprints (rows without detail).
     fn inline_fingerprints(&self, state: &RowState<'_>) -> Vec<u64> {
         (0..state.used(ADDRESSES))
-            .map(|place| fingerprint_of(state.row.dst_address(place), &self.tally.v6_addresses))
+            .map(|place| fingerprint_of(state.row.dst_address(place), &self.tally.v6_destinations))
             .collect()
     }
 
@@ -2054,6 +2111,49 @@ mod tests {
         );
         assert_eq!(tally.totals().rejects, 1);
         assert_eq!(tally.totals().uncountable, 1);
+    }
+
+    #[test]
+    fn ipv6_destinations_past_the_interning_cap_keep_memory_bounded() {
+        // One source sweeping IPv6 space: destinations past the cap are kept as
+        // fingerprints in the source's bounded detail, not interned.
+        let format =
+            FlowFormat::from_log_format("${srcaddr} ${dstaddr} ${start} ${action}").unwrap();
+        let mut parser = RecordParser::new(format);
+        let mut tally = RejectTally::default();
+        let sweep = V6_DESTINATION_IDS as u128 + 20_000;
+        for host in 0..sweep {
+            let destination = Ipv6Addr::from_bits(0x2001_0db8 << 96 | host);
+            let line = format!("2001:db8::5 {destination} 1700000000 REJECT");
+            tally.add(&parser.parse(&line).unwrap());
+        }
+        // A source with two of the interned destinations still needs no detail.
+        for host in [1, 2] {
+            let destination = Ipv6Addr::from_bits(0x2001_0db8 << 96 | host);
+            let line = format!("2001:db8::6 {destination} 1700000000 REJECT");
+            tally.add(&parser.parse(&line).unwrap());
+        }
+        assert_eq!(tally.v6_destinations.len(), V6_DESTINATION_IDS);
+        let ranked = tally.by_rejects();
+        let estimate = ranked[0].distinct_dst_addrs() as f64;
+        let truth = sweep as f64;
+        assert!(
+            (estimate - truth).abs() / truth < 0.05,
+            "{estimate} vs {truth}"
+        );
+        assert!(ranked[1].stats().detail.is_none());
+        assert_eq!(ranked[1].distinct_dst_addrs(), 2);
+        assert_eq!(
+            ranked[1].dst_host_examples(2),
+            [1, 2]
+                .map(|host| {
+                    address_fingerprint(IpAddr::V6(Ipv6Addr::from_bits(0x2001_0db8 << 96 | host)))
+                })
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
