@@ -651,7 +651,7 @@ impl RecentIds {
 
 /// REJECT aggregates of a batch of records, keyed by [`SourceWindow`].
 ///
-/// REJECTs are applied to the aggregates [`BATCH`] at a time; every read sees the ones
+/// REJECTs are applied to the aggregates 64 at a time; every read sees the ones
 /// still waiting, so the batching shows only in speed.
 #[derive(Clone, Debug)]
 pub struct RejectTally {
