@@ -12,7 +12,9 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 #[cfg(target_arch = "x86_64")]
 use crate::scan::Avx2;
-use crate::scan::{Kernels, LineSeparators, TextIndex, build_index, with_kernels};
+use crate::scan::{
+    Kernels, LineSeparators, TextIndex, build_index, bytes_equal, gather_high_bits, with_kernels,
+};
 
 /// How a field's value is read and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -632,12 +634,14 @@ impl RecordParser {
             len: line.len(),
             separators,
         };
-        let read = if self.is_default {
-            read_default_marked(kernels, &marked, &mut self.slots)
-        } else {
-            read_marked(kernels, &self.format.readers, &marked, &mut self.slots)
-        };
-        read.then(|| self.record(line))
+        read_format(
+            kernels,
+            self.is_default,
+            &self.format,
+            &marked,
+            &mut self.slots,
+        )
+        .then(|| self.record(line))
     }
 
     fn record<'a>(&'a self, line: &'a str) -> FlowRecord<'a> {
@@ -726,10 +730,29 @@ fn read_copied<K: Kernels>(kernels: K, parser: &mut RecordParser, line: &str) ->
         len,
         separators: scratch.index.separators_from(0),
     };
-    if parser.is_default {
-        read_default_marked(kernels, &marked, &mut parser.slots)
+    read_format(
+        kernels,
+        parser.is_default,
+        &parser.format,
+        &marked,
+        &mut parser.slots,
+    )
+}
+
+/// The fast readers for a format: the default one's, specialised (`is_default`), or the
+/// format's reader table.
+#[inline(always)]
+fn read_format<K: Kernels>(
+    kernels: K,
+    is_default: bool,
+    format: &FlowFormat,
+    line: &MarkedLine<'_>,
+    slots: &mut [Slot],
+) -> bool {
+    if is_default {
+        read_default_marked(kernels, line, slots)
     } else {
-        read_marked(kernels, &parser.format.readers, &marked, &mut parser.slots)
+        read_marked(kernels, &format.readers, line, slots)
     }
 }
 
@@ -1035,12 +1058,7 @@ fn tokenize(bytes: &[u8], tokens: &mut [(u32, u32)]) -> usize {
 /// Bit `i` is set when byte `i` of the little-endian word is a space.
 #[inline]
 fn space_bits(word: u64) -> u32 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ 0x2020_2020_2020_2020;
-    // High bit of each byte set exactly where the byte is zero (no borrow between bytes).
-    let zero_bytes = !((x & LOW7).wrapping_add(LOW7) | x | LOW7);
-    // Gathers the eight high bits into the top byte; no two partial products collide.
-    ((zero_bytes >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+    gather_high_bits(bytes_equal(word, b' ')) as u32
 }
 
 fn token_end(bytes: &[u8], mut position: usize) -> usize {
