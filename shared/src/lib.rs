@@ -6,6 +6,7 @@
 //! - [`counters`]: what one delivery adds to the stored counters, and the stored rows.
 //! - [`sketch`]: mergeable distinct counts for stored rows.
 //! - [`alert`]: which sources deserve an alert, and its text.
+//! - [`settle`]: when a window stops changing, and which windows an evaluation reads.
 //! - `scan` (internal): finds newlines and value separators in decoded text, 64 bytes at a
 //!   time, with AVX2 where the processor has it.
 //!
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod ports;
 mod scan;
 pub mod settings;
+pub mod settle;
 pub mod sketch;
 pub mod tally;
 pub mod time;
