@@ -1,6 +1,7 @@
 //! Helpers shared by the cross-crate tests and benchmarks.
 
 pub mod moto;
+pub mod runtime_api;
 
 use std::net::{IpAddr, Ipv4Addr};
 
