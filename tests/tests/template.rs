@@ -1,11 +1,16 @@
 //! `template.yaml` and the functions agree on configuration: every environment variable a
 //! function reads is set by the template under the same name, and every variable the
-//! template sets is read.
+//! template sets is read. The template's own values agree with each other and with the
+//! data path (the settle horizon, timeouts, concurrency).
+//!
+//! CloudFormation's short tags (`!Ref X`, `!GetAtt X.Arn`, `!If [..]`) arrive as tagged
+//! values; [`reference`] reads them.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use serde_yaml_ng::Value;
+use shared::settle::{DeliveryPath, PUBLISH_ALLOWANCE_SECONDS, required_settle_seconds};
 
 /// The variables a configuration reads, found by recording its lookups (required ones get
 /// a dummy value so that reading goes on past them).
@@ -72,4 +77,152 @@ fn the_template_defaults_parse_as_the_functions_would() {
         .as_str()
         .unwrap();
     assert_eq!(pattern, ingest_flow_logs::config::DEFAULT_KEY_PATTERN);
+}
+
+fn template() -> Value {
+    serde_yaml_ng::from_str(include_str!("../../template.yaml")).expect("template.yaml is YAML")
+}
+
+/// `(tag, value)` of a short-form intrinsic such as `!Ref X` (`("Ref", "X")`), or `None`.
+fn reference(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => Some((
+            tagged.tag.to_string().trim_start_matches('!').to_owned(),
+            &tagged.value,
+        )),
+        _ => None,
+    }
+}
+
+fn is_ref(value: &Value, name: &str) -> bool {
+    matches!(reference(value), Some((tag, target)) if tag == "Ref" && target.as_str() == Some(name))
+}
+
+/// A number written as a YAML number or as a string (environment variables are strings).
+fn number(value: &Value, what: &str) -> u64 {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|text| text.parse().ok()))
+        .unwrap_or_else(|| panic!("{what} is a number in template.yaml, found {value:?}"))
+}
+
+fn parameter_default(template: &Value, name: &str) -> u64 {
+    number(
+        &template["Parameters"][name]["Default"],
+        &format!("the default of {name}"),
+    )
+}
+
+fn properties<'a>(template: &'a Value, resource: &str) -> &'a Value {
+    let properties = &template["Resources"][resource]["Properties"];
+    assert!(
+        properties.is_mapping(),
+        "template.yaml has a resource {resource}"
+    );
+    properties
+}
+
+fn settle_minutes(template: &Value, function: &str) -> u64 {
+    number(
+        &properties(template, function)["Environment"]["Variables"]["SETTLE_MINUTES"],
+        &format!("SETTLE_MINUTES of {function}"),
+    )
+}
+
+#[test]
+fn both_functions_settle_after_the_slowest_delivery_path() {
+    let template = template();
+    let settle = settle_minutes(&template, "EvaluateFunction");
+    // Ingest calls a row late against the same horizon the evaluator stops reading at.
+    assert_eq!(settle_minutes(&template, "IngestFunction"), settle);
+    let aggregation_seconds =
+        template["Parameters"]["FlowLogMaxAggregationInterval"]["AllowedValues"]
+            .as_sequence()
+            .expect("FlowLogMaxAggregationInterval has allowed values")
+            .iter()
+            .map(|value| number(value, "an aggregation interval"))
+            .max()
+            .expect("at least one aggregation interval");
+    let queue = properties(&template, "FlowLogObjectQueue");
+    let ingest = properties(&template, "IngestFunction");
+    let path = DeliveryPath {
+        aggregation_seconds,
+        publish_seconds: PUBLISH_ALLOWANCE_SECONDS,
+        object_queue_visibility_seconds: number(
+            &queue["VisibilityTimeout"],
+            "the queue's VisibilityTimeout",
+        ),
+        object_queue_max_receives: number(
+            &queue["RedrivePolicy"]["maxReceiveCount"],
+            "the queue's maxReceiveCount",
+        ),
+        async_max_event_age_seconds: number(
+            &ingest["EventInvokeConfig"]["MaximumEventAgeInSeconds"],
+            "ingest's MaximumEventAgeInSeconds",
+        ),
+        ingest_timeout_seconds: number(&ingest["Timeout"], "ingest's Timeout"),
+    };
+    let required = required_settle_seconds(&path);
+    assert!(
+        settle * 60 >= required,
+        "SETTLE_MINUTES {settle} is shorter than the {required} s the data path needs: {path:?}"
+    );
+}
+
+#[test]
+fn object_queue_invocations_are_neither_throttled_nor_redelivered_while_running() {
+    let template = template();
+    let visibility = number(
+        &properties(&template, "FlowLogObjectQueue")["VisibilityTimeout"],
+        "the queue's VisibilityTimeout",
+    );
+    let timeout = number(
+        &properties(&template, "IngestFunction")["Timeout"],
+        "ingest's Timeout",
+    );
+    // Lambda refuses a mapping whose function outlives the queue's visibility timeout.
+    assert!(
+        visibility >= timeout,
+        "visibility timeout {visibility} s < ingest timeout {timeout} s"
+    );
+    let scaling =
+        &properties(&template, "FlowLogObjectEvents")["ScalingConfig"]["MaximumConcurrency"];
+    assert!(
+        is_ref(scaling, "ObjectQueueMaxConcurrency"),
+        "the mapping's MaximumConcurrency is the parameter, found {scaling:?}"
+    );
+    let queue_concurrency = parameter_default(&template, "ObjectQueueMaxConcurrency");
+    let reserved = parameter_default(&template, "IngestReservedConcurrency");
+    assert!(
+        queue_concurrency < reserved,
+        "ObjectQueueMaxConcurrency {queue_concurrency} leaves no room below IngestReservedConcurrency {reserved}"
+    );
+}
+
+#[test]
+fn alert_cooldown_outlasts_the_windows_still_reread() {
+    let template = template();
+    let cooldown = parameter_default(&template, "AlertCooldownMinutes") * 60;
+    let settle = settle_minutes(&template, "EvaluateFunction") * 60;
+    let window = parameter_default(&template, "WindowMinutes") * 60;
+    assert!(
+        cooldown >= settle + window,
+        "the default cooldown ({cooldown} s) ends while the alerted window is still read ({settle} + {window} s)"
+    );
+}
+
+#[test]
+fn a_claim_outlives_the_evaluation_that_made_it() {
+    let template = template();
+    let timeout = number(
+        &properties(&template, "EvaluateFunction")["Timeout"],
+        "evaluate's Timeout",
+    );
+    // A claim older than this is taken over by the next run: a run still publishing must
+    // not lose its claims.
+    assert!(
+        evaluate_rejects::CLAIM_TIMEOUT_SECONDS > timeout,
+        "claims expire after {} s, an evaluation may run {timeout} s",
+        evaluate_rejects::CLAIM_TIMEOUT_SECONDS
+    );
 }
