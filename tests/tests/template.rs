@@ -1,10 +1,11 @@
 //! `template.yaml` and the functions agree on configuration: every environment variable a
 //! function reads is set by the template under the same name, and every variable the
 //! template sets is read. The template's own values agree with each other and with the
-//! data path (the settle horizon, timeouts, concurrency).
+//! data path (the settle horizon, timeouts, concurrency), and its alarms reach the
+//! operations topic.
 //!
 //! CloudFormation's short tags (`!Ref X`, `!GetAtt X.Arn`, `!If [..]`) arrive as tagged
-//! values; [`reference`] reads them.
+//! values; [`reference`] and [`statements`] read them.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -129,6 +130,75 @@ fn settle_minutes(template: &Value, function: &str) -> u64 {
     )
 }
 
+/// A value or a one-element list of it, as IAM policies allow, as a list.
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value.as_sequence() {
+        Some(values) => values.iter().collect(),
+        None => vec![value],
+    }
+}
+
+fn actions(statement: &Value) -> Vec<&str> {
+    one_or_many(&statement["Action"])
+        .into_iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The statements of a policy document; a statement under `!If [condition, statement,
+/// !Ref AWS::NoValue]` counts as its statement (the template's conditions only leave out
+/// statements about resources that are then absent too).
+fn statements(document: &Value) -> Vec<&Value> {
+    document["Statement"]
+        .as_sequence()
+        .expect("a policy document has a list of statements")
+        .iter()
+        .map(|statement| match reference(statement) {
+            Some((tag, arguments)) if tag == "If" => &arguments[1],
+            _ => statement,
+        })
+        .collect()
+}
+
+/// The statements of the resource policies (`AWS::SNS::TopicPolicy`, `AWS::SQS::QueuePolicy`)
+/// attached to `resource`.
+fn resource_policy_statements<'a>(
+    template: &'a Value,
+    policy_type: &str,
+    list: &str,
+    resource: &str,
+) -> Vec<&'a Value> {
+    template["Resources"]
+        .as_mapping()
+        .expect("template.yaml has resources")
+        .values()
+        .filter(|policy| policy["Type"].as_str() == Some(policy_type))
+        .filter(|policy| {
+            one_or_many(&policy["Properties"][list])
+                .into_iter()
+                .any(|target| is_ref(target, resource))
+        })
+        .flat_map(|policy| statements(&policy["Properties"]["PolicyDocument"]))
+        .collect()
+}
+
+fn alarms(template: &Value) -> Vec<(&str, &Value)> {
+    let alarms: Vec<_> = template["Resources"]
+        .as_mapping()
+        .expect("template.yaml has resources")
+        .iter()
+        .filter(|(_, resource)| resource["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .map(|(name, resource)| {
+            (
+                name.as_str().expect("a logical id"),
+                &resource["Properties"],
+            )
+        })
+        .collect();
+    assert!(!alarms.is_empty(), "template.yaml has alarms");
+    alarms
+}
+
 #[test]
 fn both_functions_settle_after_the_slowest_delivery_path() {
     let template = template();
@@ -224,5 +294,139 @@ fn a_claim_outlives_the_evaluation_that_made_it() {
         evaluate_rejects::CLAIM_TIMEOUT_SECONDS > timeout,
         "claims expire after {} s, an evaluation may run {timeout} s",
         evaluate_rejects::CLAIM_TIMEOUT_SECONDS
+    );
+}
+
+#[test]
+fn no_alarm_publishes_to_the_alert_topic() {
+    let template = template();
+    for (name, alarm) in alarms(&template) {
+        for list in ["AlarmActions", "OKActions", "InsufficientDataActions"] {
+            if let Some(actions) = alarm[list].as_sequence() {
+                assert!(
+                    !actions.iter().any(|action| is_ref(action, "AlertTopic")),
+                    "{name} {list} includes the alert topic"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_alarm_publishes_to_the_operations_topic() {
+    let template = template();
+    for (name, alarm) in alarms(&template) {
+        let actions = alarm["AlarmActions"]
+            .as_sequence()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        assert!(
+            actions
+                .iter()
+                .any(|action| is_ref(action, "OperationsTopic")),
+            "{name} does not notify the operations topic: {actions:?}"
+        );
+    }
+}
+
+#[test]
+fn operations_topic_takes_alarms_of_this_account_only() {
+    let template = template();
+    let policy = resource_policy_statements(
+        &template,
+        "AWS::SNS::TopicPolicy",
+        "Topics",
+        "OperationsTopic",
+    );
+    assert!(
+        policy.iter().any(|statement| {
+            statement["Effect"].as_str() == Some("Allow")
+                && statement["Principal"]["Service"].as_str() == Some("cloudwatch.amazonaws.com")
+                && actions(statement) == ["sns:Publish"]
+                && is_ref(
+                    &statement["Condition"]["StringEquals"]["aws:SourceAccount"],
+                    "AWS::AccountId",
+                )
+                && reference(&statement["Condition"]["ArnLike"]["aws:SourceArn"])
+                    .is_some_and(|(tag, _)| tag == "Sub")
+        }),
+        "CloudWatch may publish to the operations topic for this account's alarms: {policy:?}"
+    );
+}
+
+#[test]
+fn late_rows_alarm_watches_every_trigger_of_the_metric_ingest_emits() {
+    let template = template();
+    let alarm = properties(&template, "LateRowsAlarm");
+    assert!(is_ref(&alarm["AlarmActions"][0], "OperationsTopic"));
+    assert_eq!(
+        alarm["ComparisonOperator"].as_str(),
+        Some("GreaterThanThreshold")
+    );
+    assert_eq!(number(&alarm["Threshold"], "the threshold"), 0);
+    let queries = alarm["Metrics"]
+        .as_sequence()
+        .expect("the alarm is on metric math");
+    let mut triggers = BTreeSet::new();
+    for query in queries
+        .iter()
+        .filter(|query| query["MetricStat"].is_mapping())
+    {
+        let stat = &query["MetricStat"];
+        assert_eq!(stat["Stat"].as_str(), Some("Sum"));
+        assert_eq!(number(&stat["Period"], "the period"), 300);
+        let metric = &stat["Metric"];
+        assert_eq!(
+            metric["Namespace"].as_str(),
+            Some(shared::metrics::NAMESPACE)
+        );
+        assert_eq!(metric["MetricName"].as_str(), Some("LateRows"));
+        let dimension = |name: &str| {
+            metric["Dimensions"]
+                .as_sequence()
+                .expect("the metric has dimensions")
+                .iter()
+                .find(|dimension| dimension["Name"].as_str() == Some(name))
+                .and_then(|dimension| dimension["Value"].as_str())
+                .unwrap_or_else(|| panic!("a {name} dimension"))
+                .to_owned()
+        };
+        // The dimensions ingest's metric line carries, with the function's own name.
+        let line: serde_json::Value = serde_json::from_str(
+            &ingest_flow_logs::Summary {
+                trigger: "sqs",
+                ..Default::default()
+            }
+            .metrics_line(0),
+        )
+        .expect("the metric line is JSON");
+        assert_eq!(dimension("Function"), line["Function"].as_str().unwrap());
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert!(
+            directive["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|metric| metric["Name"] == "LateRows"),
+            "ingest's metric line has no LateRows: {line}"
+        );
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["Function", "Trigger"]])
+        );
+        triggers.insert(dimension("Trigger"));
+    }
+    assert_eq!(
+        triggers,
+        BTreeSet::from(["cloudwatch".to_owned(), "s3".to_owned(), "sqs".to_owned()])
+    );
+    let sums: Vec<_> = queries
+        .iter()
+        .filter(|query| query["ReturnData"].as_bool() == Some(true))
+        .collect();
+    assert_eq!(sums.len(), 1, "one query decides the alarm");
+    assert_eq!(
+        sums[0]["Expression"].as_str(),
+        Some("SUM(FILL(METRICS(), 0))")
     );
 }
