@@ -1,8 +1,8 @@
 //! `template.yaml` and the functions agree on configuration: every environment variable a
 //! function reads is set by the template under the same name, and every variable the
 //! template sets is read. The template's own values agree with each other and with the
-//! data path (the settle horizon, timeouts, concurrency), and its alarms reach the
-//! operations topic.
+//! data path (the settle horizon, timeouts, concurrency), its alarms reach the operations
+//! topic, and its resource policies hold what the README promises.
 //!
 //! CloudFormation's short tags (`!Ref X`, `!GetAtt X.Arn`, `!If [..]`) arrive as tagged
 //! values; [`reference`] and [`statements`] read them.
@@ -99,6 +99,10 @@ fn is_ref(value: &Value, name: &str) -> bool {
     matches!(reference(value), Some((tag, target)) if tag == "Ref" && target.as_str() == Some(name))
 }
 
+fn is_get_att(value: &Value, attribute: &str) -> bool {
+    matches!(reference(value), Some((tag, target)) if tag == "GetAtt" && target.as_str() == Some(attribute))
+}
+
 /// A number written as a YAML number or as a string (environment variables are strings).
 fn number(value: &Value, what: &str) -> u64 {
     value
@@ -160,6 +164,15 @@ fn statements(document: &Value) -> Vec<&Value> {
         .collect()
 }
 
+fn role_statements<'a>(template: &'a Value, role: &str) -> Vec<&'a Value> {
+    properties(template, role)["Policies"]
+        .as_sequence()
+        .expect("the role has inline policies")
+        .iter()
+        .flat_map(|policy| statements(&policy["PolicyDocument"]))
+        .collect()
+}
+
 /// The statements of the resource policies (`AWS::SNS::TopicPolicy`, `AWS::SQS::QueuePolicy`)
 /// attached to `resource`.
 fn resource_policy_statements<'a>(
@@ -180,6 +193,15 @@ fn resource_policy_statements<'a>(
         })
         .flat_map(|policy| statements(&policy["Properties"]["PolicyDocument"]))
         .collect()
+}
+
+fn is_deny_to_everyone(statement: &Value) -> bool {
+    statement["Effect"].as_str() == Some("Deny") && statement["Principal"].as_str() == Some("*")
+}
+
+fn denies_insecure_transport(statement: &Value) -> bool {
+    is_deny_to_everyone(statement)
+        && statement["Condition"]["Bool"]["aws:SecureTransport"].as_str() == Some("false")
 }
 
 fn alarms(template: &Value) -> Vec<(&str, &Value)> {
@@ -330,6 +352,64 @@ fn every_alarm_publishes_to_the_operations_topic() {
 }
 
 #[test]
+fn only_the_evaluator_may_publish_to_the_alert_topic() {
+    let template = template();
+    let policy =
+        resource_policy_statements(&template, "AWS::SNS::TopicPolicy", "Topics", "AlertTopic");
+    assert!(
+        policy.iter().any(|statement| {
+            is_deny_to_everyone(statement)
+                && actions(statement).contains(&"sns:Publish")
+                && ["ArnNotEquals", "StringNotEquals"].iter().any(|operator| {
+                    is_get_att(
+                        &statement["Condition"][*operator]["aws:PrincipalArn"],
+                        "EvaluateFunctionRole.Arn",
+                    )
+                })
+        }),
+        "the alert topic's policy denies sns:Publish to every principal but the evaluate role: {policy:?}"
+    );
+    assert!(
+        role_statements(&template, "EvaluateFunctionRole")
+            .iter()
+            .any(|statement| {
+                statement["Effect"].as_str() == Some("Allow")
+                    && actions(statement).contains(&"sns:Publish")
+                    && is_ref(&statement["Resource"], "AlertTopic")
+            }),
+        "the evaluate role may publish to the alert topic"
+    );
+}
+
+#[test]
+fn topics_refuse_requests_without_tls() {
+    let template = template();
+    for topic in ["AlertTopic", "OperationsTopic"] {
+        let policy =
+            resource_policy_statements(&template, "AWS::SNS::TopicPolicy", "Topics", topic);
+        // SNS refuses "sns:*" in a topic policy, so the statement lists the actions.
+        let denied: BTreeSet<&str> = policy
+            .iter()
+            .filter(|statement| {
+                denies_insecure_transport(statement) && is_ref(&statement["Resource"], topic)
+            })
+            .flat_map(|statement| actions(statement))
+            .collect();
+        for action in [
+            "sns:Publish",
+            "sns:Subscribe",
+            "sns:SetTopicAttributes",
+            "sns:DeleteTopic",
+        ] {
+            assert!(
+                denied.contains(action),
+                "{topic}'s policy does not deny {action} without TLS: {policy:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn operations_topic_takes_alarms_of_this_account_only() {
     let template = template();
     let policy = resource_policy_statements(
@@ -352,6 +432,54 @@ fn operations_topic_takes_alarms_of_this_account_only() {
         }),
         "CloudWatch may publish to the operations topic for this account's alarms: {policy:?}"
     );
+}
+
+#[test]
+fn queues_refuse_requests_without_tls() {
+    let template = template();
+    for queue in ["FlowLogObjectQueue", "DeadLetterQueue"] {
+        let policy =
+            resource_policy_statements(&template, "AWS::SQS::QueuePolicy", "Queues", queue);
+        assert!(
+            policy.iter().any(|statement| {
+                denies_insecure_transport(statement)
+                    && actions(statement) == ["sqs:*"]
+                    && is_get_att(&statement["Resource"], &format!("{queue}.Arn"))
+            }),
+            "{queue} does not deny sqs:* without TLS: {policy:?}"
+        );
+    }
+}
+
+#[test]
+fn ingest_may_list_the_flow_log_bucket() {
+    // Without s3:ListBucket, GetObject of an object deleted since its notification is a
+    // 403 instead of the 404 ingest skips, and the message ends in the dead-letter queue.
+    let template = template();
+    assert!(
+        role_statements(&template, "IngestFunctionRole")
+            .iter()
+            .any(|statement| {
+                statement["Effect"].as_str() == Some("Allow")
+                    && actions(statement).contains(&"s3:ListBucket")
+                    && is_get_att(&statement["Resource"], "FlowLogBucket.Arn")
+            }),
+        "the ingest role has s3:ListBucket on the flow-log bucket"
+    );
+}
+
+#[test]
+fn ingest_cannot_change_message_visibility() {
+    let template = template();
+    for statement in role_statements(&template, "IngestFunctionRole") {
+        let actions = actions(statement);
+        assert!(
+            !actions
+                .iter()
+                .any(|action| ["sqs:ChangeMessageVisibility", "sqs:*", "*"].contains(action)),
+            "the ingest role may change message visibility: {actions:?}"
+        );
+    }
 }
 
 #[test]
