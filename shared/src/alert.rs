@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::counters::StoredCounter;
+use crate::ports::Claim;
 use crate::tally::{ReasonCount, fingerprint_address};
 use crate::time::format_utc;
 
@@ -301,30 +302,64 @@ pub fn sanitise(text: &str, limit: usize) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AlertState {
     pub level: u8,
-    /// When the alert was claimed (unix seconds).
+    /// The evaluation time of the claim (the scheduled time, unix seconds): cooldowns
+    /// count from it.
     pub claimed_at: u64,
+    /// The wall-clock time of the claim: an unpublished claim is abandoned once the claim
+    /// timeout has passed since. (The evaluation time cannot tell: a retried or delayed
+    /// run claims long after its scheduled time, while it is still alive.)
+    pub claimed_wall_at: u64,
     /// Whether its digest was published.
     pub published: bool,
 }
 
-/// Whether a finding of `level` may be alerted now, given the source's state: never
-/// alerted; alerted before the cooldown; alerted at a lower level; claimed by a run that
-/// never confirmed publishing within `claim_timeout`; or claimed, not yet published, by
-/// this very run (`claimed_by_this_run`: Lambda retries a run with its request id, and the
-/// retry must finish what the first attempt claimed). The DynamoDB adapter writes the same
-/// rule as its condition expression, so concurrent runs agree.
-pub fn may_alert(
+/// What a claim on a source's alert comes to, given the source's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimDecision {
+    /// The run may alert: never alerted; alerted before the cooldown; alerted at a lower
+    /// level; or claimed, not yet published, by this very run (Lambda retries a run with
+    /// its request id, and the retry must finish what the first attempt claimed).
+    Claim,
+    /// A published alert holds the source.
+    Cooldown,
+    /// Another run claimed it within the claim timeout and may still publish.
+    HeldElsewhere,
+    /// Another run claimed it longer ago than the claim timeout and never confirmed: it
+    /// died, before or after publishing. The claimer checks that run's digest record
+    /// before taking over.
+    Abandoned,
+}
+
+/// Decides a claim of `source` at `level` (see [`ClaimDecision`]). `held_by_this_run`:
+/// the state is an unpublished claim of `claim.run_id`. The DynamoDB adapter writes the
+/// same rule as its condition expression, so that concurrent runs agree.
+pub fn decide_claim(
     state: Option<AlertState>,
+    held_by_this_run: bool,
     level: u8,
-    now: u64,
-    cooldown: u64,
-    claim_timeout: u64,
-    claimed_by_this_run: bool,
-) -> bool {
+    claim: &Claim,
+) -> ClaimDecision {
     match state {
-        None => true,
-        Some(state) if state.published => state.claimed_at + cooldown <= now || state.level < level,
-        Some(state) => claimed_by_this_run || state.claimed_at + claim_timeout <= now,
+        None => ClaimDecision::Claim,
+        Some(state) if state.published => {
+            if state.claimed_at.saturating_add(claim.cooldown_seconds) <= claim.now
+                || state.level < level
+            {
+                ClaimDecision::Claim
+            } else {
+                ClaimDecision::Cooldown
+            }
+        }
+        Some(_) if held_by_this_run => ClaimDecision::Claim,
+        Some(state)
+            if state
+                .claimed_wall_at
+                .saturating_add(claim.claim_timeout_seconds)
+                <= claim.wall_now =>
+        {
+            ClaimDecision::Abandoned
+        }
+        Some(_) => ClaimDecision::HeldElsewhere,
     }
 }
 
@@ -338,6 +373,9 @@ const SUBJECT_LIMIT: usize = 99;
 /// A rendered digest: what the publisher sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digest {
+    /// Identifies the digest: every publish of it (a retried run, SNS's at-least-once
+    /// delivery) carries the same id, so subscribers can drop repeats.
+    pub digest_id: String,
     /// ASCII, one line, under 100 characters.
     pub subject: String,
     /// For email subscribers.
@@ -364,6 +402,8 @@ impl Digest {
 /// Where the digest came from, for its text.
 #[derive(Clone, Debug)]
 pub struct DigestContext<'a> {
+    /// The digest's id (the evaluation run's id, which Lambda's retries keep).
+    pub digest_id: &'a str,
     /// Unix seconds of the evaluation.
     pub evaluated_at: u64,
     /// Starts of the evaluated windows.
@@ -397,6 +437,7 @@ pub fn render_digest(findings: &[Finding], context: &DigestContext<'_>) -> Optio
     let mut listed = findings.len().min(context.max_listed);
     loop {
         let digest = Digest {
+            digest_id: context.digest_id.to_owned(),
             subject: subject.clone(),
             text: render_text(&findings[..listed], findings, context),
             json: render_json(&findings[..listed], findings, context),
@@ -558,6 +599,8 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
          each shard 00..{last_shard:02}",
         context.table_name
     );
+    // Subscribers that act on digests can drop a repeated delivery by this id.
+    let _ = writeln!(text, "\nDigest id: {}", context.digest_id);
     text
 }
 
@@ -566,6 +609,7 @@ fn render_json(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
     json!({
         "type": "rejectwatch.alert",
         "version": 1,
+        "digest_id": context.digest_id,
         "evaluated_at": context.evaluated_at,
         "windows": context.windows,
         "window_seconds": context.window_seconds,
@@ -716,29 +760,66 @@ mod tests {
     }
 
     #[test]
-    fn cooldown_and_rising_severity() {
+    fn cooldown_rising_severity_and_abandoned_claims() {
+        let claim = |now, wall_now| Claim {
+            run_id: "run-2".into(),
+            now,
+            wall_now,
+            cooldown_seconds: 3600,
+            claim_timeout_seconds: 300,
+            expires_at: 0,
+        };
         let published = Some(AlertState {
             level: 1,
             claimed_at: 1000,
+            claimed_wall_at: 1000,
             published: true,
         });
-        assert!(may_alert(None, 1, 1000, 3600, 300, false));
-        assert!(!may_alert(published, 1, 2000, 3600, 300, false));
-        assert!(!may_alert(published, 1, 2000, 3600, 300, true));
-        assert!(may_alert(published, 2, 2000, 3600, 300, false));
-        assert!(may_alert(published, 1, 4600, 3600, 300, false));
+        assert_eq!(
+            decide_claim(None, false, 1, &claim(1000, 1000)),
+            ClaimDecision::Claim
+        );
+        assert_eq!(
+            decide_claim(published, false, 1, &claim(2000, 2000)),
+            ClaimDecision::Cooldown
+        );
+        assert_eq!(
+            decide_claim(published, true, 1, &claim(2000, 2000)),
+            ClaimDecision::Cooldown
+        );
+        assert_eq!(
+            decide_claim(published, false, 2, &claim(2000, 2000)),
+            ClaimDecision::Claim
+        );
+        assert_eq!(
+            decide_claim(published, false, 1, &claim(4600, 4600)),
+            ClaimDecision::Claim
+        );
+        // A run scheduled at 1000 but claiming at 1900 (a delayed retry) is alive: its
+        // claim counts from the wall clock, not from its scheduled time.
         let unconfirmed = Some(AlertState {
             level: 1,
             claimed_at: 1000,
+            claimed_wall_at: 1900,
             published: false,
         });
-        assert!(!may_alert(unconfirmed, 1, 1100, 3600, 300, false));
-        assert!(may_alert(unconfirmed, 1, 1100, 3600, 300, true));
-        assert!(may_alert(unconfirmed, 1, 1300, 3600, 300, false));
+        assert_eq!(
+            decide_claim(unconfirmed, false, 1, &claim(1300, 1950)),
+            ClaimDecision::HeldElsewhere
+        );
+        assert_eq!(
+            decide_claim(unconfirmed, true, 1, &claim(1300, 1950)),
+            ClaimDecision::Claim
+        );
+        assert_eq!(
+            decide_claim(unconfirmed, false, 1, &claim(1300, 2200)),
+            ClaimDecision::Abandoned
+        );
     }
 
     fn context() -> DigestContext<'static> {
         DigestContext {
+            digest_id: "run-1",
             evaluated_at: 1200,
             windows: &[0, 300, 600],
             window_seconds: 300,
@@ -772,7 +853,9 @@ mod tests {
         );
         assert!(digest.text.contains("--window 0 --limit 0"));
         assert!(digest.text.contains("each shard 00..15"));
+        assert!(digest.text.ends_with("Digest id: run-1\n"));
         let json: serde_json::Value = serde_json::from_str(&digest.json).unwrap();
+        assert_eq!(json["digest_id"], "run-1");
         assert_eq!(json["sources"][0]["source"], "198.51.100.2");
         assert_eq!(json["sources"][0]["rules"], json!(["port-scan"]));
         assert_eq!(json["sources"][0]["sample_hosts"], json!(["10.0.0.1"]));

@@ -143,18 +143,22 @@ pub trait CounterReader {
 pub struct Claim {
     /// Identifies the run (the Lambda request id, which Lambda's retries keep).
     pub run_id: String,
-    /// Unix seconds of the evaluation.
+    /// Unix seconds of the evaluation (the scheduled time): cooldowns count from it.
     pub now: u64,
+    /// Unix seconds on the wall clock when claiming: claim timeouts count from it.
+    pub wall_now: u64,
     /// A published alert holds the source this long, unless its severity rises.
     pub cooldown_seconds: u64,
-    /// A claim not confirmed within this long is considered abandoned (a run that died).
+    /// A claim not confirmed within this long (wall clock) is considered abandoned: its
+    /// run died. It must exceed the evaluate function's timeout, so that a run still
+    /// alive never looks abandoned.
     pub claim_timeout_seconds: u64,
     /// When the state may be forgotten.
     pub expires_at: u64,
 }
 
 /// What claiming a source's alert came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// This run may publish the alert (and must confirm or release the claim).
     Won,
@@ -163,11 +167,16 @@ pub enum ClaimOutcome {
     /// Another run claimed the source and has not published yet; it will publish, or
     /// give the claim back for a later run.
     ClaimedElsewhere,
+    /// The run `holder` claimed the source longer ago than the claim timeout and never
+    /// confirmed. It may have died after publishing: see [`DigestLog::is_published`]
+    /// before [`AlertStateStore::take_over`].
+    Abandoned { holder: String },
 }
 
-/// Per-source alert state, changed conditionally so concurrent runs alert once.
+/// Per-source alert state, changed conditionally so concurrent runs alert once (the
+/// rule is [`crate::alert::decide_claim`]).
 pub trait AlertStateStore {
-    /// Claims the right to alert `source` at `level` now (see [`crate::alert::may_alert`]).
+    /// Claims the right to alert `source` at `level` now.
     fn claim(
         &self,
         source: std::net::IpAddr,
@@ -175,11 +184,23 @@ pub trait AlertStateStore {
         claim: &Claim,
     ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
 
-    /// Records that the claimed alert was published.
+    /// Takes over an abandoned claim of the run `holder` (only if it still holds it
+    /// unpublished), keeping the state from before that claim for a release: `Won`, or
+    /// `ClaimedElsewhere` when another run was quicker.
+    fn take_over(
+        &self,
+        source: std::net::IpAddr,
+        level: u8,
+        claim: &Claim,
+        holder: &str,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+
+    /// Records that the claim of run `run_id` on `source` was published (a no-op when
+    /// that run no longer holds an unpublished claim).
     fn confirm(
         &self,
         source: std::net::IpAddr,
-        claim: &Claim,
+        run_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Gives a claim back after a failed publish, restoring the state from before it (an
@@ -190,14 +211,32 @@ pub trait AlertStateStore {
         claim: &Claim,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The start of the latest window whose findings were all alerted or held, if any run
-    /// recorded one: the next run evaluates every window after it.
+    /// The start of the latest settled window whose findings were all alerted or held,
+    /// if any run recorded one: the next run evaluates every window after it.
     fn evaluated_through(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
     /// Records that every window up to `window_start` was evaluated; never moves back.
     fn mark_evaluated_through(
         &self,
         window_start: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Which runs published their digest: written right after a publish succeeds, in one
+/// write, so that a run that then dies before confirming each source is not published
+/// again, neither by its own retry nor by a run taking over its claims.
+pub trait DigestLog {
+    /// Whether run `run_id` published its digest.
+    fn is_published(&self, run_id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that run `run_id` published its digest of `source_count` sources at
+    /// `published_at`; the record may be forgotten after `expires_at`.
+    fn record_published(
+        &self,
+        run_id: &str,
+        source_count: u64,
+        published_at: u64,
+        expires_at: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

@@ -107,8 +107,10 @@ pub fn plan_evaluation(
     let first = match (evaluated_through, settled_through) {
         // Every settled window after the progress, within the catch-up cap.
         (Some(through), Some(_)) => (through + window_seconds).max(catch_up_floor),
-        // The first run ever: the windows before it settled before anything was watched.
-        _ => first_unsettled,
+        // The first run ever reads the latest settled window too (with no settle time,
+        // the only one there is); the windows before it were over before it started.
+        (None, Some(latest_settled)) => latest_settled,
+        (_, None) => first_unsettled,
     };
     let windows = (first..=latest_completed)
         .step_by(window_seconds as usize)
@@ -132,11 +134,22 @@ mod tests {
     fn a_run_reads_every_completed_window_not_settled_yet() {
         // Window 9_600 ended at 9_900; it settles at 10_800.
         assert_eq!(
-            plan(10_000, None),
+            plan(10_000, Some(8_700)),
             EvaluationPlan {
                 windows: vec![9_000, 9_300, 9_600],
                 settled_through: Some(8_700),
             }
+        );
+        // The first run reads the latest settled window as well.
+        assert_eq!(plan(10_000, None).windows, vec![8_700, 9_000, 9_300, 9_600]);
+        // With no settle time, each window is read once, the run after it ends.
+        assert_eq!(
+            plan_evaluation(10_000, 300, 0, 12, None).windows,
+            vec![9_600]
+        );
+        assert_eq!(
+            plan_evaluation(10_600, 300, 0, 12, Some(9_600)).windows,
+            vec![9_900, 10_200]
         );
         assert_eq!(
             plan(10_799, Some(8_700)).windows,
@@ -177,6 +190,7 @@ mod tests {
         assert_eq!(plan(100, None).windows, Vec::<u64>::new());
         assert_eq!(plan(700, None).windows, vec![0, 300]);
         assert_eq!(plan(700, None).settled_through, None);
+        assert_eq!(plan(1_500, None).windows, vec![300, 600, 900, 1_200]);
     }
 
     #[test]

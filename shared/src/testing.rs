@@ -9,11 +9,11 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::alert::{AlertState, Digest, may_alert};
+use crate::alert::{AlertState, ClaimDecision, Digest, decide_claim};
 use crate::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
 use crate::ports::{
     AlertPublisher, AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore,
-    FetchError, ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
+    DigestLog, FetchError, ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
 };
 
 #[derive(Default)]
@@ -25,7 +25,12 @@ struct Rows {
     done: HashSet<BatchId>,
     /// Per source: the state, the run holding it, and the state before that claim.
     alerts: HashMap<IpAddr, (AlertState, String, AlertState)>,
+    /// Runs that recorded their digest as published.
+    published_runs: HashSet<String>,
     evaluated_through: Option<u64>,
+    /// Confirms and digest records still to fail (transient errors after a publish).
+    failing_confirms: u32,
+    failing_digest_records: u32,
     requests: u64,
     /// Row updates still allowed before every call fails (`None`: never fail).
     failures_after: Option<u64>,
@@ -87,6 +92,16 @@ impl InMemoryCounterStore {
     /// A source's alert state.
     pub fn alert_state(&self, source: IpAddr) -> Option<AlertState> {
         self.lock().alerts.get(&source).map(|(state, _, _)| *state)
+    }
+
+    /// Makes the next `times` confirms fail, as a throttled or unavailable table would.
+    pub fn fail_next_confirms(&self, times: u32) {
+        self.lock().failing_confirms = times;
+    }
+
+    /// Makes the next `times` digest records fail.
+    pub fn fail_next_digest_records(&self, times: u32) {
+        self.lock().failing_digest_records = times;
     }
 
     /// Write requests received (row updates and done markers).
@@ -218,6 +233,15 @@ impl CounterReader for InMemoryCounterStore {
     }
 }
 
+fn empty_state() -> AlertState {
+    AlertState {
+        level: 0,
+        claimed_at: 0,
+        claimed_wall_at: 0,
+        published: false,
+    }
+}
+
 impl AlertStateStore for InMemoryCounterStore {
     async fn claim(
         &self,
@@ -228,44 +252,56 @@ impl AlertStateStore for InMemoryCounterStore {
         let mut rows = self.lock();
         let held = rows.alerts.get(&source).cloned();
         let state = held.as_ref().map(|(state, _, _)| *state);
-        let claimed_by_this_run = held
+        let held_by_this_run = held
             .as_ref()
             .is_some_and(|(state, run, _)| !state.published && *run == claim.run_id);
-        if !may_alert(
-            state,
-            level,
-            claim.now,
-            claim.cooldown_seconds,
-            claim.claim_timeout_seconds,
-            claimed_by_this_run,
-        ) {
-            return Ok(match state {
-                Some(state) if !state.published => ClaimOutcome::ClaimedElsewhere,
-                _ => ClaimOutcome::Cooldown,
-            });
+        match decide_claim(state, held_by_this_run, level, claim) {
+            ClaimDecision::Claim => {}
+            ClaimDecision::Cooldown => return Ok(ClaimOutcome::Cooldown),
+            ClaimDecision::HeldElsewhere => return Ok(ClaimOutcome::ClaimedElsewhere),
+            ClaimDecision::Abandoned => {
+                let holder = held.map(|(_, run, _)| run).unwrap_or_default();
+                return Ok(ClaimOutcome::Abandoned { holder });
+            }
         }
-        let claimed = AlertState {
-            level,
-            claimed_at: claim.now,
-            published: false,
-        };
         // A retry of the run keeps what was there before its first claim.
         let previous = match held {
-            Some((_, _, previous)) if claimed_by_this_run => previous,
-            _ => state.unwrap_or(AlertState {
-                level: 0,
-                claimed_at: 0,
-                published: false,
-            }),
+            Some((_, _, previous)) if held_by_this_run => previous,
+            _ => state.unwrap_or_else(empty_state),
         };
-        rows.alerts
-            .insert(source, (claimed, claim.run_id.clone(), previous));
+        rows.alerts.insert(
+            source,
+            (claimed(level, claim), claim.run_id.clone(), previous),
+        );
         Ok(ClaimOutcome::Won)
     }
 
-    async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
-        if let Some((state, run, _)) = self.lock().alerts.get_mut(&source)
-            && *run == claim.run_id
+    async fn take_over(
+        &self,
+        source: IpAddr,
+        level: u8,
+        claim: &Claim,
+        holder: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut rows = self.lock();
+        match rows.alerts.get_mut(&source) {
+            Some((state, run, _)) if run == holder && !state.published => {
+                *state = claimed(level, claim);
+                *run = claim.run_id.clone();
+                Ok(ClaimOutcome::Won)
+            }
+            _ => Ok(ClaimOutcome::ClaimedElsewhere),
+        }
+    }
+
+    async fn confirm(&self, source: IpAddr, run_id: &str) -> Result<(), StoreError> {
+        let mut rows = self.lock();
+        if rows.failing_confirms > 0 {
+            rows.failing_confirms -= 1;
+            return Err(injected_failure());
+        }
+        if let Some((state, run, _)) = rows.alerts.get_mut(&source)
+            && run == run_id
             && !state.published
         {
             state.published = true;
@@ -290,6 +326,37 @@ impl AlertStateStore for InMemoryCounterStore {
     async fn mark_evaluated_through(&self, window_start: u64) -> Result<(), StoreError> {
         let mut rows = self.lock();
         rows.evaluated_through = rows.evaluated_through.max(Some(window_start));
+        Ok(())
+    }
+}
+
+fn claimed(level: u8, claim: &Claim) -> AlertState {
+    AlertState {
+        level,
+        claimed_at: claim.now,
+        claimed_wall_at: claim.wall_now,
+        published: false,
+    }
+}
+
+impl DigestLog for InMemoryCounterStore {
+    async fn is_published(&self, run_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().published_runs.contains(run_id))
+    }
+
+    async fn record_published(
+        &self,
+        run_id: &str,
+        _source_count: u64,
+        _published_at: u64,
+        _expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let mut rows = self.lock();
+        if rows.failing_digest_records > 0 {
+            rows.failing_digest_records -= 1;
+            return Err(injected_failure());
+        }
+        rows.published_runs.insert(run_id.to_owned());
         Ok(())
     }
 }

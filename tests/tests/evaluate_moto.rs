@@ -22,7 +22,7 @@ use shared::ports::CounterStore;
 const TABLE: &str = "rejectwatch-counters";
 const TOPIC: &str = "rejectwatch-alerts";
 const WINDOW: u64 = 1_714_566_000;
-/// An evaluation after three completed windows, the last being `WINDOW`.
+/// An evaluation a minute after `WINDOW` ended.
 const NOW: u64 = WINDOW + 300 + 60;
 
 struct Stack {
@@ -90,18 +90,19 @@ impl Stack {
             ("PORT_SCAN_THRESHOLD".into(), "20".into()),
             ("HOST_SWEEP_THRESHOLD".into(), "20".into()),
             ("ALLOWLIST_CIDRS".into(), "192.0.2.0/24".into()),
+            ("SETTLE_MINUTES".into(), "15".into()),
         ]);
         settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config =
             EvaluateConfig::from_lookup(|name| settings.get(name).cloned()).expect("config");
-        evaluate_rejects::Deps {
-            store: self.store().with_index_shards(config.index_shards),
-            publisher: SnsAlertPublisher::new(
+        evaluate_rejects::Deps::new(
+            self.store().with_index_shards(config.index_shards),
+            SnsAlertPublisher::new(
                 aws_sdk_sns::Client::new(&self.sdk),
                 config.topic_arn.clone(),
             ),
             config,
-        }
+        )
     }
 
     /// Writes counter rows the way ingest does.
@@ -293,9 +294,9 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
     stack
         .write_rows("failing", vec![update("198.51.100.1", WINDOW, 150, 1, 1)])
         .await;
-    // One window of look-back, and the retry comes two windows later: the finding's
-    // window has left the look-back by then.
-    let settings = [("LOOKBACK_WINDOWS", "1")];
+    // No settle time, and the retry comes two windows later: the finding's window
+    // settled long before.
+    let settings = [("SETTLE_MINUTES", "0")];
     let mut broken = stack.evaluator(&settings);
     broken.publisher = SnsAlertPublisher::new(
         aws_sdk_sns::Client::new(&stack.sdk),

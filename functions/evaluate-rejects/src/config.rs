@@ -6,8 +6,13 @@ use shared::alert::{AlertPolicy, InternalSources};
 pub use shared::settings::ConfigError;
 use shared::settings::{list, number, required};
 
-/// The most windows a run reaches back to after failed runs (an hour of 5-minute windows).
+/// The most settled windows a run reads again after failed runs (an hour of 5-minute
+/// windows), beyond the windows not settled yet that it reads anyway.
 pub const MAX_CATCH_UP_WINDOWS: u64 = 12;
+
+/// `SETTLE_MINUTES` when unset: what the template's data path needs (see
+/// [`shared::settle::required_settle_seconds`]).
+pub const DEFAULT_SETTLE_MINUTES: u64 = 50;
 
 /// Settings of the evaluate function.
 #[derive(Clone, Debug)]
@@ -20,16 +25,20 @@ pub struct Config {
     pub window_seconds: u64,
     /// `INDEX_SHARDS` (16): must equal the ingest function's.
     pub index_shards: u8,
-    /// `LOOKBACK_WINDOWS` (3): completed windows evaluated each run, the latest last, so
-    /// that S3 objects delivered late are still seen.
-    pub lookback_windows: u64,
+    /// `SETTLE_MINUTES` (50): how long after a window ends its rows may still arrive
+    /// (aggregation, AWS's delivery, retries). Every run reads each completed window until
+    /// then, so a finding that late data creates is still alerted.
+    pub settle_seconds: u64,
     /// `REJECT_THRESHOLD` (500), `PORT_SCAN_THRESHOLD` (20), `HOST_SWEEP_THRESHOLD` (20),
     /// `ALLOWLIST_CIDRS`, `VPC_CIDRS`, `INTERNAL_SOURCES`. (`IGNORED_DST_PORTS` is the
     /// ingest function's: ignored ports are never counted.)
     pub policy: AlertPolicy,
     /// `ALERT_COOLDOWN_MINUTES` (60): a source alerted is not alerted again within this
-    /// long unless its severity rises.
+    /// long unless its severity rises. At least `SETTLE_MINUTES` + `WINDOW_MINUTES`:
+    /// a shorter one is raised to that (see [`Config::requested_cooldown_seconds`]).
     pub cooldown_seconds: u64,
+    /// `ALERT_COOLDOWN_MINUTES` as set, before any raise (logged at start when it differs).
+    pub requested_cooldown_seconds: u64,
     /// `MAX_LISTED_SOURCES` (50): sources listed in full in a digest.
     pub max_listed: usize,
     /// `RETENTION_DAYS` (7): alert state is forgotten this long after the cooldown.
@@ -37,16 +46,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// How far back a run may reach after failed runs: [`MAX_CATCH_UP_WINDOWS`], or a
-    /// cooldown's worth of windows if that is less (an older finding would alert again
-    /// anyway), and never less than the look-back. The cap keeps a run that follows a long
-    /// outage as short as any other, so that one failure cannot become permanent.
-    pub fn max_catch_up_windows(&self) -> u64 {
-        (self.cooldown_seconds / self.window_seconds.max(1))
-            .min(MAX_CATCH_UP_WINDOWS)
-            .max(self.lookback_windows)
-    }
-
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|name| std::env::var(name).ok())
@@ -67,12 +66,13 @@ impl Config {
                 });
             }
         };
-        let config = Config {
+        let mut config = Config {
             table_name: required(&lookup, "COUNTERS_TABLE_NAME")?,
             topic_arn: required(&lookup, "ALERT_TOPIC_ARN")?,
             window_seconds: number(&lookup, "WINDOW_MINUTES", 5, 1..=1440)? * 60,
             index_shards: number(&lookup, "INDEX_SHARDS", 16, 1..=64)? as u8,
-            lookback_windows: number(&lookup, "LOOKBACK_WINDOWS", 3, 1..=288)?,
+            settle_seconds: number(&lookup, "SETTLE_MINUTES", DEFAULT_SETTLE_MINUTES, 0..=1440)?
+                * 60,
             policy: AlertPolicy {
                 volume_threshold: number(
                     &lookup,
@@ -91,23 +91,17 @@ impl Config {
                 internal_ranges: list(&lookup, "VPC_CIDRS", parse_net)?,
                 internal_sources,
             },
-            cooldown_seconds: number(&lookup, "ALERT_COOLDOWN_MINUTES", 60, 1..=43_200)? * 60,
+            cooldown_seconds: 0,
+            requested_cooldown_seconds: number(&lookup, "ALERT_COOLDOWN_MINUTES", 60, 1..=43_200)?
+                * 60,
             max_listed: number(&lookup, "MAX_LISTED_SOURCES", 50, 1..=5_000)? as usize,
             retention_seconds: number(&lookup, "RETENTION_DAYS", 7, 1..=3650)? * 86_400,
         };
-        // A cooldown shorter than the look-back would alert again on the very windows it
-        // already alerted on, every cooldown.
-        let lookback_seconds = config.lookback_windows * config.window_seconds;
-        if config.cooldown_seconds < lookback_seconds {
-            return Err(ConfigError::Invalid {
-                name: "ALERT_COOLDOWN_MINUTES",
-                value: (config.cooldown_seconds / 60).to_string(),
-                reason: format!(
-                    "must be at least LOOKBACK_WINDOWS x WINDOW_MINUTES = {} minutes",
-                    lookback_seconds / 60
-                ),
-            });
-        }
+        // A run reads each window again until it settles: a cooldown that ended sooner
+        // would alert again on the very windows it already alerted on.
+        config.cooldown_seconds = config
+            .requested_cooldown_seconds
+            .max(config.settle_seconds + config.window_seconds);
         Ok(config)
     }
 }
@@ -146,10 +140,10 @@ mod tests {
         assert_eq!(
             (
                 config.window_seconds,
-                config.lookback_windows,
+                config.settle_seconds,
                 config.cooldown_seconds
             ),
-            (300, 3, 3600)
+            (300, 3000, 3600)
         );
         assert_eq!(config.policy.min_rejects(), 20);
         assert_eq!(config.policy.internal_sources, InternalSources::Report);
@@ -165,12 +159,18 @@ mod tests {
     }
 
     #[test]
-    fn a_cooldown_shorter_than_the_look_back_is_refused() {
+    fn a_cooldown_shorter_than_the_windows_still_read_is_raised() {
         let mut pairs = REQUIRED.to_vec();
-        pairs.extend([("LOOKBACK_WINDOWS", "24"), ("ALERT_COOLDOWN_MINUTES", "60")]);
-        let error = config(&pairs).unwrap_err().to_string();
-        assert!(error.contains("ALERT_COOLDOWN_MINUTES"), "{error}");
-        assert!(error.contains("120 minutes"), "{error}");
+        pairs.extend([
+            ("SETTLE_MINUTES", "50"),
+            ("WINDOW_MINUTES", "15"),
+            ("ALERT_COOLDOWN_MINUTES", "60"),
+        ]);
+        let config = config(&pairs).unwrap();
+        assert_eq!(
+            (config.requested_cooldown_seconds, config.cooldown_seconds),
+            (3600, 65 * 60)
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! The evaluate handler: on a schedule, reads the counters of the last completed windows,
-//! lets the core decide which sources deserve an alert, claims each alert in DynamoDB
-//! (a conditional write, so concurrent runs and the cooldown agree), and publishes one
-//! digest. A failed publish gives the claims back, so the next run alerts instead.
+//! The evaluate handler: on a schedule, reads the counters of every window that may still
+//! change (and of settled windows not yet fully alerted), lets the core decide which
+//! sources deserve an alert, claims each alert in DynamoDB (a conditional write, so
+//! concurrent runs and the cooldown agree), publishes one digest, records that it did,
+//! and confirms the claims. A failed publish gives the claims back, so the next run
+//! alerts instead; a run that dies after publishing is never published again.
 
 pub mod config;
 
-use std::collections::BTreeSet;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
@@ -14,23 +17,49 @@ use serde_json::{Value, json};
 use shared::alert::{DigestContext, Finding, evaluate, render_digest};
 use shared::metrics::emf_line;
 use shared::ports::{
-    AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, PublishError, StoreError,
+    AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, DigestLog, PublishError,
+    StoreError,
 };
+use shared::settle::plan_evaluation;
 use shared::time::parse_utc;
 use tracing::warn;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_CATCH_UP_WINDOWS};
 
-/// How long a claim may stay unconfirmed before another run treats it as abandoned.
+/// How long (wall clock) a claim may stay unconfirmed before another run treats it as
+/// abandoned. Longer than the function's timeout (`template.yaml`; a test checks), so a
+/// run that is still alive never looks abandoned.
 pub const CLAIM_TIMEOUT_SECONDS: u64 = 300;
-/// Claims in flight at once.
-const CLAIM_CONCURRENCY: usize = 16;
+/// Store requests (claims, confirms, window reads) in flight at once.
+const STORE_CONCURRENCY: usize = 16;
+/// Attempts at recording a published digest; the SDK retries each attempt as well.
+const DIGEST_RECORD_ATTEMPTS: u32 = 4;
 
 /// What the handler needs from outside.
 pub struct Deps<S, P> {
     pub store: S,
     pub publisher: P,
     pub config: Config,
+    /// Unix seconds now: claim timeouts count on the wall clock.
+    pub wall_clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl<S, P> Deps<S, P> {
+    /// Dependencies that read the system clock.
+    pub fn new(store: S, publisher: P, config: Config) -> Self {
+        Deps {
+            store,
+            publisher,
+            config,
+            wall_clock: Box::new(unix_now),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// Why a run failed; Lambda retries it with the same request id (and so the same claims).
@@ -71,6 +100,8 @@ pub use shared::ports::error_chain;
 pub struct Summary {
     pub evaluated_at: u64,
     pub windows: Vec<u64>,
+    /// The latest settled window, recorded as evaluated when every finding is settled.
+    pub settled_through: Option<u64>,
     /// Rows read (those at or above the lowest threshold).
     pub rows: u64,
     pub findings: u64,
@@ -78,7 +109,13 @@ pub struct Summary {
     pub alerted: u64,
     /// Findings held back: cooldown, or claimed by another run.
     pub held: u64,
+    /// Claims of runs that died unconfirmed, taken over (that run had not published).
+    pub taken_over: u64,
     pub published: bool,
+    /// A retry of a run whose earlier attempt published: nothing published again.
+    pub already_published: bool,
+    /// Claims left unconfirmed after the publish (harmless: the digest record covers them).
+    pub unconfirmed: u64,
     pub severity: Option<&'static str>,
     pub subject: Option<String>,
     pub duration_ms: u64,
@@ -91,39 +128,8 @@ pub fn evaluation_time(event: &Value) -> Result<u64, EvaluateError> {
         Some(text) => {
             parse_utc(text).ok_or_else(|| EvaluateError::EventTime(text.chars().take(64).collect()))
         }
-        None => Ok(SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs())),
+        None => Ok(unix_now()),
     }
-}
-
-/// The windows a run evaluates, oldest first: the last `lookback` completed ones, and
-/// further back to the window after `evaluated_through` (the last run that finished) when
-/// runs failed in between, so that a finding whose publish failed is found again however
-/// far the windows moved on; but never more than `max_catch_up` windows.
-pub fn windows_to_evaluate(
-    now: u64,
-    window_seconds: u64,
-    lookback: u64,
-    max_catch_up: u64,
-    evaluated_through: Option<u64>,
-) -> Vec<u64> {
-    let window_seconds = window_seconds.max(1);
-    let latest = (now - now % window_seconds).saturating_sub(window_seconds);
-    let missed =
-        evaluated_through.map_or(0, |through| latest.saturating_sub(through) / window_seconds);
-    let count = lookback.max(missed.min(max_catch_up));
-    completed_windows(now, window_seconds, count)
-}
-
-/// The starts of the last `count` windows that ended at or before `now`, oldest first.
-pub fn completed_windows(now: u64, window_seconds: u64, count: u64) -> Vec<u64> {
-    let window_seconds = window_seconds.max(1);
-    let current = now - now % window_seconds;
-    (1..=count)
-        .rev()
-        .filter_map(|back| current.checked_sub(back * window_seconds))
-        .collect()
 }
 
 /// Runs one evaluation. `run_id` identifies the run (the Lambda request id).
@@ -133,7 +139,7 @@ pub async fn handle<S, P>(
     deps: &Deps<S, P>,
 ) -> Result<Value, EvaluateError>
 where
-    S: CounterReader + AlertStateStore + Sync,
+    S: CounterReader + AlertStateStore + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
     let started = Instant::now();
@@ -158,7 +164,9 @@ where
                 ("Findings", summary.findings),
                 ("Alerted", summary.alerted),
                 ("Held", summary.held),
+                ("TakenOver", summary.taken_over),
                 ("Published", u64::from(summary.published)),
+                ("Unconfirmed", summary.unconfirmed),
             ],
         )
     );
@@ -172,55 +180,30 @@ async fn run<S, P>(
     summary: &mut Summary,
 ) -> Result<(), EvaluateError>
 where
-    S: CounterReader + AlertStateStore + Sync,
+    S: CounterReader + AlertStateStore + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
     let now = evaluation_time(event)?;
     let evaluated_through = deps.store.evaluated_through().await?;
-    let windows = windows_to_evaluate(
+    let plan = plan_evaluation(
         now,
         config.window_seconds,
-        config.lookback_windows,
-        config.max_catch_up_windows(),
+        config.settle_seconds,
+        MAX_CATCH_UP_WINDOWS,
         evaluated_through,
     );
     summary.evaluated_at = now;
-    summary.windows = windows.clone();
+    summary.windows = plan.windows.clone();
+    summary.settled_through = plan.settled_through;
 
-    let mut rows = Vec::new();
-    let mut skipped_windows = BTreeSet::new();
-    for &window in &windows {
-        rows.extend(
-            deps.store
-                .window_counters(window, config.policy.min_rejects())
-                .await?,
-        );
-        if deps
-            .store
-            .window_gaps(window)
-            .await?
-            .iter()
-            .any(|gap| gap.skipdata > 0)
-        {
-            skipped_windows.insert(window);
-        }
-    }
-    summary.rows = rows.len() as u64;
-    let skipped: Vec<u64> = skipped_windows.into_iter().collect();
-    let findings = evaluate(&rows, &skipped, &config.policy);
-    summary.findings = findings.len() as u64;
-    let outcome = if findings.is_empty() {
-        Ok(Settled::Yes)
-    } else {
-        alert(&findings, now, &windows, run_id, deps, summary).await
-    };
+    let outcome = evaluate_windows(&plan.windows, now, run_id, deps, summary).await;
     match outcome {
         // Only a run that alerted, or held for a cooldown, everything it found moves the
-        // progress on; otherwise the next runs evaluate these windows again.
+        // progress on, and only to a settled window; every other window is read again.
         Ok(Settled::Yes) => {
-            if let Some(&latest) = windows.last() {
-                deps.store.mark_evaluated_through(latest).await?;
+            if let Some(through) = plan.settled_through {
+                deps.store.mark_evaluated_through(through).await?;
             }
             Ok(())
         }
@@ -230,7 +213,8 @@ where
             // before these were evaluated, so the next run reaches back to these. The
             // run's own error is the one to report.
             if evaluated_through.is_none()
-                && let Some(before) = windows
+                && let Some(before) = plan
+                    .windows
                     .first()
                     .and_then(|w| w.checked_sub(config.window_seconds))
                 && let Err(marking) = deps.store.mark_evaluated_through(before).await
@@ -242,6 +226,48 @@ where
     }
 }
 
+/// Reads the windows, evaluates them and alerts what is found.
+async fn evaluate_windows<S, P>(
+    windows: &[u64],
+    now: u64,
+    run_id: &str,
+    deps: &Deps<S, P>,
+    summary: &mut Summary,
+) -> Result<Settled, EvaluateError>
+where
+    S: CounterReader + AlertStateStore + DigestLog + Sync,
+    P: AlertPublisher + Sync,
+{
+    let config = &deps.config;
+    let min_rejects = config.policy.min_rejects();
+    let read: Vec<(u64, Vec<_>, bool)> = stream::iter(windows.iter().copied())
+        .map(|window| async move {
+            let rows = deps.store.window_counters(window, min_rejects).await?;
+            let gaps = deps.store.window_gaps(window).await?;
+            let skipped = gaps.iter().any(|gap| gap.skipdata > 0);
+            Ok::<_, StoreError>((window, rows, skipped))
+        })
+        .buffered(4)
+        .try_collect()
+        .await?;
+    let mut rows = Vec::new();
+    let mut skipped_windows = BTreeSet::new();
+    for (window, window_rows, skipped) in read {
+        rows.extend(window_rows);
+        if skipped {
+            skipped_windows.insert(window);
+        }
+    }
+    summary.rows = rows.len() as u64;
+    let skipped: Vec<u64> = skipped_windows.into_iter().collect();
+    let findings = evaluate(&rows, &skipped, &config.policy);
+    summary.findings = findings.len() as u64;
+    if findings.is_empty() {
+        return Ok(Settled::Yes);
+    }
+    alert(&findings, now, windows, run_id, deps, summary).await
+}
+
 /// Whether every finding of a run is settled: alerted, or held by a published alert's
 /// cooldown. One claimed by another run that has not published may still come back.
 enum Settled {
@@ -249,8 +275,8 @@ enum Settled {
     NotYet,
 }
 
-/// Claims the findings, publishes one digest of those this run won, and confirms them; a
-/// failed publish gives the claims back.
+/// Claims the findings, publishes one digest of those this run won, records the
+/// publish, and confirms the claims; a failed publish gives the claims back.
 async fn alert<S, P>(
     findings: &[Finding],
     now: u64,
@@ -260,26 +286,38 @@ async fn alert<S, P>(
     summary: &mut Summary,
 ) -> Result<Settled, EvaluateError>
 where
-    S: AlertStateStore + Sync,
+    S: AlertStateStore + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
+    if deps.store.is_published(run_id).await? {
+        // Lambda retried a run whose earlier attempt published and recorded it, then
+        // failed (confirming, or recording progress). Publishing again would repeat the
+        // digest: finish its confirms instead, and leave anything new to the next run.
+        summary.already_published = true;
+        let sources: Vec<IpAddr> = findings.iter().map(|finding| finding.source).collect();
+        summary.unconfirmed = confirm_all(&sources, run_id, deps).await;
+        return Ok(Settled::NotYet);
+    }
     let claim = Claim {
         run_id: run_id.to_owned(),
         now,
+        wall_now: (deps.wall_clock)(),
         cooldown_seconds: config.cooldown_seconds,
         claim_timeout_seconds: CLAIM_TIMEOUT_SECONDS,
         expires_at: now + config.cooldown_seconds + config.retention_seconds,
     };
-    let (claimed, claimed_elsewhere) = claim_all(findings, &claim, deps).await?;
-    summary.alerted = claimed.len() as u64;
-    summary.held = (findings.len() - claimed.len()) as u64;
-    let settled = if claimed_elsewhere {
+    let claims = claim_all(findings, &claim, deps).await?;
+    summary.alerted = claims.won.len() as u64;
+    summary.held = (findings.len() - claims.won.len()) as u64;
+    summary.taken_over = claims.taken_over;
+    let settled = if claims.claimed_elsewhere {
         Settled::NotYet
     } else {
         Settled::Yes
     };
     let context = DigestContext {
+        digest_id: run_id,
         evaluated_at: now,
         windows,
         window_seconds: config.window_seconds,
@@ -287,15 +325,15 @@ where
         index_shards: config.index_shards,
         max_listed: config.max_listed,
     };
-    let Some(digest) = render_digest(&claimed, &context) else {
+    let Some(digest) = render_digest(&claims.won, &context) else {
         return Ok(settled);
     };
     summary.severity = Some(digest.severity.name());
     summary.subject = Some(digest.subject.clone());
     if let Err(error) = deps.publisher.publish(&digest).await {
         // Give every claim back, so the next run (or Lambda's retry) alerts instead; a
-        // claim that cannot be given back lapses after the claim timeout.
-        for finding in &claimed {
+        // claim that cannot be given back is abandoned after the claim timeout.
+        for finding in &claims.won {
             if let Err(release) = deps.store.release(finding.source, &claim).await {
                 warn!(source_addr = %finding.source, error = %error_chain(&release), "releasing a claim failed");
             }
@@ -303,21 +341,87 @@ where
         return Err(error.into());
     }
     summary.published = true;
-    for finding in &claimed {
-        deps.store.confirm(finding.source, &claim).await?;
-    }
+    // One write says the digest went out. Until it is written, a retry of this run
+    // (same id) would publish the digest again, with the same digest id; so it is tried
+    // hard, and if it still fails the run fails, for the operator to see.
+    record_published(run_id, claims.won.len() as u64, &claim, deps).await?;
+    let sources: Vec<IpAddr> = claims.won.iter().map(|finding| finding.source).collect();
+    summary.unconfirmed = confirm_all(&sources, run_id, deps).await;
     Ok(settled)
 }
 
-/// Claims each finding: the ones this run won, in the findings' order, and whether any
-/// was claimed by another run that has not published yet.
+async fn record_published<S, P>(
+    run_id: &str,
+    source_count: u64,
+    claim: &Claim,
+    deps: &Deps<S, P>,
+) -> Result<(), StoreError>
+where
+    S: DigestLog + Sync,
+{
+    let mut wait = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let result = deps
+            .store
+            .record_published(run_id, source_count, (deps.wall_clock)(), claim.expires_at)
+            .await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < DIGEST_RECORD_ATTEMPTS && error.is_retryable() => {
+                warn!(attempt, error = %error_chain(&error), "recording the published digest failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Confirms this run's claims on `sources`, concurrently; returns how many failed.
+/// A failure is logged, not fatal: the digest record already says the run published,
+/// and a run finding such a claim abandoned reads it before taking over.
+async fn confirm_all<S, P>(sources: &[IpAddr], run_id: &str, deps: &Deps<S, P>) -> u64
+where
+    S: AlertStateStore + Sync,
+{
+    let failures: Vec<IpAddr> = stream::iter(sources.iter().copied())
+        .map(|source| async move {
+            match deps.store.confirm(source, run_id).await {
+                Ok(()) => None,
+                Err(error) => {
+                    warn!(source_addr = %source, error = %error_chain(&error), "confirming a claim failed");
+                    Some(source)
+                }
+            }
+        })
+        .buffer_unordered(STORE_CONCURRENCY)
+        .filter_map(|failure| async move { failure })
+        .collect()
+        .await;
+    failures.len() as u64
+}
+
+/// The claims a run won, in the findings' order.
+struct Claims {
+    won: Vec<Finding>,
+    /// Some finding is claimed by another run that has not published yet.
+    claimed_elsewhere: bool,
+    /// Abandoned claims taken over.
+    taken_over: u64,
+}
+
+/// Claims each finding. A claim another run abandoned is taken over unless that run
+/// recorded its digest as published, in which case its claim is confirmed on its behalf
+/// and the finding claimed again (the cooldown then decides).
 async fn claim_all<S, P>(
     findings: &[Finding],
     claim: &Claim,
     deps: &Deps<S, P>,
-) -> Result<(Vec<Finding>, bool), EvaluateError>
+) -> Result<Claims, EvaluateError>
 where
-    S: AlertStateStore + Sync,
+    S: AlertStateStore + DigestLog + Sync,
 {
     let outcomes: Vec<(usize, ClaimOutcome)> = stream::iter(0..findings.len())
         .map(|index| async move {
@@ -327,49 +431,68 @@ where
                 .await
                 .map(|outcome| (index, outcome))
         })
-        .buffer_unordered(CLAIM_CONCURRENCY)
+        .buffer_unordered(STORE_CONCURRENCY)
         .try_collect()
         .await?;
-    let claimed_elsewhere = outcomes
-        .iter()
-        .any(|(_, outcome)| *outcome == ClaimOutcome::ClaimedElsewhere);
-    let mut won: Vec<usize> = outcomes
-        .into_iter()
-        .filter(|(_, outcome)| *outcome == ClaimOutcome::Won)
-        .map(|(index, _)| index)
-        .collect();
+    let mut claims = Claims {
+        won: Vec::new(),
+        claimed_elsewhere: false,
+        taken_over: 0,
+    };
+    let mut holders_published: HashMap<String, bool> = HashMap::new();
+    let mut won = Vec::new();
+    for (index, outcome) in outcomes {
+        let finding = &findings[index];
+        let outcome = match outcome {
+            ClaimOutcome::Abandoned { holder } => {
+                let published = match holders_published.get(&holder) {
+                    Some(&published) => published,
+                    None => {
+                        let published = deps.store.is_published(&holder).await?;
+                        holders_published.insert(holder.clone(), published);
+                        published
+                    }
+                };
+                let level = finding.severity.level();
+                if published {
+                    deps.store.confirm(finding.source, &holder).await?;
+                    match deps.store.claim(finding.source, level, claim).await? {
+                        // Abandoned again: yet another run's claim since; leave it to it.
+                        ClaimOutcome::Abandoned { .. } => ClaimOutcome::ClaimedElsewhere,
+                        outcome => outcome,
+                    }
+                } else {
+                    let outcome = deps
+                        .store
+                        .take_over(finding.source, level, claim, &holder)
+                        .await?;
+                    if outcome == ClaimOutcome::Won {
+                        claims.taken_over += 1;
+                    }
+                    outcome
+                }
+            }
+            outcome => outcome,
+        };
+        match outcome {
+            ClaimOutcome::Won => won.push(index),
+            ClaimOutcome::ClaimedElsewhere | ClaimOutcome::Abandoned { .. } => {
+                claims.claimed_elsewhere = true;
+            }
+            ClaimOutcome::Cooldown => {}
+        }
+    }
     won.sort_unstable();
-    let won = won
+    claims.won = won
         .into_iter()
         .map(|index| findings[index].clone())
         .collect();
-    Ok((won, claimed_elsewhere))
+    Ok(claims)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runs_catch_up_on_windows_after_the_last_finished_run() {
-        // Never ran before, or ran last window: the look-back only.
-        assert_eq!(windows_to_evaluate(1_000, 300, 1, 12, None), vec![600]);
-        assert_eq!(windows_to_evaluate(1_000, 300, 1, 12, Some(600)), vec![600]);
-        // Two runs failed: the windows after the last finished one come back.
-        assert_eq!(
-            windows_to_evaluate(1_500, 300, 1, 12, Some(300)),
-            vec![600, 900, 1200]
-        );
-        // A long outage catches up by at most `max_catch_up` windows.
-        assert_eq!(windows_to_evaluate(100_000, 300, 3, 4, Some(0)).len(), 4);
-    }
-
-    #[test]
-    fn completed_windows_end_at_or_before_now() {
-        assert_eq!(completed_windows(1_000, 300, 3), vec![0, 300, 600]);
-        assert_eq!(completed_windows(900, 300, 2), vec![300, 600]);
-        assert_eq!(completed_windows(100, 300, 3), Vec::<u64>::new());
-    }
 
     #[test]
     fn the_event_time_is_the_evaluation_time() {

@@ -14,17 +14,25 @@ async fn main() -> Result<(), Error> {
     // A missing or invalid variable fails the init phase, naming the variable.
     let config = Config::from_env()?;
     let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let deps = Deps {
-        store: DynamoCounterStore::new(
+    if config.cooldown_seconds != config.requested_cooldown_seconds {
+        tracing::warn!(
+            requested_minutes = config.requested_cooldown_seconds / 60,
+            cooldown_minutes = config.cooldown_seconds / 60,
+            "ALERT_COOLDOWN_MINUTES raised to SETTLE_MINUTES + WINDOW_MINUTES: a shorter \
+             cooldown would alert again on windows still being read"
+        );
+    }
+    let deps = Deps::new(
+        DynamoCounterStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             config.table_name.clone(),
             config.retention_seconds,
             16,
         )
         .with_index_shards(config.index_shards),
-        publisher: SnsAlertPublisher::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone()),
+        SnsAlertPublisher::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone()),
         config,
-    };
+    );
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deps = &deps;
         async move { handle(event.payload, &event.context.request_id, deps).await }

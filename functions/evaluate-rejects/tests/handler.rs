@@ -3,15 +3,18 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, handle};
 use serde_json::{Value, json};
 use shared::counters::{GapUpdate, StoredCounter};
-use shared::ports::{AlertStateStore, Claim, ClaimOutcome};
+use shared::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
 use shared::testing::{InMemoryCounterStore, RecordingPublisher};
 
-/// Windows of 300 s; the run at 10,000 evaluates 9,000, 9,300 and 9,600.
+/// Windows of 300 s, settled 15 minutes after they end: the run at 10,000 evaluates
+/// 9,000, 9,300 and 9,600 (and, as the first run, the settled 8,700).
 const WINDOW: u64 = 9_600;
 
 fn deps(extra: &[(&str, &str)]) -> Deps<InMemoryCounterStore, RecordingPublisher> {
@@ -25,12 +28,36 @@ fn deps(extra: &[(&str, &str)]) -> Deps<InMemoryCounterStore, RecordingPublisher
         ("PORT_SCAN_THRESHOLD".into(), "20".into()),
         ("HOST_SWEEP_THRESHOLD".into(), "20".into()),
         ("ALLOWLIST_CIDRS".into(), "192.0.2.0/24".into()),
+        ("SETTLE_MINUTES".into(), "15".into()),
     ]);
     settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Deps {
-        store: InMemoryCounterStore::default(),
-        publisher: RecordingPublisher::default(),
-        config: Config::from_lookup(|name| settings.get(name).cloned()).unwrap(),
+    Deps::new(
+        InMemoryCounterStore::default(),
+        RecordingPublisher::default(),
+        Config::from_lookup(|name| settings.get(name).cloned()).unwrap(),
+    )
+}
+
+/// Makes the handler's wall clock the returned one, set by the test.
+fn wall_clock(
+    deps: &mut Deps<InMemoryCounterStore, RecordingPublisher>,
+    start: u64,
+) -> Arc<AtomicU64> {
+    let wall = Arc::new(AtomicU64::new(start));
+    let read = wall.clone();
+    deps.wall_clock = Box::new(move || read.load(Ordering::SeqCst));
+    wall
+}
+
+/// A claim of `run_id` as a run evaluating at `now` would make it at wall-clock `wall_now`.
+fn claim(run_id: &str, now: u64, wall_now: u64) -> Claim {
+    Claim {
+        run_id: run_id.into(),
+        now,
+        wall_now,
+        cooldown_seconds: 3600,
+        claim_timeout_seconds: evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
+        expires_at: 100_000,
     }
 }
 
@@ -180,13 +207,13 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
 }
 
 #[tokio::test]
-async fn a_failed_publish_is_alerted_later_even_after_its_window_left_the_look_back() {
-    let deps = deps(&[("LOOKBACK_WINDOWS", "1")]);
+async fn a_failed_publish_is_alerted_later_even_after_its_window_settled() {
+    let deps = deps(&[("SETTLE_MINUTES", "0")]);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.publisher.fail_next(2);
     // The run for WINDOW fails, and so does the next one; the third comes two windows
-    // after WINDOW left its one-window look-back.
+    // after WINDOW settled (with no settle time, at once).
     assert!(handle(at(WINDOW + 360), "run-1", &deps).await.is_err());
     assert!(handle(at(WINDOW + 660), "run-2", &deps).await.is_err());
     let summary = handle(at(WINDOW + 960), "run-3", &deps).await.unwrap();
@@ -195,7 +222,7 @@ async fn a_failed_publish_is_alerted_later_even_after_its_window_left_the_look_b
         json!([WINDOW, WINDOW + 300, WINDOW + 600])
     );
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
-    // Once it finished, the next run looks back one window again.
+    // Once it finished, the next run reads the one window that ended since.
     let summary = handle(at(WINDOW + 1260), "run-4", &deps).await.unwrap();
     assert_eq!(summary["windows"], json!([WINDOW + 900]));
 }
@@ -206,13 +233,7 @@ async fn a_retried_run_finishes_what_its_first_attempt_claimed() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     // The first attempt claimed, then died before publishing (no release ran).
-    let claim = Claim {
-        run_id: "run-1".into(),
-        now: 10_000,
-        cooldown_seconds: 3600,
-        claim_timeout_seconds: 300,
-        expires_at: 100_000,
-    };
+    let claim = claim("run-1", 10_000, (deps.wall_clock)());
     assert_eq!(
         deps.store
             .claim(ip("198.51.100.1"), 1, &claim)
@@ -237,13 +258,7 @@ async fn a_retry_that_fails_again_gives_back_the_state_from_before_the_first_att
     // Severity rises; run-1 claims, dies before publishing, and its retry fails to publish.
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 5_000, 1, 1));
-    let claim = Claim {
-        run_id: "run-1".into(),
-        now: 10_060,
-        cooldown_seconds: 3600,
-        claim_timeout_seconds: 300,
-        expires_at: 100_000,
-    };
+    let claim = claim("run-1", 10_060, (deps.wall_clock)());
     assert_eq!(
         deps.store
             .claim(ip("198.51.100.1"), 3, &claim)
@@ -262,20 +277,15 @@ async fn a_retry_that_fails_again_gives_back_the_state_from_before_the_first_att
 
 #[tokio::test]
 async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs() {
-    let deps = deps(&[("LOOKBACK_WINDOWS", "1")]);
+    let mut deps = deps(&[("SETTLE_MINUTES", "0")]);
+    let wall = wall_clock(&mut deps, 50_000);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     handle(at(WINDOW + 300), "run-0", &deps).await.unwrap();
     deps.store
         .insert_counter(row("198.51.100.2", WINDOW + 300, 150, 1, 1));
     // run-1 claims 198.51.100.2 and dies; run-2 finds it claimed elsewhere.
-    let claim = Claim {
-        run_id: "run-1".into(),
-        now: WINDOW + 600,
-        cooldown_seconds: 3600,
-        claim_timeout_seconds: 300,
-        expires_at: 100_000,
-    };
+    let claim = claim("run-1", WINDOW + 600, 50_000);
     assert_eq!(
         deps.store
             .claim(ip("198.51.100.2"), 1, &claim)
@@ -283,17 +293,24 @@ async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs
             .unwrap(),
         ClaimOutcome::Won
     );
+    wall.store(50_010, Ordering::SeqCst);
     let held = handle(at(WINDOW + 600), "run-2", &deps).await.unwrap();
     assert_eq!(
         (held["alerted"].as_u64(), held["held"].as_u64()),
         (Some(0), Some(1))
     );
-    // The claim lapses; a later run reaches back to the window and alerts.
+    // The claim is abandoned (run-1 never recorded a publish); a later run reaches back
+    // to the window, takes it over and alerts.
+    wall.store(
+        50_000 + evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
+        Ordering::SeqCst,
+    );
     let later = handle(at(WINDOW + 1200), "run-3", &deps).await.unwrap();
     assert_eq!(
         later["windows"],
         json!([WINDOW + 300, WINDOW + 600, WINDOW + 900])
     );
+    assert_eq!(later["taken_over"], 1);
     assert_eq!(
         alerted(&deps).last().unwrap(),
         &vec!["198.51.100.2".to_owned()]
@@ -347,4 +364,148 @@ async fn a_bad_event_time_is_a_clear_error() {
         .await
         .unwrap_err();
     assert_eq!(error.error_type(), "Evaluate.Event");
+}
+
+/// Issue 13, 1: a window that late data put over a threshold after it was first read,
+/// whose publishes then failed twice, is still alerted once the runs succeed again.
+#[tokio::test]
+async fn late_data_found_by_failing_runs_is_alerted_once_its_window_is_read_again() {
+    let deps = deps(&[]);
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(summary["windows"], json!([8_700, 9_000, 9_300, 9_600]));
+    assert_eq!(summary["findings"], 0);
+    // A late S3 object puts a source over the volume threshold in window 9_600.
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.publisher.fail_next(2);
+    assert!(handle(at(10_300), "run-2", &deps).await.is_err());
+    assert!(handle(at(10_600), "run-3", &deps).await.is_err());
+    let summary = handle(at(10_900), "run-4", &deps).await.unwrap();
+    assert_eq!(
+        summary["windows"],
+        json!([9_000, 9_300, 9_600, 9_900, 10_200, 10_500])
+    );
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+    // Window 9_600 has settled and was alerted: it is not read again.
+    let summary = handle(at(11_200), "run-5", &deps).await.unwrap();
+    assert_eq!(summary["windows"], json!([9_900, 10_200, 10_500, 10_800]));
+    assert_eq!(deps.publisher.published().len(), 1);
+}
+
+/// Issue 13, 4: a confirm that fails after the digest went out no longer fails the run,
+/// and neither Lambda's retry of the run nor a later run taking over its unconfirmed
+/// claim publishes the digest again.
+#[tokio::test]
+async fn a_failed_confirm_after_publishing_never_publishes_again() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store.fail_next_confirms(1);
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(
+        (
+            summary["published"].as_bool(),
+            summary["unconfirmed"].as_u64()
+        ),
+        (Some(true), Some(1))
+    );
+    assert!(deps.store.is_published("run-1").await.unwrap());
+    // Lambda retries the same request id (had the run failed): nothing is published.
+    let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(retry["already_published"], true);
+    assert!(
+        deps.store
+            .alert_state(ip("198.51.100.1"))
+            .unwrap()
+            .published
+    );
+    assert_eq!(deps.publisher.published().len(), 1);
+}
+
+#[tokio::test]
+async fn an_abandoned_claim_of_a_run_that_published_is_confirmed_not_taken_over() {
+    let mut deps = deps(&[]);
+    let wall = wall_clock(&mut deps, 50_000);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    // run-1 published and recorded it, then died before confirming.
+    deps.store.fail_next_confirms(1);
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert!(
+        !deps
+            .store
+            .alert_state(ip("198.51.100.1"))
+            .unwrap()
+            .published
+    );
+    // Past the claim timeout, run-2 finds the claim abandoned, sees run-1's record, and
+    // holds the source under the cooldown of run-1's alert.
+    wall.store(
+        50_000 + evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
+        Ordering::SeqCst,
+    );
+    let summary = handle(at(10_300), "run-2", &deps).await.unwrap();
+    assert_eq!(
+        (summary["alerted"].as_u64(), summary["taken_over"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(
+        deps.store
+            .alert_state(ip("198.51.100.1"))
+            .unwrap()
+            .published
+    );
+    assert_eq!(deps.publisher.published().len(), 1);
+}
+
+#[tokio::test]
+async fn a_transient_failure_recording_the_digest_is_retried_within_the_run() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store.fail_next_digest_records(1);
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert!(deps.store.is_published("run-1").await.unwrap());
+    let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(retry["already_published"], true);
+    assert_eq!(deps.publisher.published().len(), 1);
+}
+
+/// Issue 13, 4: a run that claims long after its scheduled time (a delayed retry) is
+/// alive; the next scheduled run must not treat its claim as abandoned and publish too.
+#[tokio::test]
+async fn a_delayed_run_still_publishing_is_not_taken_over_by_the_next_one() {
+    let mut deps = deps(&[]);
+    let wall = wall_clock(&mut deps, 20_000);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    // run-1, scheduled at 10_000, claims at wall-clock 20_000 and is still publishing.
+    assert_eq!(
+        deps.store
+            .claim(ip("198.51.100.1"), 1, &claim("run-1", 10_000, 20_000))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    wall.store(20_010, Ordering::SeqCst);
+    let next = handle(at(10_300), "run-2", &deps).await.unwrap();
+    assert_eq!(
+        (next["alerted"].as_u64(), next["held"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let finished = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(finished["alerted"], 1);
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+}
+
+#[tokio::test]
+async fn every_digest_carries_its_run_as_its_id() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    handle(at(10_000), "run-7", &deps).await.unwrap();
+    let digest = &deps.publisher.published()[0];
+    assert_eq!(digest.digest_id, "run-7");
+    let json: Value = serde_json::from_str(&digest.json).unwrap();
+    assert_eq!(json["digest_id"], "run-7");
 }

@@ -10,7 +10,8 @@
 //! | ledger | `BATCH#<batch id>` | `CHUNK#<index, 5 digits>` | a chunk of a delivery applied |
 //! | done marker | `BATCH#<batch id>` | `DONE` | a delivery fully applied |
 //! | alert state | `ALERT#<address>` | `STATE` | the evaluator's claims |
-//! | evaluator progress | `ALERT#evaluator` | `PROGRESS` | the latest window fully evaluated |
+//! | digest record | `ALERT#RUN#<run id>` | `DIGEST` | a run published its digest |
+//! | evaluator progress | `ALERT#evaluator` | `PROGRESS` | the latest settled window fully evaluated |
 //!
 //! A delivery's rows are applied in chunks of
 //! [`ROWS_PER_CHUNK`](crate::counters::ROWS_PER_CHUNK): one `TransactWriteItems` holds the
@@ -33,11 +34,13 @@ use aws_sdk_dynamodb::types::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest, Sha256};
 
+use crate::alert::{AlertState, ClaimDecision, decide_claim};
 use crate::counters::{
     BatchChunk, BatchId, CounterBatch, CounterUpdate, GapUpdate, RowUpdate, StoredCounter,
 };
 use crate::ports::{
-    AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore, StoreError,
+    AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore, DigestLog,
+    StoreError,
 };
 use crate::sketch::stable_hash;
 
@@ -86,8 +89,10 @@ pub const SKIPDATA: &str = "skipdata";
 pub const EXPIRES_AT: &str = "expires_at";
 /// Alert state: the level (1-3) last claimed.
 pub const LEVEL: &str = "level";
-/// Alert state: when the alert was claimed (and, once published, sent).
+/// Alert state: the evaluation time of the claim (cooldowns count from it).
 pub const CLAIMED_AT: &str = "claimed_at";
+/// Alert state: the wall-clock time of the claim (claim timeouts count from it).
+pub const CLAIMED_WALL_AT: &str = "claimed_wall_at";
 /// Alert state: whether the claimed alert was published.
 pub const PUBLISHED: &str = "published";
 /// Alert state: the run holding the claim.
@@ -97,6 +102,11 @@ pub const CLAIM_ID: &str = "claim_id";
 pub const PREVIOUS_LEVEL: &str = "previous_level";
 pub const PREVIOUS_CLAIMED_AT: &str = "previous_claimed_at";
 pub const PREVIOUS_PUBLISHED: &str = "previous_published";
+pub const PREVIOUS_CLAIMED_WALL_AT: &str = "previous_claimed_wall_at";
+/// Digest record (`pk` `ALERT#RUN#<run id>`, `sk` `DIGEST`): sources in the digest.
+pub const SOURCE_COUNT: &str = "source_count";
+/// Digest record: when the digest was published (wall clock).
+pub const PUBLISHED_AT: &str = "published_at";
 /// The evaluator's progress item (`pk` [`PROGRESS_KEY`], `sk` `PROGRESS`): the latest
 /// window fully evaluated, in `window_start`.
 pub const PROGRESS_KEY: &str = "ALERT#evaluator";
@@ -130,6 +140,12 @@ pub fn gap_key(window_start: u64, shard: u8) -> String {
 /// The partition of a source's alert state (sort key `STATE`).
 pub fn alert_key(source: IpAddr) -> String {
     format!("ALERT#{source}")
+}
+
+/// The partition of a run's digest record (sort key `DIGEST`); under `ALERT#` with the
+/// alert state, which only the evaluator writes.
+fn digest_key(run_id: &str) -> String {
+    format!("ALERT#RUN#{run_id}")
 }
 
 fn batch_key(batch: &BatchId) -> String {
@@ -699,10 +715,11 @@ impl AlertStateStore for DynamoCounterStore {
         level: u8,
         claim: &Claim,
     ) -> Result<ClaimOutcome, StoreError> {
-        // The condition is `alert::may_alert`, evaluated atomically by DynamoDB. The values
-        // before the claim are kept (right-hand sides read the item as it was), so that a
-        // release can put them back. A claim of this run itself is the other branch below,
-        // which must not overwrite them.
+        // The `Claim` branches of `alert::decide_claim`, evaluated atomically by DynamoDB:
+        // no state, or a published alert past its cooldown or at a lower level. The
+        // values before the claim are kept (right-hand sides read the item as it was), so
+        // that a release can put them back. The other branches (a retry of this run, an
+        // abandoned claim) are decided below from the item the failed condition returns.
         let result = self
             .client
             .update_item()
@@ -712,29 +729,32 @@ impl AlertStateStore for DynamoCounterStore {
             .update_expression(
                 "SET #prev_level = if_not_exists(#level, :zero), \
                  #prev_claimed = if_not_exists(#claimed, :zero), \
+                 #prev_wall = if_not_exists(#wall, :zero), \
                  #prev_published = if_not_exists(#published, :false), \
-                 #source = :source, #level = :level, #claimed = :now, #published = :false, \
-                 #claim = :run, #expires = :expires",
+                 #source = :source, #level = :level, #claimed = :now, #wall = :wall, \
+                 #published = :false, #claim = :run, #expires = :expires",
             )
             .condition_expression(
                 "attribute_not_exists(#pk) \
-                 OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level)) \
-                 OR (#published = :false AND #claimed <= :stale_cutoff)",
+                 OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level))",
             )
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#source", SOURCE)
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
+            .expression_attribute_names("#wall", CLAIMED_WALL_AT)
             .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_names("#prev_level", PREVIOUS_LEVEL)
             .expression_attribute_names("#prev_claimed", PREVIOUS_CLAIMED_AT)
+            .expression_attribute_names("#prev_wall", PREVIOUS_CLAIMED_WALL_AT)
             .expression_attribute_names("#prev_published", PREVIOUS_PUBLISHED)
             .expression_attribute_values(":source", AttributeValue::S(source.to_string()))
             .expression_attribute_values(":level", number(u64::from(level)))
             .expression_attribute_values(":now", number(claim.now))
+            .expression_attribute_values(":wall", number(claim.wall_now))
             .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
@@ -743,10 +763,6 @@ impl AlertStateStore for DynamoCounterStore {
             .expression_attribute_values(
                 ":cooldown_cutoff",
                 number(claim.now.saturating_sub(claim.cooldown_seconds)),
-            )
-            .expression_attribute_values(
-                ":stale_cutoff",
-                number(claim.now.saturating_sub(claim.claim_timeout_seconds)),
             )
             .send()
             .await;
@@ -764,22 +780,81 @@ impl AlertStateStore for DynamoCounterStore {
                 return Err(self.error(format!("claiming the alert state of {source}"), error));
             }
         };
-        let unpublished_claim_of = |item: &HashMap<String, AttributeValue>| {
-            let published = item.get(PUBLISHED).and_then(|value| value.as_bool().ok());
-            let run = item.get(CLAIM_ID).and_then(|value| value.as_s().ok());
-            (published == Some(&false)).then_some(run.cloned())
+        let Some(held) = held else {
+            // The condition failed on an item that is gone now: try once more later.
+            return Ok(ClaimOutcome::ClaimedElsewhere);
         };
-        match held.as_ref().and_then(unpublished_claim_of) {
-            None => Ok(ClaimOutcome::Cooldown),
-            Some(Some(run)) if run == claim.run_id => self.reclaim(source, level, claim).await,
-            Some(_) => Ok(ClaimOutcome::ClaimedElsewhere),
+        let holder = held
+            .get(CLAIM_ID)
+            .and_then(|value| value.as_s().ok())
+            .cloned()
+            .unwrap_or_default();
+        let state = alert_state_from_item(&held);
+        let held_by_this_run = !state.published && holder == claim.run_id;
+        match decide_claim(Some(state), held_by_this_run, level, claim) {
+            ClaimDecision::Claim if held_by_this_run => self.reclaim(source, level, claim).await,
+            // The item changed between the write and its check: another run's doing.
+            ClaimDecision::Claim | ClaimDecision::HeldElsewhere => {
+                Ok(ClaimOutcome::ClaimedElsewhere)
+            }
+            ClaimDecision::Cooldown => Ok(ClaimOutcome::Cooldown),
+            ClaimDecision::Abandoned => Ok(ClaimOutcome::Abandoned { holder }),
         }
     }
 
-    async fn confirm(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
+    async fn take_over(
+        &self,
+        source: IpAddr,
+        level: u8,
+        claim: &Claim,
+        holder: &str,
+    ) -> Result<ClaimOutcome, StoreError> {
+        // The previous_* values stay as they are: the state from before the abandoned
+        // claim, which a release of this claim puts back.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(alert_key(source)))
+            .key(SK, AttributeValue::S("STATE".into()))
+            .update_expression(
+                "SET #level = :level, #claimed = :now, #wall = :wall, #claim = :run, \
+                 #expires = :expires",
+            )
+            .condition_expression("#claim = :holder AND #published = :false")
+            .expression_attribute_names("#level", LEVEL)
+            .expression_attribute_names("#claimed", CLAIMED_AT)
+            .expression_attribute_names("#wall", CLAIMED_WALL_AT)
+            .expression_attribute_names("#claim", CLAIM_ID)
+            .expression_attribute_names("#published", PUBLISHED)
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":level", number(u64::from(level)))
+            .expression_attribute_values(":now", number(claim.now))
+            .expression_attribute_values(":wall", number(claim.wall_now))
+            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":expires", number(claim.expires_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ClaimOutcome::Won),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(ClaimOutcome::ClaimedElsewhere)
+            }
+            Err(error) => Err(self.error(
+                format!("taking over the alert state of {source} from run {holder}"),
+                error,
+            )),
+        }
+    }
+
+    async fn confirm(&self, source: IpAddr, run_id: &str) -> Result<(), StoreError> {
         self.on_own_claim(
             source,
-            claim,
+            run_id,
             "SET #published = :true",
             &[],
             &[(":true", AttributeValue::Bool(true))],
@@ -791,16 +866,19 @@ impl AlertStateStore for DynamoCounterStore {
     async fn release(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
         self.on_own_claim(
             source,
-            claim,
+            &claim.run_id,
             // `if_not_exists` covers claims written before the previous values were kept.
             "SET #level = if_not_exists(#prev_level, :zero), \
              #claimed = if_not_exists(#prev_claimed, :zero), \
+             #wall = if_not_exists(#prev_wall, :zero), \
              #published = if_not_exists(#prev_published, :false)",
             &[
                 ("#level", LEVEL),
                 ("#claimed", CLAIMED_AT),
+                ("#wall", CLAIMED_WALL_AT),
                 ("#prev_level", PREVIOUS_LEVEL),
                 ("#prev_claimed", PREVIOUS_CLAIMED_AT),
+                ("#prev_wall", PREVIOUS_CLAIMED_WALL_AT),
                 ("#prev_published", PREVIOUS_PUBLISHED),
             ],
             &[(":zero", number(0))],
@@ -854,6 +932,68 @@ impl AlertStateStore for DynamoCounterStore {
     }
 }
 
+impl DigestLog for DynamoCounterStore {
+    async fn is_published(&self, run_id: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(digest_key(run_id)))
+            .key(SK, AttributeValue::S("DIGEST".into()))
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", PK)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| {
+                self.error(format!("reading the digest record of run {run_id}"), error)
+            })?;
+        Ok(output.item.is_some())
+    }
+
+    async fn record_published(
+        &self,
+        run_id: &str,
+        source_count: u64,
+        published_at: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, AttributeValue::S(digest_key(run_id)))
+            .item(SK, AttributeValue::S("DIGEST".into()))
+            .item(SOURCE_COUNT, number(source_count))
+            .item(PUBLISHED_AT, number(published_at))
+            .item(EXPIRES_AT, number(expires_at))
+            .send()
+            .await
+            .map_err(|error| self.error(format!("recording the digest of run {run_id}"), error))?;
+        Ok(())
+    }
+}
+
+/// The alert state in an item; attributes written by older releases default as they
+/// did then (no wall-clock time: the evaluation time stands in).
+fn alert_state_from_item(item: &HashMap<String, AttributeValue>) -> AlertState {
+    let number_of = |name: &str| {
+        item.get(name)
+            .and_then(|value| value.as_n().ok())
+            .and_then(|text| text.parse::<u64>().ok())
+    };
+    let claimed_at = number_of(CLAIMED_AT).unwrap_or(0);
+    AlertState {
+        level: number_of(LEVEL).map_or(0, |level| level.min(u64::from(u8::MAX)) as u8),
+        claimed_at,
+        claimed_wall_at: number_of(CLAIMED_WALL_AT).unwrap_or(claimed_at),
+        published: item
+            .get(PUBLISHED)
+            .and_then(|value| value.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+    }
+}
+
 impl DynamoCounterStore {
     /// A retry of the run that holds an unpublished claim (Lambda keeps the request id):
     /// it takes the claim up again, keeping the state from before the first attempt.
@@ -869,15 +1009,19 @@ impl DynamoCounterStore {
             .table_name(&self.table)
             .key(PK, AttributeValue::S(alert_key(source)))
             .key(SK, AttributeValue::S("STATE".into()))
-            .update_expression("SET #level = :level, #claimed = :now, #expires = :expires")
+            .update_expression(
+                "SET #level = :level, #claimed = :now, #wall = :wall, #expires = :expires",
+            )
             .condition_expression("#claim = :run AND #published = :false")
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
+            .expression_attribute_names("#wall", CLAIMED_WALL_AT)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_values(":level", number(u64::from(level)))
             .expression_attribute_values(":now", number(claim.now))
+            .expression_attribute_values(":wall", number(claim.wall_now))
             .expression_attribute_values(":expires", number(claim.expires_at))
             .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
@@ -897,12 +1041,12 @@ impl DynamoCounterStore {
         }
     }
 
-    /// Updates alert state this run claimed and has not published; a claim another run
-    /// took over meanwhile is left alone.
+    /// Updates alert state that run `run_id` claimed and has not published; a claim
+    /// another run took over meanwhile is left alone.
     async fn on_own_claim(
         &self,
         source: IpAddr,
-        claim: &Claim,
+        run_id: &str,
         update_expression: &str,
         names: &[(&str, &str)],
         values: &[(&str, AttributeValue)],
@@ -918,7 +1062,7 @@ impl DynamoCounterStore {
             .condition_expression("#claim = :run AND #published = :false")
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#published", PUBLISHED)
-            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
+            .expression_attribute_values(":run", AttributeValue::S(run_id.to_owned()))
             .expression_attribute_values(":false", AttributeValue::Bool(false));
         for (placeholder, name) in names {
             request = request.expression_attribute_names(*placeholder, *name);

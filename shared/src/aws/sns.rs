@@ -1,8 +1,9 @@
 //! Publishes alert digests to an SNS topic: the only file that knows the SNS SDK.
 //!
 //! Email subscribers get the readable text, every other protocol the JSON (one
-//! `MessageStructure: json` message); message attributes carry severity, rules and the
-//! source count for subscription filter policies.
+//! `MessageStructure: json` message); message attributes carry the digest id (the same on
+//! every repeat of one digest), severity, rules and the source count for subscription
+//! filter policies.
 
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::MessageAttributeValue;
@@ -44,6 +45,7 @@ impl AlertPublisher for SnsAlertPublisher {
             .subject(&digest.subject)
             .message(digest.message_structure())
             .message_structure("json")
+            .message_attributes("digest_id", attribute("String", digest.digest_id.clone()))
             .message_attributes(
                 "severity",
                 attribute("String", digest.severity.name().to_owned()),
