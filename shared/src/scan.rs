@@ -3,9 +3,11 @@
 //!
 //! Text is classified 64 bytes at a time into bitmaps, so that later stages read each line
 //! already knowing where its values start and end. The few byte-level operations that have
-//! vector versions live behind [`Kernels`]: a portable version in word arithmetic (used on
-//! every architecture, and the reference in tests) and, on x86-64, an AVX2 version chosen at
-//! run time. No I/O here; buffers are reused from call to call.
+//! vector versions live behind [`Kernels`]: a portable version in word arithmetic (the
+//! reference in tests, and the fallback on x86-64 processors without AVX2), on x86-64 an
+//! AVX2 version chosen at run time, and on arm64 a NEON version (NEON is part of every
+//! arm64 Linux target, so it needs no detection). No I/O here; buffers are reused from call
+//! to call.
 
 /// One bit per byte of a 64-byte block, byte `i` at bit `i`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub(crate) fn bytes_equal(word: u64, byte: u8) -> u64 {
     !((x & LOW7).wrapping_add(LOW7) | x) & HIGH
 }
 
+// On arm64 only the tests use the portable kernels (NEON is always there).
+#[cfg_attr(all(target_arch = "aarch64", not(test)), allow(dead_code))]
 /// The high bit of each byte set where the byte is below 0x20 or above 0x7f.
 #[inline(always)]
 fn bytes_unusual(word: u64) -> u64 {
@@ -58,6 +62,7 @@ pub(crate) fn gather_high_bits(high_bits: u64) -> u64 {
     (high_bits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
+#[cfg_attr(all(target_arch = "aarch64", not(test)), allow(dead_code))]
 #[inline(always)]
 fn word_at(bytes: &[u8], at: usize) -> u64 {
     bytes
@@ -66,6 +71,7 @@ fn word_at(bytes: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+#[cfg_attr(all(target_arch = "aarch64", not(test)), allow(dead_code))]
 /// The kernels in plain word arithmetic, eight bytes at a time: correct everywhere.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Portable;
@@ -119,6 +125,7 @@ fn three_dots(dots: u32) -> Option<[usize; 3]> {
     Some([first, second, third])
 }
 
+#[cfg_attr(all(target_arch = "aarch64", not(test)), allow(dead_code))]
 /// The octet `window[start..end]`: one to three digits, no leading zero, at most 255.
 /// Reads the four bytes from `start` and works on them as one word, without a branch per
 /// digit.
@@ -295,10 +302,178 @@ mod x86 {
     }
 }
 
-/// Calls `$generic(kernels, $args)` with the best kernels this processor has: [`Avx2`],
-/// through `$avx2`, a wrapper of the same generic function carrying the `target_feature`
-/// attribute named at [`Avx2::detect`] (so that everything inlined into it is compiled for
-/// those instructions), or else [`Portable`].
+#[cfg(target_arch = "aarch64")]
+pub(crate) use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{BlockClasses, Kernels, three_dots};
+    use std::arch::aarch64::*;
+
+    /// The kernels in NEON (Advanced SIMD), which every `aarch64-*-linux-*` target enables:
+    /// no run-time detection and no `target_feature` wrappers are needed.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Neon(());
+
+    impl Neon {
+        #[inline(always)]
+        pub(crate) fn new() -> Neon {
+            Neon(())
+        }
+    }
+
+    /// Byte `i` of each 16-byte lane weighted `1 << (i % 8)`: a comparison result masked
+    /// with it and summed pairwise gives one bit per byte (NEON has no `movemask`).
+    const BIT_WEIGHTS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
+
+    /// Bit `i` set where byte `i` of the four comparison results (64 bytes) is all ones.
+    #[inline(always)]
+    fn mask64(parts: [uint8x16_t; 4]) -> u64 {
+        // SAFETY: NEON is enabled for every aarch64 Linux target; no memory is read but the
+        // constant.
+        unsafe {
+            let weights = vld1q_u8(BIT_WEIGHTS.as_ptr());
+            let first = vpaddq_u8(vandq_u8(parts[0], weights), vandq_u8(parts[1], weights));
+            let second = vpaddq_u8(vandq_u8(parts[2], weights), vandq_u8(parts[3], weights));
+            let quarters = vpaddq_u8(first, second);
+            vgetq_lane_u64(vreinterpretq_u64_u8(vpaddq_u8(quarters, quarters)), 0)
+        }
+    }
+
+    /// Bit `i` set where byte `i` of the comparison result (16 bytes) is all ones.
+    #[inline(always)]
+    fn mask16(part: uint8x16_t) -> u32 {
+        // SAFETY: as in `mask64`.
+        unsafe {
+            let weighted = vandq_u8(part, vld1q_u8(BIT_WEIGHTS.as_ptr()));
+            u32::from(vaddv_u8(vget_low_u8(weighted)))
+                | u32::from(vaddv_u8(vget_high_u8(weighted))) << 8
+        }
+    }
+
+    /// For octet lengths (l0, l1, l2, l3), each 1 to 3, at index
+    /// `(l0-1)*27 + (l1-1)*9 + (l2-1)*3 + (l3-1)`: the table lookup that puts octet `k`'s
+    /// digits at the top of 32-bit lane `k` (zeros before them; out-of-range indices read
+    /// as zero), and each octet's smallest value without a leading zero (0, 10 or 100), in
+    /// 16-bit lane `k`.
+    struct OctetLayouts {
+        lookups: [[u8; 16]; 81],
+        minimums: [[u16; 8]; 81],
+    }
+
+    static OCTET_LAYOUTS: OctetLayouts = {
+        let mut lookups = [[0xffu8; 16]; 81];
+        let mut minimums = [[0u16; 8]; 81];
+        let mut index = 0;
+        while index < 81 {
+            let lengths = [
+                index / 27 + 1,
+                index / 9 % 3 + 1,
+                index / 3 % 3 + 1,
+                index % 3 + 1,
+            ];
+            let mut start = 0;
+            let mut octet = 0;
+            while octet < 4 {
+                let length = lengths[octet];
+                let mut digit = 0;
+                while digit < length {
+                    lookups[index][4 * octet + 4 - length + digit] = (start + digit) as u8;
+                    digit += 1;
+                }
+                minimums[index][octet] = [0, 10, 100][length - 1];
+                start += length + 1;
+                octet += 1;
+            }
+            index += 1;
+        }
+        OctetLayouts { lookups, minimums }
+    };
+
+    impl Kernels for Neon {
+        #[inline(always)]
+        fn classify(self, block: &[u8; 64]) -> BlockClasses {
+            // SAFETY: NEON is enabled for the target; the loads read exactly the 64 bytes
+            // of `block`.
+            unsafe {
+                let bytes = vld1q_u8_x4(block.as_ptr());
+                let parts = [bytes.0, bytes.1, bytes.2, bytes.3];
+                let space = vdupq_n_u8(b' ');
+                let newline = vdupq_n_u8(b'\n');
+                // A signed comparison: below 0x20, or 0x80 and above.
+                let signed_space = vdupq_n_s8(b' ' as i8);
+                let spaces = mask64(parts.map(|part| vceqq_u8(part, space)));
+                let newlines = mask64(parts.map(|part| vceqq_u8(part, newline)));
+                let below_space =
+                    mask64(parts.map(|part| vcltq_s8(vreinterpretq_s8_u8(part), signed_space)));
+                BlockClasses {
+                    separators: spaces | newlines,
+                    newlines,
+                    unusual: below_space & !newlines,
+                }
+            }
+        }
+
+        #[inline(always)]
+        fn ipv4(self, window: &[u8; 16], len: usize) -> Option<u32> {
+            if !(7..=15).contains(&len) {
+                return None;
+            }
+            // SAFETY: NEON is enabled for the target; the load reads exactly `window`, the
+            // table loads one row of each table.
+            unsafe {
+                let text = vld1q_u8(window.as_ptr());
+                let values = vsubq_u8(text, vdupq_n_u8(b'0'));
+                let length_mask = (1u32 << len) - 1;
+                let digits = mask16(vcleq_u8(values, vdupq_n_u8(9))) & length_mask;
+                let dots = mask16(vceqq_u8(text, vdupq_n_u8(b'.'))) & length_mask;
+                if digits | dots != length_mask {
+                    return None;
+                }
+                let [first, second, third] = three_dots(dots)?;
+                let lengths = [
+                    first,
+                    second - first - 1,
+                    third - second - 1,
+                    len - third - 1,
+                ];
+                if lengths.iter().any(|&length| !(1..=3).contains(&length)) {
+                    return None;
+                }
+                let index = (lengths[0] - 1) * 27
+                    + (lengths[1] - 1) * 9
+                    + (lengths[2] - 1) * 3
+                    + (lengths[3] - 1);
+                let lookup = vld1q_u8(OCTET_LAYOUTS.lookups[index].as_ptr());
+                let minimums = vld1_u16(OCTET_LAYOUTS.minimums[index].as_ptr());
+                // Lane k holds [0, h, t, u]; weights 0, 100, 10, 1 summed per lane give the
+                // octet (at most 999, so 16 bits hold it).
+                let lanes = vqtbl1q_u8(values, lookup);
+                let weights = vld1_u8([0u8, 100, 10, 1, 0, 100, 10, 1].as_ptr());
+                let low = vmull_u8(vget_low_u8(lanes), weights);
+                let high = vmull_u8(vget_high_u8(lanes), weights);
+                let pairs = vpaddq_u16(low, high);
+                let octets = vget_low_u16(vpaddq_u16(pairs, pairs));
+                let too_large = vcgt_u16(octets, vdup_n_u16(255));
+                let leading_zero = vcgt_u16(minimums, octets);
+                if vget_lane_u64(vreinterpret_u64_u16(vorr_u16(too_large, leading_zero)), 0) != 0 {
+                    return None;
+                }
+                let bytes = vget_lane_u32(
+                    vreinterpret_u32_u8(vmovn_u16(vcombine_u16(octets, octets))),
+                    0,
+                );
+                Some(bytes.swap_bytes())
+            }
+        }
+    }
+}
+
+/// Calls `$generic(kernels, $args)` with the best kernels this processor has: on x86-64
+/// [`Avx2`], through `$avx2`, a wrapper of the same generic function carrying the
+/// `target_feature` attribute named at [`Avx2::detect`] (so that everything inlined into it
+/// is compiled for those instructions), or else [`Portable`]; on arm64 [`Neon`], which the
+/// whole target is compiled for; elsewhere [`Portable`].
 ///
 /// Code instantiated for `Avx2` must reach the kernels through functions inlined into the
 /// wrapper, never through closures, which are compiled on their own without the features.
@@ -313,7 +488,11 @@ macro_rules! with_kernels {
                 None => $generic($crate::scan::Portable, $($arg),*),
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(target_arch = "aarch64")]
+        {
+            $generic($crate::scan::Neon::new(), $($arg),*)
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         {
             $generic($crate::scan::Portable, $($arg),*)
         }
@@ -608,6 +787,41 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "aarch64")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn neon_kernels_agree_with_the_portable_ones(
+            block in interesting_text(64..65),
+            token in "[0-9.]{0,16}|([0-9]{1,3}\\.){3}[0-9]{1,3}|[0-9a-f:.]{7,15}",
+            rest in "[ 0-9.a-z]{0,16}",
+        ) {
+            let block: [u8; 64] = block.try_into().unwrap();
+            prop_assert_eq!(Neon::new().classify(&block), Portable.classify(&block));
+            let bytes = token.as_bytes();
+            prop_assume!(bytes.len() <= 16);
+            let window = window_of(bytes, rest.as_bytes());
+            prop_assert_eq!(
+                Neon::new().ipv4(&window, bytes.len()),
+                Portable.ipv4(&window, bytes.len())
+            );
+        }
+
+        #[test]
+        fn neon_and_portable_indexes_agree(
+            text in interesting_text(0..700),
+        ) {
+            let mut portable = TextIndex::default();
+            build_index(Portable, &mut portable, &text);
+            let mut vector = TextIndex::default();
+            build_index(Neon::new(), &mut vector, &text);
+            prop_assert_eq!(&portable.separators, &vector.separators);
+            prop_assert_eq!(&portable.unusual, &vector.unusual);
+            prop_assert_eq!(&portable.newlines, &vector.newlines);
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
@@ -723,6 +937,8 @@ mod tests {
                 if let Some(avx2) = Avx2::detect() {
                     assert_eq!(avx2.ipv4(&window, token.len()), expected, "{token}");
                 }
+                #[cfg(target_arch = "aarch64")]
+                assert_eq!(Neon::new().ipv4(&window, token.len()), expected, "{token}");
             }
         }
     }
