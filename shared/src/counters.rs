@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
+use crate::settle::is_settled;
 use crate::sketch::{DistinctSketch, stable_hash};
 use crate::tally::{RejectTally, SourceAggregate, address_fingerprint};
 
@@ -171,6 +172,27 @@ impl CounterBatch {
         self.updates.is_empty() && self.gaps.is_empty()
     }
 
+    /// The counter rows whose window had settled at `now` (see
+    /// [`crate::settle::is_settled`]): their count, and their windows, oldest first.
+    /// (Capture-gap rows only qualify counts, so they are left out.)
+    pub fn late_rows(&self, settle_seconds: u64, now: u64) -> LateRows {
+        let mut late = LateRows::default();
+        for update in &self.updates {
+            if is_settled(
+                update.window_start,
+                update.window_seconds,
+                settle_seconds,
+                now,
+            ) {
+                late.rows += 1;
+                late.windows.push(update.window_start);
+            }
+        }
+        late.windows.sort_unstable();
+        late.windows.dedup();
+        late
+    }
+
     /// The rows in stored chunks of [`ROWS_PER_CHUNK`]: counters first, then gaps, in the
     /// batch's stable order, so every delivery of the same input chunks alike.
     pub fn chunks(&self) -> Vec<BatchChunk<'_>> {
@@ -189,6 +211,14 @@ impl CounterBatch {
             })
             .collect()
     }
+}
+
+/// Counter rows of a batch that arrived after their window settled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LateRows {
+    pub rows: u64,
+    /// The windows they belong to, oldest first.
+    pub windows: Vec<u64>,
 }
 
 /// One row a chunk changes.
@@ -296,6 +326,26 @@ mod tests {
             tally.add(&parser.parse(line).unwrap());
         }
         tally
+    }
+
+    #[test]
+    fn rows_of_settled_windows_are_late() {
+        let tally = tally(&[
+            "eni-1 10.0.0.9 10.0.1.1 22 6 1700000000 REJECT OK -",
+            "eni-1 10.0.0.9 10.0.1.1 22 6 1700000400 REJECT OK -",
+            "eni-1 10.0.0.2 10.0.1.1 22 6 1700000000 REJECT OK -",
+        ]);
+        let id = BatchId::for_s3_object("bucket", "key", None, Some("etag"));
+        let batch = CounterBatch::from_tally(id, &tally, 8);
+        // Window 1_699_999_800 ends at 1_700_000_100 and settles 600 s later.
+        assert_eq!(batch.late_rows(600, 1_700_000_699), LateRows::default());
+        assert_eq!(
+            batch.late_rows(600, 1_700_000_700),
+            LateRows {
+                rows: 2,
+                windows: vec![1_699_999_800]
+            }
+        );
     }
 
     #[test]

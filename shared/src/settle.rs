@@ -16,6 +16,10 @@
 /// as late (see [`is_settled`]).
 pub const PUBLISH_ALLOWANCE_SECONDS: u64 = 15 * 60;
 
+/// `SETTLE_MINUTES` when unset: what the template's data path needs (the template sets
+/// it, and a test checks it against [`required_settle_seconds`] of the template's values).
+pub const DEFAULT_SETTLE_MINUTES: u64 = 50;
+
 /// The bounds of the data path that decide how long a window can still change. The
 /// template sets each of them; `tests/tests/template.rs` checks that the evaluator's
 /// `SETTLE_MINUTES` covers the path they describe.

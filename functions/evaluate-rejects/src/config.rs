@@ -5,14 +5,11 @@ use ipnet::IpNet;
 use shared::alert::{AlertPolicy, InternalSources};
 pub use shared::settings::ConfigError;
 use shared::settings::{list, number, required};
+use shared::settle::DEFAULT_SETTLE_MINUTES;
 
 /// The most settled windows a run reads again after failed runs (an hour of 5-minute
 /// windows), beyond the windows not settled yet that it reads anyway.
 pub const MAX_CATCH_UP_WINDOWS: u64 = 12;
-
-/// `SETTLE_MINUTES` when unset: what the template's data path needs (see
-/// [`shared::settle::required_settle_seconds`]).
-pub const DEFAULT_SETTLE_MINUTES: u64 = 50;
 
 /// Settings of the evaluate function.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@ use regex_lite::Regex;
 use shared::flow_log::{FlowFormat, FormatError};
 pub use shared::settings::ConfigError;
 use shared::settings::{flag, list, number, required};
+use shared::settle::DEFAULT_SETTLE_MINUTES;
 use shared::tally::SourceAttribution;
 
 /// Matches the keys VPC Flow Logs writes, in the plain and the Hive-compatible layouts
@@ -27,6 +28,10 @@ pub struct Config {
     pub formats_by_log_group: HashMap<String, FlowFormat>,
     /// `WINDOW_MINUTES`: counter window length. Default 5.
     pub window_seconds: u64,
+    /// `SETTLE_MINUTES`: how long after a window ends its rows may still arrive; rows
+    /// written later are reported as late (they may never be alerted). Default 50; the
+    /// evaluator must use the same value.
+    pub settle_seconds: u64,
     /// `RETENTION_DAYS`: how long counters are kept after their window (TTL). Default 7.
     pub retention_seconds: u64,
     /// `INDEX_SHARDS`: partitions per window in the `by-window` index. Default 16. The
@@ -127,6 +132,8 @@ impl Config {
             default_format,
             formats_by_log_group,
             window_seconds: number(&lookup, "WINDOW_MINUTES", 5, 1..=1440)? * 60,
+            settle_seconds: number(&lookup, "SETTLE_MINUTES", DEFAULT_SETTLE_MINUTES, 0..=1440)?
+                * 60,
             retention_seconds: number(&lookup, "RETENTION_DAYS", 7, 1..=3650)? * 86_400,
             index_shards: number(&lookup, "INDEX_SHARDS", 16, 1..=64)? as u8,
             attribution: if flag(&lookup, "ATTRIBUTE_TO_PKT_SRCADDR", false)? {

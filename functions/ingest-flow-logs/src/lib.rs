@@ -121,6 +121,9 @@ pub struct Summary {
     pub writes: u64,
     /// Rows an earlier attempt had already applied.
     pub already_applied: u64,
+    /// Rows of windows that had settled (`SETTLE_MINUTES` after they ended) before this
+    /// delivery: counted, but the evaluator may have stopped reading their windows.
+    pub late_rows: u64,
     pub malformed_samples: Vec<String>,
     pub skip_reasons: Vec<String>,
     /// SQS messages reported back as failed.
@@ -188,6 +191,7 @@ impl Summary {
                 ("Rows", self.rows),
                 ("Writes", self.writes),
                 ("AlreadyApplied", self.already_applied),
+                ("LateRows", self.late_rows),
                 ("FailedMessages", self.failed_messages),
                 ("DurationMs", self.duration_ms),
             ],
@@ -387,7 +391,7 @@ where
     let mut tally = new_tally(config);
     parse_log_data(&data, &mut parser, &mut tally).map_err(decode_error)?;
     summary.add_tally(&tally, &location);
-    write_batch(id, &tally, deps, summary).await
+    write_batch(id, &tally, &location, deps, summary).await
 }
 
 async fn ingest_s3_record<S, O>(
@@ -464,7 +468,7 @@ where
         Err(error) => return Err(error),
     };
     summary.add_tally(&tally, &location);
-    write_batch(id, &tally, deps, summary).await
+    write_batch(id, &tally, &location, deps, summary).await
 }
 
 /// Streams an object through the decoder into a tally, chunk by chunk.
@@ -506,6 +510,7 @@ fn new_tally(config: &Config) -> RejectTally {
 async fn write_batch<S, O>(
     id: BatchId,
     tally: &RejectTally,
+    location: &str,
     deps: &Deps<S, O>,
     summary: &mut Summary,
 ) -> Result<(), IngestError>
@@ -519,11 +524,24 @@ where
     if batch.is_empty() {
         return Ok(());
     }
+    let now = now();
+    let late = batch.late_rows(config.settle_seconds, now);
+    if let Some(&oldest) = late.windows.first() {
+        summary.late_rows += late.rows;
+        // Counted all the same; the operator learns that an alert may be missing.
+        warn!(
+            location,
+            late_rows = late.rows,
+            oldest_window = oldest,
+            settle_seconds = config.settle_seconds,
+            "rows arrived after their window settled"
+        );
+    }
     let report = deps.store.apply(&batch).await?;
     summary.writes += report.requests;
     summary.already_applied += report.already_applied;
     deps.store
-        .mark_done(&batch.id, now() + config.retention_seconds)
+        .mark_done(&batch.id, now + config.retention_seconds)
         .await?;
     summary.writes += 1;
     Ok(())

@@ -347,3 +347,34 @@ async fn one_interface_logged_to_both_paths_counts_once_under_the_policy() {
         4
     );
 }
+
+#[tokio::test]
+async fn rows_of_windows_settled_before_the_delivery_are_counted_and_reported_late() {
+    let deps = deps(&[("SETTLE_MINUTES", "50")]);
+    // The fixture's records are from 2024: long settled, counted all the same.
+    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    assert_eq!(summary["late_rows"], summary["rows"].as_u64().unwrap() - 1);
+    assert!(
+        deps.store
+            .counter(ip("198.51.100.7"), 1_714_566_000)
+            .is_some()
+    );
+    // Records of the last few minutes are on time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut generator = FlowLogGenerator::new(GeneratorConfig {
+        records: 2_000,
+        seed: 5,
+        start_time: now - 600,
+        duration_seconds: 300,
+        ..GeneratorConfig::default()
+    });
+    let mut object = Vec::new();
+    generator.write_gzip(&mut object, 1).unwrap();
+    deps.objects.put(BUCKET, KEY, object);
+    let summary = handle(s3_event(BUCKET, KEY, "fresh"), &deps).await.unwrap();
+    assert!(summary["rows"].as_u64().unwrap() > 0);
+    assert_eq!(summary["late_rows"], 0);
+}
