@@ -20,6 +20,8 @@ use crate::ports::{
 struct Rows {
     counters: HashMap<(IpAddr, u64), StoredCounter>,
     gaps: HashMap<(String, u64), GapUpdate>,
+    /// The manifests: the row keys of each batch's first delivery.
+    manifests: HashMap<BatchId, Vec<String>>,
     /// The ledger: the row keys each (batch, chunk index) applied.
     chunks: HashMap<(BatchId, usize), Vec<String>>,
     done: HashSet<BatchId>,
@@ -147,21 +149,38 @@ impl CounterStore for InMemoryCounterStore {
 
     async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
-        for chunk in batch.chunks() {
+        let chunks = batch.chunks();
+        {
+            // The manifest first: a redelivery with other rows is refused as a whole.
+            let mut rows = self.lock();
+            rows.spend_one_update()?;
+            report.requests += 1;
+            let keys: Vec<String> = chunks
+                .iter()
+                .flat_map(|chunk| chunk.rows.iter().map(row_key))
+                .collect();
+            match rows.manifests.get(&batch.id) {
+                Some(applied) if *applied != keys => {
+                    return Err(StoreError::Service {
+                        action: format!("writing the manifest of batch {}", batch.id),
+                        table: "in-memory".into(),
+                        retryable: false,
+                        source: "an earlier delivery of this batch began applying other rows"
+                            .into(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    rows.manifests.insert(batch.id.clone(), keys);
+                }
+            }
+        }
+        for chunk in chunks {
             let mut rows = self.lock();
             rows.spend_one_update()?;
             report.requests += 1;
             let n_rows = chunk.rows.len() as u64;
-            let keys: Vec<String> = chunk
-                .rows
-                .iter()
-                .map(|row| match row {
-                    RowUpdate::Counter(update) => {
-                        format!("{}/{}", update.source, update.window_start)
-                    }
-                    RowUpdate::Gap(gap) => format!("{}@{}", gap.interface, gap.window_start),
-                })
-                .collect();
+            let keys: Vec<String> = chunk.rows.iter().map(row_key).collect();
             match rows.chunks.get(&(batch.id.clone(), chunk.index)) {
                 Some(applied) if *applied == keys => {
                     report.already_applied += n_rows;
@@ -230,6 +249,13 @@ impl CounterReader for InMemoryCounterStore {
             .filter(|gap| gap.window_start == window_start)
             .cloned()
             .collect())
+    }
+}
+
+fn row_key(row: &RowUpdate<'_>) -> String {
+    match row {
+        RowUpdate::Counter(update) => format!("{}/{}", update.source, update.window_start),
+        RowUpdate::Gap(gap) => format!("{}@{}", gap.interface, gap.window_start),
     }
 }
 

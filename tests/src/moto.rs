@@ -26,7 +26,7 @@ pub struct MotoServer {
 }
 
 /// The Python of the project's virtualenv (`scripts/setup-tools`), or `REJECTWATCH_PYTHON`.
-fn python_with_moto() -> PathBuf {
+pub(crate) fn python_with_moto() -> PathBuf {
     let python = std::env::var_os("REJECTWATCH_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join(".venv/bin/python"));
@@ -46,11 +46,11 @@ fn python_with_moto() -> PathBuf {
     python
 }
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
     listener.local_addr().expect("a bound address").port()
 }

@@ -10,11 +10,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, handle};
+use rejectwatch_tests::fault_proxy::FaultProxy;
 use rejectwatch_tests::moto::{MotoServer, create_counters_table};
 use serde_json::{Value, json};
 use shared::aws::dynamodb::{DynamoCounterStore, counter_from_item};
 use shared::aws::s3::S3ObjectSource;
-use shared::counters::{BatchId, CounterBatch, StoredCounter};
+use shared::counters::{BatchId, CounterBatch, CounterUpdate, ROWS_PER_CHUNK, StoredCounter};
 use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig};
 use shared::ports::CounterStore;
 use shared::sketch::within_expected_error;
@@ -91,6 +92,24 @@ impl Stack {
             objects: S3ObjectSource::new(aws_sdk_s3::Client::new(&self.sdk)),
             config,
         }
+    }
+
+    /// Ingest dependencies whose DynamoDB and S3 requests pass through a fault proxy.
+    async fn through_proxy(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> (FaultProxy, Deps<DynamoCounterStore, S3ObjectSource>) {
+        let proxy = FaultProxy::start(&self._moto.endpoint, 1, 0.0);
+        let sdk = proxy.sdk_config().await;
+        let mut deps = self.deps(extra);
+        deps.store = DynamoCounterStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            TABLE,
+            deps.config.retention_seconds,
+            deps.config.write_concurrency,
+        );
+        deps.objects = S3ObjectSource::new(aws_sdk_s3::Client::new(&sdk));
+        (proxy, deps)
     }
 
     fn store(&self, config: &Config) -> DynamoCounterStore {
@@ -354,7 +373,7 @@ async fn a_redelivery_that_chunks_differently_is_refused_not_counted_twice() {
     shifted.updates.remove(0);
     let error = deps.store.apply(&shifted).await.unwrap_err();
     assert!(
-        shared::ports::error_chain(&error).contains("with other rows"),
+        shared::ports::error_chain(&error).contains("other rows"),
         "{}",
         shared::ports::error_chain(&error)
     );
@@ -367,47 +386,108 @@ async fn a_redelivery_that_chunks_differently_is_refused_not_counted_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     let stack = Stack::start().await;
-    let deps = stack.deps(&[]);
     let (object, expected) = generate(20_000, 25);
     let key = flow_log_key("crash");
     stack.put_object(&key, object.clone()).await;
     let event = stack.receive_sqs_event(1).await;
-    // The first attempt applied the first half of its chunks (each chunk is one
-    // transaction, so whole chunks are all a crash can leave), then died before the rest
-    // and before its done marker.
-    let body: Value = serde_json::from_str(
-        event["Records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["body"].as_str().unwrap().contains("ObjectCreated"))
-            .unwrap()["body"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let etag = body["Records"][0]["s3"]["object"]["eTag"]
-        .as_str()
-        .map(str::to_owned);
-    let id = BatchId::for_s3_object(BUCKET, &key, None, etag.as_deref());
-    let tally = rejectwatch_tests::tally_object(&object, TallyOptions::default()).unwrap();
-    let mut partial = CounterBatch::from_tally(id, &tally, deps.config.index_shards);
-    let chunks = partial.chunks().len();
-    assert!(chunks >= 4, "{chunks} chunks");
-    partial
-        .updates
-        .truncate(chunks / 2 * shared::counters::ROWS_PER_CHUNK);
-    partial.gaps.clear();
-    let report = deps
-        .store
-        .apply(&partial)
+    // The first attempt writes through a connection that breaks after two of its chunk
+    // transactions (one at a time): whole chunks are all a crash can leave.
+    let (proxy, crashing) = stack.through_proxy(&[("WRITE_CONCURRENCY", "1")]).await;
+    proxy.configure(&json!({"rules": [
+        {"match": "TransactWriteItems", "kind": "drop", "skip": 2, "times": 1000}
+    ]}));
+    let response = handle(event.clone(), &crashing)
         .await
-        .expect("the partial first attempt");
-    assert_eq!(report.requests, (chunks / 2) as u64);
+        .expect("a partial attempt");
+    assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1);
+    let partial: u64 = stack.counters().await.values().map(|row| row.rejects).sum();
+    assert!(partial > 0 && partial < expected.rejects, "{partial}");
 
+    let deps = stack.deps(&[]);
     let response = handle(event, &deps).await.expect("the retry");
     assert_eq!(response, json!({"batchItemFailures": []}));
     assert_counts_match(&stack.counters().await, &expected);
+}
+
+/// Issue 13, 3: a first attempt applied chunks 0 and 1 and died; a configuration change
+/// adds a row that sorts first, so the retry's chunks hold other rows, and its chunk 2
+/// has no ledger item. The manifest refuses the whole retry before any chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_an_extra_row_after_a_partial_apply_applies_nothing() {
+    let stack = Stack::start().await;
+    let updates: Vec<CounterUpdate> = (0..250u32)
+        .map(|i| {
+            rejectwatch_tests::counter_update(
+                &format!("10.1.{}.{}", i / 200, i % 200 + 1),
+                1_700_000_100,
+                10,
+                1,
+                1,
+            )
+        })
+        .collect();
+    let id = BatchId::for_s3_object(BUCKET, "partial-then-reconfigured", None, Some("e"));
+    let batch = CounterBatch {
+        id,
+        updates,
+        gaps: Vec::new(),
+    };
+    assert_eq!(batch.chunks().len(), 3);
+    let (proxy, crashing) = stack.through_proxy(&[("WRITE_CONCURRENCY", "1")]).await;
+    proxy.configure(&json!({"rules": [
+        {"match": "TransactWriteItems", "kind": "drop", "skip": 2, "times": 1000}
+    ]}));
+    crashing
+        .store
+        .apply(&batch)
+        .await
+        .expect_err("the attempt that dies");
+    let applied = stack.counters().await;
+    assert_eq!(applied.len(), 2 * ROWS_PER_CHUNK);
+
+    let mut reconfigured = batch.clone();
+    reconfigured.updates.insert(
+        0,
+        rejectwatch_tests::counter_update("10.0.0.1", 1_700_000_100, 10, 1, 1),
+    );
+    let deps = stack.deps(&[]);
+    let error = deps.store.apply(&reconfigured).await.unwrap_err();
+    assert!(!error.is_retryable());
+    let message = shared::ports::error_chain(&error);
+    assert!(
+        message.contains("other rows (250 then, 251 now)"),
+        "{message}"
+    );
+    assert_eq!(stack.counters().await, applied, "not a single row changed");
+}
+
+/// Issue 13, 3: a delivery fully applied but never marked done, redelivered with one row
+/// more (crossing a multiple of 99 rows), must not apply the new last chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_longer_redelivery_of_a_fully_applied_batch_applies_nothing() {
+    let stack = Stack::start().await;
+    let updates: Vec<CounterUpdate> = (0..ROWS_PER_CHUNK as u32)
+        .map(|i| {
+            rejectwatch_tests::counter_update(&format!("10.2.0.{}", i + 1), 1_700_000_100, 10, 1, 1)
+        })
+        .collect();
+    let id = BatchId::for_s3_object(BUCKET, "applied-not-done", None, Some("e"));
+    let batch = CounterBatch {
+        id,
+        updates,
+        gaps: Vec::new(),
+    };
+    let deps = stack.deps(&[]);
+    deps.store.apply(&batch).await.expect("the first delivery");
+    let applied = stack.counters().await;
+    let mut longer = batch.clone();
+    longer.updates.insert(
+        0,
+        rejectwatch_tests::counter_update("10.0.0.1", 1_700_000_100, 10, 1, 1),
+    );
+    assert_eq!(longer.chunks().len(), 2);
+    deps.store.apply(&longer).await.expect_err("refused");
+    assert_eq!(stack.counters().await, applied);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@
 //! |---|---|---|---|
 //! | counters | `SRC#<address>` | `WIN#<window start, 10 digits>` | `gsi1pk` = `WIN#<start>#<shard>`, GSI sort key `rejects` |
 //! | capture gaps | `GAP#<window start>#<shard>` | `ENI#<interface>` | NODATA/SKIPDATA counts |
+//! | manifest | `BATCH#<batch id>` | `MANIFEST` | digest of a delivery's rows; `done` once fully applied |
 //! | ledger | `BATCH#<batch id>` | `CHUNK#<index, 5 digits>` | a chunk of a delivery applied |
-//! | done marker | `BATCH#<batch id>` | `DONE` | a delivery fully applied |
 //! | alert state | `ALERT#<address>` | `STATE` | the evaluator's claims |
 //! | digest record | `ALERT#RUN#<run id>` | `DIGEST` | a run published its digest |
 //! | evaluator progress | `ALERT#evaluator` | `PROGRESS` | the latest settled window fully evaluated |
@@ -74,8 +74,10 @@ pub const LAST_SEEN: &str = "last_seen";
 pub const PROTOCOL_PREFIX: &str = "proto_";
 /// Counter attributes `reason_<name>`: REJECTs per reject reason.
 pub const REASON_PREFIX: &str = "reason_";
-/// Ledger item: the number of rows its chunk applied.
+/// Ledger item: the number of rows its chunk applied; manifest: of the whole delivery.
 pub const ROWS: &str = "rows";
+/// Manifest: the delivery was fully applied, so later deliveries skip it unread.
+pub const DONE: &str = "done";
 /// Ledger item: a digest of the keys of the rows its chunk applied, so that a redelivery
 /// that would chunk differently (the configuration changed in between) is caught.
 pub const ROWS_DIGEST: &str = "rows_digest";
@@ -303,27 +305,13 @@ impl DynamoCounterStore {
     }
 
     /// The chunk's ledger item, put only if absent. It lives as long as the rows it
-    /// protects: a redelivery after they expired would find nothing to double.
+    /// protects (a redelivery after they expired would find nothing to double), and at
+    /// least as long as redeliveries go on (see `ledger_expiry`).
     ///
     /// On a failed condition DynamoDB returns the existing item, whose row digest tells an
     /// earlier delivery of these very rows from one that chunked differently.
     fn ledger_put(&self, chunk: &BatchChunk<'_>, rows_digest: &str) -> Result<Put, BuildError> {
-        let rows_expire = chunk
-            .rows
-            .iter()
-            .map(|row| match row {
-                RowUpdate::Counter(update) => update.window_start + update.window_seconds,
-                RowUpdate::Gap(gap) => gap.window_start,
-            })
-            .max()
-            .unwrap_or(0)
-            .saturating_add(self.retention_seconds);
-        // An object delivered late (or backfilled) has rows that expire soon; its ledger
-        // must still outlive every redelivery.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_secs());
-        let expires_at = rows_expire.max(now + LEDGER_MIN_SECONDS);
+        let expires_at = ledger_expiry(self.rows_expire(&chunk.rows));
         Put::builder()
             .table_name(&self.table)
             .item(PK, AttributeValue::S(batch_key(chunk.batch)))
@@ -349,7 +337,7 @@ impl DynamoCounterStore {
             .map_err(|error| self.build_error(action(), error))?;
             items.push(TransactWriteItem::builder().update(update).build());
         }
-        let digest = rows_digest(chunk);
+        let digest = rows_digest(&chunk.rows);
         let ledger = self
             .ledger_put(chunk, &digest)
             .map_err(|error| self.build_error(action(), error))?;
@@ -460,10 +448,10 @@ fn jitter(chunk: &BatchChunk<'_>, attempt: u32, backoff: Duration) -> Duration {
     backoff.mul_f64((spread % 1000) as f64 / 2000.0)
 }
 
-/// 32 hex digits of a SHA-256 over the keys of the chunk's rows, in order.
-fn rows_digest(chunk: &BatchChunk<'_>) -> String {
+/// 32 hex digits of a SHA-256 over the keys of `rows`, in order.
+fn rows_digest(rows: &[RowUpdate<'_>]) -> String {
     let mut hasher = Sha256::new();
-    for row in &chunk.rows {
+    for row in rows {
         let (pk, sk) = row_key(row);
         for part in [pk, sk] {
             hasher.update((part.len() as u64).to_be_bytes());
@@ -494,47 +482,168 @@ impl CounterStore for DynamoCounterStore {
             .get_item()
             .table_name(&self.table)
             .key(PK, AttributeValue::S(batch_key(batch)))
-            .key(SK, AttributeValue::S("DONE".into()))
-            .projection_expression(PK)
+            .key(SK, AttributeValue::S("MANIFEST".into()))
+            .projection_expression("#done")
+            .expression_attribute_names("#done", DONE)
             .send()
             .await
-            .map_err(|error| {
-                self.error(format!("reading the done marker of batch {batch}"), error)
-            })?;
-        Ok(output.item.is_some())
+            .map_err(|error| self.error(format!("reading the manifest of batch {batch}"), error))?;
+        Ok(output
+            .item
+            .as_ref()
+            .and_then(|item| item.get(DONE))
+            .and_then(|value| value.as_bool().ok())
+            .is_some_and(|done| *done))
     }
 
     async fn apply(&self, batch: &CounterBatch) -> Result<ApplyReport, StoreError> {
         let chunks = batch.chunks();
+        let rows: Vec<RowUpdate<'_>> = chunks
+            .iter()
+            .flat_map(|chunk| chunk.rows.iter().copied())
+            .collect();
+        self.write_manifest(&batch.id, &rows).await?;
         // Indices rather than references into `chunks` keep the stream's closure free of
         // higher-ranked lifetimes, which `Send` futures cannot express.
         let chunks = &chunks;
         stream::iter(0..chunks.len())
             .map(|index| async move { self.apply_chunk(&chunks[index]).await })
             .buffer_unordered(self.concurrency)
-            .try_fold(ApplyReport::default(), |mut report, chunk| async move {
-                report.applied += chunk.applied;
-                report.already_applied += chunk.already_applied;
-                report.requests += chunk.requests;
-                Ok(report)
-            })
+            .try_fold(
+                ApplyReport {
+                    requests: 1,
+                    ..ApplyReport::default()
+                },
+                |mut report, chunk| async move {
+                    report.applied += chunk.applied;
+                    report.already_applied += chunk.already_applied;
+                    report.requests += chunk.requests;
+                    Ok(report)
+                },
+            )
             .await
     }
 
-    async fn mark_done(&self, batch: &BatchId, expires_at: u64) -> Result<(), StoreError> {
-        self.client
-            .put_item()
+    async fn mark_done(&self, batch: &BatchId, _expires_at: u64) -> Result<(), StoreError> {
+        // The manifest already outlives every redelivery (see `ledger_expiry`); marking it
+        // done keeps its expiry. An empty batch has no manifest, and needs no marker: it
+        // writes nothing however often it comes.
+        let result = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .item(PK, AttributeValue::S(batch_key(batch)))
-            .item(SK, AttributeValue::S("DONE".into()))
-            .item(EXPIRES_AT, number(expires_at))
+            .key(PK, AttributeValue::S(batch_key(batch)))
+            .key(SK, AttributeValue::S("MANIFEST".into()))
+            .update_expression("SET #done = :true")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#done", DONE)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
             .send()
-            .await
-            .map_err(|error| {
-                self.error(format!("writing the done marker of batch {batch}"), error)
-            })?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                Ok(())
+            }
+            Err(error) => {
+                Err(self.error(format!("marking batch {batch} done in its manifest"), error))
+            }
+        }
     }
+}
+
+impl DynamoCounterStore {
+    /// Writes the delivery's manifest before any of its chunks: the digest of all its row
+    /// keys, only if there is no manifest yet or it has the same digest. A redelivery
+    /// whose rows differ from what the first delivery began to apply (the configuration
+    /// or the parser changed in between) is refused as a whole, before it applies a
+    /// single chunk: re-chunked rows would otherwise dodge the per-chunk ledger, and some
+    /// would count twice.
+    ///
+    /// The manifest is never changed afterwards (only marked done), so every chunk applied
+    /// after this write belongs to a delivery with exactly these rows; the chunk
+    /// transactions need no condition on it.
+    async fn write_manifest(
+        &self,
+        batch: &BatchId,
+        rows: &[RowUpdate<'_>],
+    ) -> Result<(), StoreError> {
+        let digest = rows_digest(rows);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(batch_key(batch)))
+            .key(SK, AttributeValue::S("MANIFEST".into()))
+            .update_expression("SET #digest = :digest, #rows = :rows, #expires = :expires")
+            .condition_expression("attribute_not_exists(#pk) OR #digest = :digest")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#digest", ROWS_DIGEST)
+            .expression_attribute_names("#rows", ROWS)
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":digest", AttributeValue::S(digest))
+            .expression_attribute_values(":rows", number(rows.len() as u64))
+            .expression_attribute_values(":expires", number(ledger_expiry(self.rows_expire(rows))))
+            .send()
+            .await;
+        let action = || format!("writing the manifest of batch {batch}");
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(error))
+                if error.err().is_conditional_check_failed_exception() =>
+            {
+                let rows_then = match error.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => failed
+                        .item
+                        .as_ref()
+                        .and_then(|item| item.get(ROWS))
+                        .and_then(|value| value.as_n().ok())
+                        .cloned(),
+                    _ => None,
+                };
+                Err(StoreError::Service {
+                    action: action(),
+                    table: self.table.clone(),
+                    retryable: false,
+                    source: format!(
+                        "an earlier delivery of this batch began applying other rows ({} then, \
+                         {} now): WINDOW_MINUTES, INDEX_SHARDS, IGNORED_DST_PORTS or the parser \
+                         changed since, so the delivery is refused rather than counted twice",
+                        rows_then.as_deref().unwrap_or("unknown"),
+                        rows.len()
+                    )
+                    .into(),
+                })
+            }
+            Err(error) => Err(self.error(action(), error)),
+        }
+    }
+
+    /// When the rows of a delivery expire: the latest row's window end plus retention.
+    fn rows_expire(&self, rows: &[RowUpdate<'_>]) -> u64 {
+        rows.iter()
+            .map(|row| match row {
+                RowUpdate::Counter(update) => update.window_start + update.window_seconds,
+                RowUpdate::Gap(gap) => gap.window_start,
+            })
+            .max()
+            .unwrap_or(0)
+            .saturating_add(self.retention_seconds)
+    }
+}
+
+/// When a ledger or manifest item may go: when the rows it protects expire, and never
+/// before every redelivery is over ([`LEDGER_MIN_SECONDS`] from now), since an object
+/// delivered late (or backfilled) has rows that expire soon.
+fn ledger_expiry(rows_expire: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    rows_expire.max(now + LEDGER_MIN_SECONDS)
 }
 
 impl DynamoCounterStore {
