@@ -139,7 +139,21 @@ fields! {
     RejectReason => "reject-reason", 8, FieldKind::Text;
 }
 
+/// The longest interface id stored: AWS's are 21 bytes (`eni-` and 17 hex digits). The id
+/// becomes part of a DynamoDB sort key (at most 1,024 bytes) and an attribute of counter
+/// items (at most 400 KB each), so a longer one makes its line malformed.
+pub const MAX_INTERFACE_ID_BYTES: u32 = 64;
+
 impl Field {
+    /// The longest value stored for a text field that becomes part of a stored key or
+    /// attribute; `None` for fields only read, never stored.
+    pub const fn max_text_bytes(self) -> Option<u32> {
+        match self {
+            Field::InterfaceId => Some(MAX_INTERFACE_ID_BYTES),
+            _ => None,
+        }
+    }
+
     /// Fields that only transit gateway flow logs carry: a format containing one describes
     /// transit gateway records, which have no security-group or NACL verdict to count.
     pub fn is_transit_gateway_only(self) -> bool {
@@ -479,6 +493,14 @@ pub enum ParseError {
     },
     #[error("{field}: {value:?} is not an IPv4 or IPv6 address")]
     NotAnAddress { field: Field, value: String },
+    #[error("{field}: {length} bytes, longer than the {max} stored: {value:?}")]
+    TooLongValue {
+        field: Field,
+        length: usize,
+        max: usize,
+        /// The start of the value (see [`MAX_QUOTED_VALUE`]).
+        value: String,
+    },
     #[error("{field}: {value:?} is not one of {expected}")]
     UnknownKeyword {
         field: Field,
@@ -865,6 +887,11 @@ fn read_value<K: Kernels>(
         Reader::Text if length == 0 || length >= MARKED_MAX_LINE => return false,
         Reader::Text if is_absent => Slot::Absent,
         Reader::Text => text_slot(start, start + length),
+        Reader::BoundedText { max_bytes, .. } if length == 0 || length > max_bytes as usize => {
+            return false;
+        }
+        Reader::BoundedText { .. } if is_absent => Slot::Absent,
+        Reader::BoundedText { .. } => text_slot(start, start + length),
         Reader::Number { max, .. } => match read_number(window, start, length) {
             Some(value) if value <= max => Slot::Number(value),
             Some(_) => return false,
@@ -1136,7 +1163,16 @@ fn read_address(line: &str, start: usize, end: usize) -> Option<Slot> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reader {
     Text,
-    Number { field: Field, max: u64 },
+    /// Text that is stored (as a key or attribute), so bounded in length: longer values
+    /// make the line malformed rather than an item DynamoDB refuses.
+    BoundedText {
+        field: Field,
+        max_bytes: u32,
+    },
+    Number {
+        field: Field,
+        max: u64,
+    },
     Timestamp(Field),
     Address(Field),
     Action,
@@ -1153,7 +1189,10 @@ impl Reader {
 
     const fn for_field(field: Field) -> Reader {
         match field.kind() {
-            FieldKind::Text => Reader::Text,
+            FieldKind::Text => match field.max_text_bytes() {
+                Some(max_bytes) => Reader::BoundedText { field, max_bytes },
+                None => Reader::Text,
+            },
             FieldKind::Number { max } => Reader::Number { field, max },
             FieldKind::Timestamp => Reader::Timestamp(field),
             FieldKind::Address => Reader::Address(field),
@@ -1187,6 +1226,8 @@ fn read_token(reader: Reader, line: &str, start: usize, end: usize, slot: &mut S
     }
     *slot = match reader {
         Reader::Text => text_slot(start, end),
+        Reader::BoundedText { max_bytes, .. } if end - start > max_bytes as usize => return false,
+        Reader::BoundedText { .. } => text_slot(start, end),
         Reader::Number { max, .. } => match read_digits(token) {
             Some(value) if value <= max => Slot::Number(value),
             _ => return false,
@@ -1250,6 +1291,12 @@ fn explain(reader: Reader, line: &str, start: usize) -> ParseError {
             field: Field::LogStatus,
             value: quoted(token),
             expected: "OK, NODATA, SKIPDATA",
+        },
+        Reader::BoundedText { field, max_bytes } => ParseError::TooLongValue {
+            field,
+            length: token.len(),
+            max: max_bytes as usize,
+            value: quoted(token),
         },
         // Any token is valid text; reaching here means the caller's bug, reported plainly.
         Reader::Text => ParseError::NotUtf8,
@@ -2098,6 +2145,37 @@ mod tests {
                 excerpt: "2 123456789010 eni-1 172.31.9.69 172.31.9.12 49761 3389 6 20 424".into()
             }
         );
+    }
+
+    #[test]
+    fn an_interface_id_too_long_to_store_is_malformed() {
+        let long = format!("eni-{}", "a".repeat(61));
+        let line = format!(
+            "2 123456789010 {long} 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK"
+        );
+        assert_eq!(
+            parse_error(DEFAULT_LOG_FORMAT, &line),
+            ParseError::TooLongValue {
+                field: Field::InterfaceId,
+                length: 65,
+                max: 64,
+                value: quoted(&long),
+            }
+        );
+        // 64 bytes are stored as they are, on the fast path and the general one alike.
+        let fits = &long[..64];
+        let line = line.replace(&long, fits);
+        let mut parser = RecordParser::new(FlowFormat::default());
+        assert_eq!(
+            parser.parse(&line).unwrap().text(Field::InterfaceId),
+            Some(fits)
+        );
+        // A NODATA record's interface becomes a sort key: bounded the same way.
+        let nodata = format!("2 123456789010 {long} - - - - - - - 1418530010 1418530070 - NODATA");
+        assert!(matches!(
+            parse_error(DEFAULT_LOG_FORMAT, &nodata),
+            ParseError::TooLongValue { .. }
+        ));
     }
 
     #[test]

@@ -517,3 +517,62 @@ async fn a_million_record_object_matches_the_generator_truth() {
     let counted: u64 = rows.values().map(|row| row.rejects).sum();
     assert_eq!(counted, expected.rejects);
 }
+
+/// Issue 13, 5: free text from a log line never becomes a key or an attribute DynamoDB
+/// refuses. An interface id of 2 KB in a NODATA line (a gap row's sort key) and one of
+/// 300 KB in a REJECT line (the counter item's interfaces) are counted malformed lines;
+/// the rest of the delivery is counted, and its redelivery adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_interface_ids_are_malformed_lines_not_a_poisoned_delivery() {
+    use shared::decode::LogEntry;
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let line = |interface: &str, source: &str, status: &str| {
+        format!(
+            "2 123456789012 {interface} {source} 10.0.0.5 40000 22 6 1 40 1714566011 1714566070 REJECT {status}"
+        )
+    };
+    let messages = [
+        line("eni-0a1b2c3d4e5f60001", "198.51.100.7", "OK"),
+        format!(
+            "2 123456789012 eni-{} - - - - - - - 1714566011 1714566070 - NODATA",
+            "b".repeat(2_048)
+        ),
+        line(
+            &format!("eni-{}", "c".repeat(300 * 1024)),
+            "198.51.100.8",
+            "OK",
+        ),
+        line("eni-0a1b2c3d4e5f60002", "198.51.100.9", "OK"),
+    ];
+    let events: Vec<LogEntry> = messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let mut event = LogEntry::default();
+            event.id = format!("3700000000000000000000000000000000000000000000000000000{index}");
+            event.timestamp = 1_714_566_080_000;
+            event.message = message.clone();
+            event
+        })
+        .collect();
+    let payload = shared::generate::subscription_payload("/vpc/flow-logs", events);
+    let event: Value = serde_json::from_str(&payload).unwrap();
+    let summary = handle(event.clone(), &deps).await.expect("the delivery");
+    assert_eq!(
+        (summary["malformed"].as_u64(), summary["rejects"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let samples = summary["malformed_samples"].to_string();
+    assert!(
+        samples.contains("interface-id: 2052 bytes, longer than the 64 stored"),
+        "{samples}"
+    );
+    let rows = stack.counters().await;
+    let sources: Vec<&str> = rows.keys().map(|(source, _)| source.as_str()).collect();
+    assert_eq!(rows.len(), 2, "{sources:?}");
+    assert!(rows.contains_key(&("198.51.100.7".to_owned(), 1_714_566_000)));
+    let again = handle(event, &deps).await.expect("the redelivery");
+    assert_eq!(again["duplicates"], 1);
+    assert_eq!(stack.counters().await, rows);
+}
