@@ -305,10 +305,10 @@ pub struct AlertState {
     /// The evaluation time of the claim (the scheduled time, unix seconds): cooldowns
     /// count from it.
     pub claimed_at: u64,
-    /// The wall-clock time of the claim: an unpublished claim is abandoned once the claim
-    /// timeout has passed since. (The evaluation time cannot tell: a retried or delayed
-    /// run claims long after its scheduled time, while it is still alive.)
-    pub claimed_wall_at: u64,
+    /// Wall-clock time after which an unpublished claim is abandoned: the claiming run's
+    /// deadline and a grace. (The evaluation time cannot tell: a retried or delayed run
+    /// claims long after its scheduled time, while it is still alive.)
+    pub held_until: u64,
     /// Whether its digest was published.
     pub published: bool,
 }
@@ -322,10 +322,10 @@ pub enum ClaimDecision {
     Claim,
     /// A published alert holds the source.
     Cooldown,
-    /// Another run claimed it within the claim timeout and may still publish.
+    /// Another run claimed it, is within its deadline, and may still publish.
     HeldElsewhere,
-    /// Another run claimed it longer ago than the claim timeout and never confirmed: it
-    /// died, before or after publishing. The claimer checks that run's digest record
+    /// Another run claimed it, never confirmed, and is past its deadline: it died, before
+    /// or after publishing. The claimer checks that run's digest record
     /// before taking over.
     Abandoned,
 }
@@ -351,14 +351,7 @@ pub fn decide_claim(
             }
         }
         Some(_) if held_by_this_run => ClaimDecision::Claim,
-        Some(state)
-            if state
-                .claimed_wall_at
-                .saturating_add(claim.claim_timeout_seconds)
-                <= claim.wall_now =>
-        {
-            ClaimDecision::Abandoned
-        }
+        Some(state) if state.held_until <= claim.wall_now => ClaimDecision::Abandoned,
         Some(_) => ClaimDecision::HeldElsewhere,
     }
 }
@@ -765,14 +758,14 @@ mod tests {
             run_id: "run-2".into(),
             now,
             wall_now,
+            held_until: wall_now + 300,
             cooldown_seconds: 3600,
-            claim_timeout_seconds: 300,
             expires_at: 0,
         };
         let published = Some(AlertState {
             level: 1,
             claimed_at: 1000,
-            claimed_wall_at: 1000,
+            held_until: 1300,
             published: true,
         });
         assert_eq!(
@@ -795,12 +788,12 @@ mod tests {
             decide_claim(published, false, 1, &claim(4600, 4600)),
             ClaimDecision::Claim
         );
-        // A run scheduled at 1000 but claiming at 1900 (a delayed retry) is alive: its
-        // claim counts from the wall clock, not from its scheduled time.
+        // A run scheduled at 1000 but claiming at 1900 (a delayed retry) is alive until
+        // its deadline, whatever its scheduled time.
         let unconfirmed = Some(AlertState {
             level: 1,
             claimed_at: 1000,
-            claimed_wall_at: 1900,
+            held_until: 2200,
             published: false,
         });
         assert_eq!(

@@ -145,14 +145,14 @@ pub struct Claim {
     pub run_id: String,
     /// Unix seconds of the evaluation (the scheduled time): cooldowns count from it.
     pub now: u64,
-    /// Unix seconds on the wall clock when claiming: claim timeouts count from it.
+    /// Unix seconds on the wall clock when claiming.
     pub wall_now: u64,
+    /// Wall-clock unix seconds after which the claim, if still unpublished, is abandoned:
+    /// the claiming run's deadline (Lambda stops it then) plus a grace for clock skew. So
+    /// a run that is still alive, however late its scheduled time, is never taken over.
+    pub held_until: u64,
     /// A published alert holds the source this long, unless its severity rises.
     pub cooldown_seconds: u64,
-    /// A claim not confirmed within this long (wall clock) is considered abandoned: its
-    /// run died. It must exceed the evaluate function's timeout, so that a run still
-    /// alive never looks abandoned.
-    pub claim_timeout_seconds: u64,
     /// When the state may be forgotten.
     pub expires_at: u64,
 }
@@ -167,8 +167,7 @@ pub enum ClaimOutcome {
     /// Another run claimed the source and has not published yet; it will publish, or
     /// give the claim back for a later run.
     ClaimedElsewhere,
-    /// The run `holder` claimed the source longer ago than the claim timeout and never
-    /// confirmed. It may have died after publishing: see [`DigestLog::is_published`]
+    /// The run `holder` claimed the source, never confirmed, and is past its deadline. It may have died after publishing: see [`DigestLog::is_published`]
     /// before [`AlertStateStore::take_over`].
     Abandoned { holder: String },
 }

@@ -32,6 +32,7 @@ struct Rows {
     evaluated_through: Option<u64>,
     /// Confirms and digest records still to fail (transient errors after a publish).
     failing_confirms: u32,
+    failing_releases: u32,
     failing_digest_records: u32,
     requests: u64,
     /// Row updates still allowed before every call fails (`None`: never fail).
@@ -99,6 +100,11 @@ impl InMemoryCounterStore {
     /// Makes the next `times` confirms fail, as a throttled or unavailable table would.
     pub fn fail_next_confirms(&self, times: u32) {
         self.lock().failing_confirms = times;
+    }
+
+    /// Makes the next `times` releases fail (a run that dies before giving claims back).
+    pub fn fail_next_releases(&self, times: u32) {
+        self.lock().failing_releases = times;
     }
 
     /// Makes the next `times` digest records fail.
@@ -263,7 +269,7 @@ fn empty_state() -> AlertState {
     AlertState {
         level: 0,
         claimed_at: 0,
-        claimed_wall_at: 0,
+        held_until: 0,
         published: false,
     }
 }
@@ -336,7 +342,12 @@ impl AlertStateStore for InMemoryCounterStore {
     }
 
     async fn release(&self, source: IpAddr, claim: &Claim) -> Result<(), StoreError> {
-        if let Some((state, run, previous)) = self.lock().alerts.get_mut(&source)
+        let mut rows = self.lock();
+        if rows.failing_releases > 0 {
+            rows.failing_releases -= 1;
+            return Err(injected_failure());
+        }
+        if let Some((state, run, previous)) = rows.alerts.get_mut(&source)
             && *run == claim.run_id
             && !state.published
         {
@@ -360,7 +371,7 @@ fn claimed(level: u8, claim: &Claim) -> AlertState {
     AlertState {
         level,
         claimed_at: claim.now,
-        claimed_wall_at: claim.wall_now,
+        held_until: claim.held_until,
         published: false,
     }
 }

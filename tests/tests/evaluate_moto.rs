@@ -467,3 +467,77 @@ async fn ingest_then_evaluate_alerts_every_planted_scanner_once_and_no_one_else(
     got.sort();
     assert_eq!(got, expected, "exactly the planted scanners, once each");
 }
+
+/// The alert-state requests against DynamoDB: a claim is held until its run's deadline,
+/// then reported abandoned with its holder; a take-over succeeds only while the holder
+/// still holds it unpublished; digest records say which runs published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_held_to_their_deadline_then_taken_over_once() {
+    use shared::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
+    let stack = Stack::start().await;
+    let store = stack.store();
+    let source = "198.51.100.1".parse().unwrap();
+    let claim = |run: &str, wall_now: u64| Claim {
+        run_id: run.into(),
+        now: NOW,
+        wall_now,
+        held_until: wall_now + 60,
+        cooldown_seconds: 3_600,
+        expires_at: NOW + 100_000,
+    };
+    assert_eq!(
+        store
+            .claim(source, 1, &claim("run-1", 50_000))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    assert_eq!(
+        store
+            .claim(source, 1, &claim("run-2", 50_059))
+            .await
+            .unwrap(),
+        ClaimOutcome::ClaimedElsewhere
+    );
+    let late = claim("run-2", 50_060);
+    assert_eq!(
+        store.claim(source, 1, &late).await.unwrap(),
+        ClaimOutcome::Abandoned {
+            holder: "run-1".into()
+        }
+    );
+    assert!(!store.is_published("run-1").await.unwrap());
+    assert_eq!(
+        store.take_over(source, 1, &late, "run-1").await.unwrap(),
+        ClaimOutcome::Won
+    );
+    // A second taker finds the claim no longer run-1's.
+    assert_eq!(
+        store
+            .take_over(source, 1, &claim("run-3", 50_061), "run-1")
+            .await
+            .unwrap(),
+        ClaimOutcome::ClaimedElsewhere
+    );
+    // The retry of run-2 itself takes its own claim up again.
+    assert_eq!(
+        store
+            .claim(source, 1, &claim("run-2", 50_070))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    store
+        .record_published("run-2", 1, 50_071, NOW + 100_000)
+        .await
+        .unwrap();
+    assert!(store.is_published("run-2").await.unwrap());
+    store.confirm(source, "run-2").await.unwrap();
+    assert_eq!(
+        store
+            .claim(source, 1, &claim("run-4", 50_200))
+            .await
+            .unwrap(),
+        ClaimOutcome::Cooldown
+    );
+}

@@ -26,10 +26,13 @@ use tracing::warn;
 
 use crate::config::{Config, MAX_CATCH_UP_WINDOWS};
 
-/// How long (wall clock) a claim may stay unconfirmed before another run treats it as
-/// abandoned. Longer than the function's timeout (`template.yaml`; a test checks), so a
-/// run that is still alive never looks abandoned.
+/// How long (wall clock) a claim of a run that knows no deadline (a direct call, a
+/// test) is held before another run may treat it as abandoned. Longer than the function's
+/// timeout (`template.yaml`; a test checks); Lambda runs hold theirs to their deadline.
 pub const CLAIM_TIMEOUT_SECONDS: u64 = 300;
+/// Added to a run's deadline before its claims count as abandoned: clocks of different
+/// hosts differ a little.
+pub const CLAIM_GRACE_SECONDS: u64 = 30;
 /// Store requests (claims, confirms, window reads) in flight at once.
 const STORE_CONCURRENCY: usize = 16;
 /// Attempts at recording a published digest; the SDK retries each attempt as well.
@@ -142,9 +145,28 @@ where
     S: CounterReader + AlertStateStore + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
+    handle_until(event, run_id, None, deps).await
+}
+
+/// [`handle`] for a run that Lambda stops at `deadline` (unix seconds, wall clock): its
+/// claims are held until then, and a grace, before other runs may take them over.
+pub async fn handle_until<S, P>(
+    event: Value,
+    run_id: &str,
+    deadline: Option<u64>,
+    deps: &Deps<S, P>,
+) -> Result<Value, EvaluateError>
+where
+    S: CounterReader + AlertStateStore + DigestLog + Sync,
+    P: AlertPublisher + Sync,
+{
     let started = Instant::now();
     let mut summary = Summary::default();
-    let result = run(&event, run_id, deps, &mut summary).await;
+    let run_context = Run {
+        id: run_id,
+        deadline,
+    };
+    let result = run(&event, &run_context, deps, &mut summary).await;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let outcome = match &result {
         Ok(()) => "ok".to_owned(),
@@ -173,9 +195,15 @@ where
     result.map(|()| json!(summary))
 }
 
+/// The invocation: its id, which Lambda's retries keep, and its deadline.
+struct Run<'a> {
+    id: &'a str,
+    deadline: Option<u64>,
+}
+
 async fn run<S, P>(
     event: &Value,
-    run_id: &str,
+    run: &Run<'_>,
     deps: &Deps<S, P>,
     summary: &mut Summary,
 ) -> Result<(), EvaluateError>
@@ -197,7 +225,7 @@ where
     summary.windows = plan.windows.clone();
     summary.settled_through = plan.settled_through;
 
-    let outcome = evaluate_windows(&plan.windows, now, run_id, deps, summary).await;
+    let outcome = evaluate_windows(&plan.windows, now, run, deps, summary).await;
     match outcome {
         // Only a run that alerted, or held for a cooldown, everything it found moves the
         // progress on, and only to a settled window; every other window is read again.
@@ -230,7 +258,7 @@ where
 async fn evaluate_windows<S, P>(
     windows: &[u64],
     now: u64,
-    run_id: &str,
+    run: &Run<'_>,
     deps: &Deps<S, P>,
     summary: &mut Summary,
 ) -> Result<Settled, EvaluateError>
@@ -265,7 +293,7 @@ where
     if findings.is_empty() {
         return Ok(Settled::Yes);
     }
-    alert(&findings, now, windows, run_id, deps, summary).await
+    alert(&findings, now, windows, run, deps, summary).await
 }
 
 /// Whether every finding of a run is settled: alerted, or held by a published alert's
@@ -281,7 +309,7 @@ async fn alert<S, P>(
     findings: &[Finding],
     now: u64,
     windows: &[u64],
-    run_id: &str,
+    run: &Run<'_>,
     deps: &Deps<S, P>,
     summary: &mut Summary,
 ) -> Result<Settled, EvaluateError>
@@ -290,6 +318,7 @@ where
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
+    let run_id = run.id;
     if deps.store.is_published(run_id).await? {
         // Lambda retried a run whose earlier attempt published and recorded it, then
         // failed (confirming, or recording progress). Publishing again would repeat the
@@ -299,12 +328,17 @@ where
         summary.unconfirmed = confirm_all(&sources, run_id, deps).await;
         return Ok(Settled::NotYet);
     }
+    let wall_now = (deps.wall_clock)();
     let claim = Claim {
         run_id: run_id.to_owned(),
         now,
-        wall_now: (deps.wall_clock)(),
+        wall_now,
+        held_until: run
+            .deadline
+            .map_or(wall_now + CLAIM_TIMEOUT_SECONDS, |deadline| {
+                deadline.max(wall_now) + CLAIM_GRACE_SECONDS
+            }),
         cooldown_seconds: config.cooldown_seconds,
-        claim_timeout_seconds: CLAIM_TIMEOUT_SECONDS,
         expires_at: now + config.cooldown_seconds + config.retention_seconds,
     };
     let claims = claim_all(findings, &claim, deps).await?;

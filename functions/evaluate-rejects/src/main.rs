@@ -2,7 +2,7 @@
 
 use aws_config::BehaviorVersion;
 use evaluate_rejects::config::Config;
-use evaluate_rejects::{Deps, handle};
+use evaluate_rejects::{Deps, handle_until};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use shared::aws::dynamodb::DynamoCounterStore;
@@ -35,7 +35,9 @@ async fn main() -> Result<(), Error> {
     );
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deps = &deps;
-        async move { handle(event.payload, &event.context.request_id, deps).await }
+        // Lambda's deadline, in milliseconds; an emulator may send none (0).
+        let deadline = Some(event.context.deadline / 1000).filter(|&seconds| seconds > 0);
+        async move { handle_until(event.payload, &event.context.request_id, deadline, deps).await }
     }))
     .await
 }

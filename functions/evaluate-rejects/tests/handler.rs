@@ -55,8 +55,8 @@ fn claim(run_id: &str, now: u64, wall_now: u64) -> Claim {
         run_id: run_id.into(),
         now,
         wall_now,
+        held_until: wall_now + evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
         cooldown_seconds: 3600,
-        claim_timeout_seconds: evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
         expires_at: 100_000,
     }
 }
@@ -508,4 +508,37 @@ async fn every_digest_carries_its_run_as_its_id() {
     assert_eq!(digest.digest_id, "run-7");
     let json: Value = serde_json::from_str(&digest.json).unwrap();
     assert_eq!(json["digest_id"], "run-7");
+}
+
+#[tokio::test]
+async fn a_claim_is_held_until_its_runs_deadline_and_a_grace() {
+    let mut deps = deps(&[]);
+    let wall = wall_clock(&mut deps, 50_000);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    // run-1 must finish by 50_060; it claims, then its publish fails and so does the
+    // release, as if it died.
+    deps.publisher.fail_next(1);
+    deps.store.fail_next_releases(1);
+    assert!(
+        evaluate_rejects::handle_until(at(10_000), "run-1", Some(50_060), &deps)
+            .await
+            .is_err()
+    );
+    wall.store(
+        50_060 + evaluate_rejects::CLAIM_GRACE_SECONDS - 1,
+        Ordering::SeqCst,
+    );
+    let held = handle(at(10_300), "run-2", &deps).await.unwrap();
+    assert_eq!(held["held"], 1);
+    wall.store(
+        50_060 + evaluate_rejects::CLAIM_GRACE_SECONDS,
+        Ordering::SeqCst,
+    );
+    let taken = handle(at(10_300), "run-3", &deps).await.unwrap();
+    assert_eq!(
+        (taken["alerted"].as_u64(), taken["taken_over"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
 }

@@ -93,8 +93,8 @@ pub const EXPIRES_AT: &str = "expires_at";
 pub const LEVEL: &str = "level";
 /// Alert state: the evaluation time of the claim (cooldowns count from it).
 pub const CLAIMED_AT: &str = "claimed_at";
-/// Alert state: the wall-clock time of the claim (claim timeouts count from it).
-pub const CLAIMED_WALL_AT: &str = "claimed_wall_at";
+/// Alert state: wall-clock time after which an unpublished claim is abandoned.
+pub const HELD_UNTIL: &str = "held_until";
 /// Alert state: whether the claimed alert was published.
 pub const PUBLISHED: &str = "published";
 /// Alert state: the run holding the claim.
@@ -104,7 +104,7 @@ pub const CLAIM_ID: &str = "claim_id";
 pub const PREVIOUS_LEVEL: &str = "previous_level";
 pub const PREVIOUS_CLAIMED_AT: &str = "previous_claimed_at";
 pub const PREVIOUS_PUBLISHED: &str = "previous_published";
-pub const PREVIOUS_CLAIMED_WALL_AT: &str = "previous_claimed_wall_at";
+pub const PREVIOUS_HELD_UNTIL: &str = "previous_held_until";
 /// Digest record (`pk` `ALERT#RUN#<run id>`, `sk` `DIGEST`): sources in the digest.
 pub const SOURCE_COUNT: &str = "source_count";
 /// Digest record: when the digest was published (wall clock).
@@ -838,9 +838,9 @@ impl AlertStateStore for DynamoCounterStore {
             .update_expression(
                 "SET #prev_level = if_not_exists(#level, :zero), \
                  #prev_claimed = if_not_exists(#claimed, :zero), \
-                 #prev_wall = if_not_exists(#wall, :zero), \
+                 #prev_held = if_not_exists(#held, :zero), \
                  #prev_published = if_not_exists(#published, :false), \
-                 #source = :source, #level = :level, #claimed = :now, #wall = :wall, \
+                 #source = :source, #level = :level, #claimed = :now, #held = :held, \
                  #published = :false, #claim = :run, #expires = :expires",
             )
             .condition_expression(
@@ -852,18 +852,18 @@ impl AlertStateStore for DynamoCounterStore {
             .expression_attribute_names("#source", SOURCE)
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
-            .expression_attribute_names("#wall", CLAIMED_WALL_AT)
+            .expression_attribute_names("#held", HELD_UNTIL)
             .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_names("#prev_level", PREVIOUS_LEVEL)
             .expression_attribute_names("#prev_claimed", PREVIOUS_CLAIMED_AT)
-            .expression_attribute_names("#prev_wall", PREVIOUS_CLAIMED_WALL_AT)
+            .expression_attribute_names("#prev_held", PREVIOUS_HELD_UNTIL)
             .expression_attribute_names("#prev_published", PREVIOUS_PUBLISHED)
             .expression_attribute_values(":source", AttributeValue::S(source.to_string()))
             .expression_attribute_values(":level", number(u64::from(level)))
             .expression_attribute_values(":now", number(claim.now))
-            .expression_attribute_values(":wall", number(claim.wall_now))
+            .expression_attribute_values(":held", number(claim.held_until))
             .expression_attribute_values(":zero", number(0))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":true", AttributeValue::Bool(true))
@@ -927,19 +927,19 @@ impl AlertStateStore for DynamoCounterStore {
             .key(PK, AttributeValue::S(alert_key(source)))
             .key(SK, AttributeValue::S("STATE".into()))
             .update_expression(
-                "SET #level = :level, #claimed = :now, #wall = :wall, #claim = :run, \
+                "SET #level = :level, #claimed = :now, #held = :held, #claim = :run, \
                  #expires = :expires",
             )
             .condition_expression("#claim = :holder AND #published = :false")
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
-            .expression_attribute_names("#wall", CLAIMED_WALL_AT)
+            .expression_attribute_names("#held", HELD_UNTIL)
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_values(":level", number(u64::from(level)))
             .expression_attribute_values(":now", number(claim.now))
-            .expression_attribute_values(":wall", number(claim.wall_now))
+            .expression_attribute_values(":held", number(claim.held_until))
             .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
             .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
@@ -979,15 +979,15 @@ impl AlertStateStore for DynamoCounterStore {
             // `if_not_exists` covers claims written before the previous values were kept.
             "SET #level = if_not_exists(#prev_level, :zero), \
              #claimed = if_not_exists(#prev_claimed, :zero), \
-             #wall = if_not_exists(#prev_wall, :zero), \
+             #held = if_not_exists(#prev_held, :zero), \
              #published = if_not_exists(#prev_published, :false)",
             &[
                 ("#level", LEVEL),
                 ("#claimed", CLAIMED_AT),
-                ("#wall", CLAIMED_WALL_AT),
+                ("#held", HELD_UNTIL),
                 ("#prev_level", PREVIOUS_LEVEL),
                 ("#prev_claimed", PREVIOUS_CLAIMED_AT),
-                ("#prev_wall", PREVIOUS_CLAIMED_WALL_AT),
+                ("#prev_held", PREVIOUS_HELD_UNTIL),
                 ("#prev_published", PREVIOUS_PUBLISHED),
             ],
             &[(":zero", number(0))],
@@ -1082,8 +1082,11 @@ impl DigestLog for DynamoCounterStore {
     }
 }
 
+/// How long claims written by releases before `held_until` held.
+const LEGACY_CLAIM_SECONDS: u64 = 300;
+
 /// The alert state in an item; attributes written by older releases default as they
-/// did then (no wall-clock time: the evaluation time stands in).
+/// did then (no `held_until`: the evaluation time and the old fixed timeout stand in).
 fn alert_state_from_item(item: &HashMap<String, AttributeValue>) -> AlertState {
     let number_of = |name: &str| {
         item.get(name)
@@ -1094,7 +1097,7 @@ fn alert_state_from_item(item: &HashMap<String, AttributeValue>) -> AlertState {
     AlertState {
         level: number_of(LEVEL).map_or(0, |level| level.min(u64::from(u8::MAX)) as u8),
         claimed_at,
-        claimed_wall_at: number_of(CLAIMED_WALL_AT).unwrap_or(claimed_at),
+        held_until: number_of(HELD_UNTIL).unwrap_or(claimed_at + LEGACY_CLAIM_SECONDS),
         published: item
             .get(PUBLISHED)
             .and_then(|value| value.as_bool().ok())
@@ -1119,18 +1122,18 @@ impl DynamoCounterStore {
             .key(PK, AttributeValue::S(alert_key(source)))
             .key(SK, AttributeValue::S("STATE".into()))
             .update_expression(
-                "SET #level = :level, #claimed = :now, #wall = :wall, #expires = :expires",
+                "SET #level = :level, #claimed = :now, #held = :held, #expires = :expires",
             )
             .condition_expression("#claim = :run AND #published = :false")
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
-            .expression_attribute_names("#wall", CLAIMED_WALL_AT)
+            .expression_attribute_names("#held", HELD_UNTIL)
             .expression_attribute_names("#expires", EXPIRES_AT)
             .expression_attribute_names("#claim", CLAIM_ID)
             .expression_attribute_names("#published", PUBLISHED)
             .expression_attribute_values(":level", number(u64::from(level)))
             .expression_attribute_values(":now", number(claim.now))
-            .expression_attribute_values(":wall", number(claim.wall_now))
+            .expression_attribute_values(":held", number(claim.held_until))
             .expression_attribute_values(":expires", number(claim.expires_at))
             .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
