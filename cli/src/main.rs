@@ -3,6 +3,7 @@
 
 mod input;
 mod output;
+#[cfg(feature = "table")]
 mod query;
 
 use std::io::{self, BufWriter, Write};
@@ -42,15 +43,19 @@ enum Command {
         /// Attribute REJECTs to `pkt-srcaddr` when a record has it (traffic through NAT).
         #[arg(long)]
         pkt_srcaddr: bool,
-        /// Print one JSON document instead of a table.
+        /// Print one JSON document instead of a table (compact: one line).
         #[arg(long)]
         json: bool,
+        /// Indent the JSON document for reading.
+        #[arg(long, requires = "json")]
+        pretty: bool,
         /// Show at most this many (source, window) rows; 0 shows all. Default: 25 in the
         /// table, all in JSON.
         #[arg(long)]
         limit: Option<usize>,
     },
     /// The sources with the most REJECTs in a window, read from the counters table.
+    #[cfg(feature = "table")]
     Top {
         #[command(flatten)]
         table: query::TableArgs,
@@ -63,6 +68,7 @@ enum Command {
         limit: usize,
     },
     /// One source's REJECTs per window, read from the counters table.
+    #[cfg(feature = "table")]
     Source {
         #[command(flatten)]
         table: query::TableArgs,
@@ -140,6 +146,7 @@ fn main() -> ExitCode {
             window_minutes,
             pkt_srcaddr,
             json,
+            pretty,
             limit,
         } => {
             let options = TallyOptions {
@@ -152,13 +159,20 @@ fn main() -> ExitCode {
             };
             let default_limit = if json { 0 } else { 25 };
             let limit = limit.unwrap_or(default_limit);
-            run_tally(input, options, json, (limit > 0).then_some(limit))
+            let output = match (json, pretty) {
+                (false, _) => TallyOutput::Table,
+                (true, false) => TallyOutput::Json,
+                (true, true) => TallyOutput::PrettyJson,
+            };
+            run_tally(input, options, output, (limit > 0).then_some(limit))
         }
+        #[cfg(feature = "table")]
         Command::Top {
             table,
             window,
             limit,
         } => query::top(table, window, limit),
+        #[cfg(feature = "table")]
         Command::Source {
             table,
             address,
@@ -253,10 +267,17 @@ fn run_parse(input: InputArgs) -> Result<(), CliError> {
     printer.finish().map_err(CliError::from_write)
 }
 
+#[derive(Clone, Copy)]
+enum TallyOutput {
+    Table,
+    Json,
+    PrettyJson,
+}
+
 fn run_tally(
     input: InputArgs,
     options: TallyOptions,
-    json: bool,
+    output: TallyOutput,
     limit: Option<usize>,
 ) -> Result<(), CliError> {
     let format = input.format.unwrap_or_default();
@@ -265,15 +286,13 @@ fn run_tally(
         input::read_records(source, &format, &mut tally)?;
     }
     let tally = tally.into_inner();
-    let mut out = BufWriter::new(io::stdout().lock());
-    if json {
-        let report = tally.report(limit);
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(|e| CliError::from_write(e.into()))?;
-        writeln!(out).map_err(CliError::from_write)?;
-    } else {
-        output::write_table(&mut out, &tally, limit).map_err(CliError::from_write)?;
+    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
+    match output {
+        TallyOutput::Table => output::write_table(&mut out, &tally, limit),
+        TallyOutput::Json => output::write_json(&mut out, &tally, limit, false),
+        TallyOutput::PrettyJson => output::write_json(&mut out, &tally, limit, true),
     }
+    .map_err(CliError::from_write)?;
     out.flush().map_err(CliError::from_write)
 }
 

@@ -1,10 +1,19 @@
-//! What the CLI prints: records as JSON lines, tallies as a table, skipped lines on stderr.
+//! What the CLI prints: records as JSON lines, tallies as a table or one JSON document,
+//! skipped lines on stderr.
+//!
+//! Tallies are written as they are ranked: one vector of row handles is sorted (only the
+//! shown rows, when there is a limit) and each row is formatted straight into the output,
+//! so a report never holds a second copy of every row.
 
+use std::cmp::Ordering;
 use std::io::{self, Write};
+use std::net::IpAddr;
 
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use shared::decode::RecordSink;
 use shared::flow_log::{FlowRecord, MalformedLine};
-use shared::tally::RejectTally;
+use shared::tally::{RejectTally, SourceAggregate, Totals};
 use shared::time::format_utc;
 
 use crate::input::InputAware;
@@ -127,15 +136,210 @@ fn protocol_name(protocol: u8) -> String {
     }
 }
 
+/// The rows of a tally in the order `RejectTally::by_rejects` gives (most REJECTs first,
+/// ties by address, then window), cut to `limit`; and how many rows there are in all.
+/// With a limit only the shown rows are sorted.
+pub fn ranked(tally: &RejectTally, limit: Option<usize>) -> (Vec<SourceAggregate<'_>>, usize) {
+    // Each row's count is read once, not at every comparison.
+    let mut rows: Vec<(u64, SourceAggregate<'_>)> = tally
+        .aggregates()
+        .map(|aggregate| (aggregate.rejects(), aggregate))
+        .collect();
+    let total = rows.len();
+    // Keys are unique, so an unstable sort gives the one order there is.
+    let order = |a: &(u64, SourceAggregate<'_>), b: &(u64, SourceAggregate<'_>)| -> Ordering {
+        b.0.cmp(&a.0).then(a.1.key.cmp(&b.1.key))
+    };
+    let shown = limit.unwrap_or(total).min(total);
+    if shown < total && shown > 0 {
+        rows.select_nth_unstable_by(shown - 1, order);
+    }
+    rows.truncate(shown);
+    rows.sort_unstable_by(order);
+    (
+        rows.into_iter().map(|(_, aggregate)| aggregate).collect(),
+        total,
+    )
+}
+
+/// Writes the tally as one JSON document, the same as serialising
+/// `RejectTally::report(limit)` (README: `tally --json`), but row by row. Compact unless
+/// `pretty`.
+pub fn write_json(
+    out: &mut impl Write,
+    tally: &RejectTally,
+    limit: Option<usize>,
+    pretty: bool,
+) -> io::Result<()> {
+    let (rows, total) = ranked(tally, limit);
+    let report = ReportJson {
+        totals: tally.totals(),
+        window_seconds: tally.options().window_seconds,
+        sources: RowsJson(&rows),
+        sources_omitted: (total - rows.len()) as u64,
+        tally,
+    };
+    if pretty {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+    } else {
+        serde_json::to_writer(&mut *out, &report)?;
+    }
+    writeln!(out)
+}
+
+/// The `tally --json` document; fields in `TallyReport`'s order.
+struct ReportJson<'a> {
+    totals: Totals,
+    window_seconds: u64,
+    sources: RowsJson<'a>,
+    sources_omitted: u64,
+    tally: &'a RejectTally,
+}
+
+impl Serialize for ReportJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("totals", &self.totals)?;
+        map.serialize_entry("window_seconds", &self.window_seconds)?;
+        map.serialize_entry("sources", &self.sources)?;
+        map.serialize_entry("sources_omitted", &self.sources_omitted)?;
+        map.serialize_entry("capture_gaps", &GapsJson(self.tally))?;
+        map.serialize_entry("malformed_samples", &SamplesJson(self.tally))?;
+        map.end()
+    }
+}
+
+/// Rows formatted one at a time as the serializer asks for them.
+struct RowsJson<'a>(&'a [SourceAggregate<'a>]);
+
+impl Serialize for RowsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for aggregate in self.0 {
+            seq.serialize_element(&RowJson::from(aggregate))?;
+        }
+        seq.end()
+    }
+}
+
+/// One row, borrowing its names from the tally; fields in `SourceReport`'s order.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    source: IpAddr,
+    window_start: u64,
+    rejects: u64,
+    packets: u64,
+    bytes: u64,
+    distinct_dst_ports: u32,
+    distinct_dst_addrs: u64,
+    distinct_dst_addrs_exact: bool,
+    first_seen: u64,
+    last_seen: u64,
+    protocols: Pairs<u8>,
+    reject_reasons: Pairs<&'a str>,
+    interfaces: Vec<&'a str>,
+}
+
+impl<'a> From<&SourceAggregate<'a>> for RowJson<'a> {
+    fn from(aggregate: &SourceAggregate<'a>) -> Self {
+        RowJson {
+            source: aggregate.key.source,
+            window_start: aggregate.key.window_start,
+            rejects: aggregate.rejects(),
+            packets: aggregate.packets(),
+            bytes: aggregate.bytes(),
+            distinct_dst_ports: aggregate.distinct_dst_ports(),
+            distinct_dst_addrs: aggregate.distinct_dst_addrs(),
+            distinct_dst_addrs_exact: aggregate.dst_addrs_exact(),
+            first_seen: aggregate.first_seen(),
+            last_seen: aggregate.last_seen(),
+            protocols: Pairs {
+                name: "protocol",
+                pairs: aggregate.protocols(),
+            },
+            reject_reasons: Pairs {
+                name: "reason",
+                pairs: aggregate.reject_reasons(),
+            },
+            interfaces: aggregate.sample_interfaces(),
+        }
+    }
+}
+
+/// `(value, rejects)` pairs as `[{"<name>": value, "rejects": n}, ...]`.
+struct Pairs<T> {
+    name: &'static str,
+    pairs: Vec<(T, u64)>,
+}
+
+impl<T: Serialize> Serialize for Pairs<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.pairs.len()))?;
+        for (value, rejects) in &self.pairs {
+            seq.serialize_element(&Pair {
+                name: self.name,
+                value,
+                rejects: *rejects,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct Pair<'a, T> {
+    name: &'static str,
+    value: &'a T,
+    rejects: u64,
+}
+
+impl<T: Serialize> Serialize for Pair<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry(self.name, self.value)?;
+        map.serialize_entry("rejects", &self.rejects)?;
+        map.end()
+    }
+}
+
+/// `capture_gaps`, as `CaptureGapReport`s.
+struct GapsJson<'a>(&'a RejectTally);
+
+impl Serialize for GapsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Gap<'a> {
+            interface: &'a str,
+            window_start: u64,
+            nodata: u64,
+            skipdata: u64,
+        }
+        let gaps = self.0.capture_gaps();
+        serializer.collect_seq(gaps.iter().map(|&(interface, window_start, gaps)| Gap {
+            interface,
+            window_start,
+            nodata: gaps.nodata,
+            skipdata: gaps.skipdata,
+        }))
+    }
+}
+
+/// `malformed_samples`, as `line N: reason`.
+struct SamplesJson<'a>(&'a RejectTally);
+
+impl Serialize for SamplesJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.malformed_samples().iter().map(ToString::to_string))
+    }
+}
+
 /// Writes the tally as an aligned table, most REJECTs first, then the totals.
 pub fn write_table(
     out: &mut impl Write,
     tally: &RejectTally,
     limit: Option<usize>,
 ) -> io::Result<()> {
-    let ranked = tally.by_rejects();
-    let shown = limit.unwrap_or(ranked.len()).min(ranked.len());
-    let rows = &ranked[..shown];
+    let (rows, total) = ranked(tally, limit);
+    let shown = rows.len();
     let width = rows
         .iter()
         .map(|row| row.key.source.to_string().len())
@@ -156,7 +360,7 @@ pub fn write_table(
         "FIRST",
         "LAST"
     )?;
-    for stats in rows {
+    for stats in &rows {
         let key = stats.key;
         let protocols: Vec<String> = stats
             .protocols()
@@ -184,12 +388,8 @@ pub fn write_table(
             &format_utc(stats.last_seen())[11..19],
         )?;
     }
-    if shown < ranked.len() {
-        writeln!(
-            out,
-            "... {} more rows (--limit 0 shows all)",
-            ranked.len() - shown
-        )?;
+    if shown < total {
+        writeln!(out, "... {} more rows (--limit 0 shows all)", total - shown)?;
     }
     let totals = tally.totals();
     writeln!(out)?;
@@ -217,4 +417,92 @@ pub fn write_table(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
+    use shared::flow_log::FlowFormat;
+    use shared::generate::{FlowLogGenerator, GeneratorConfig};
+    use shared::tally::TallyOptions;
+
+    /// A generated object's tally, with a malformed line and a capture gap or two.
+    fn generated_tally(records: u64) -> RejectTally {
+        let mut text = Vec::new();
+        FlowLogGenerator::new(GeneratorConfig {
+            records,
+            seed: 5,
+            benign_sources: 300,
+            ..GeneratorConfig::default()
+        })
+        .write_text(&mut text)
+        .unwrap();
+        text.extend_from_slice(b"2 123456789010 eni-1 not-an-address\n");
+        let lines = ObjectLines::new(
+            FlowFormat::default(),
+            RejectTally::new(TallyOptions::default()),
+        );
+        let mut decoder = ObjectDecoder::new(lines, DecodeLimits::default());
+        decoder.write(&text).unwrap();
+        decoder.finish().unwrap().into_records()
+    }
+
+    fn json(tally: &RejectTally, limit: Option<usize>, pretty: bool) -> String {
+        let mut out = Vec::new();
+        write_json(&mut out, tally, limit, pretty).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn streamed_json_is_the_serialised_report_byte_for_byte() {
+        let tally = generated_tally(20_000);
+        assert!(tally.totals().malformed > 0 && tally.len() > 100);
+        for limit in [
+            None,
+            Some(1),
+            Some(7),
+            Some(tally.len()),
+            Some(tally.len() + 5),
+        ] {
+            let report = tally.report(limit);
+            assert_eq!(
+                json(&tally, limit, false),
+                serde_json::to_string(&report).unwrap() + "\n",
+                "limit {limit:?}"
+            );
+            assert_eq!(
+                json(&tally, limit, true),
+                serde_json::to_string_pretty(&report).unwrap() + "\n",
+                "limit {limit:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranked_rows_are_the_by_rejects_order_cut_to_the_limit() {
+        let tally = generated_tally(20_000);
+        let all: Vec<_> = tally.by_rejects().iter().map(|row| row.key).collect();
+        for limit in [
+            None,
+            Some(1),
+            Some(25),
+            Some(all.len() - 1),
+            Some(all.len() * 2),
+        ] {
+            let (rows, total) = ranked(&tally, limit);
+            let keys: Vec<_> = rows.iter().map(|row| row.key).collect();
+            let shown = limit.unwrap_or(all.len()).min(all.len());
+            assert_eq!((&keys[..], total), (&all[..shown], all.len()), "{limit:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_tally_prints_an_empty_report() {
+        let tally = RejectTally::new(TallyOptions::default());
+        assert_eq!(
+            json(&tally, None, false),
+            serde_json::to_string(&tally.report(None)).unwrap() + "\n"
+        );
+    }
 }
