@@ -135,6 +135,14 @@ impl RuntimeApi {
         self.wait(timeout, |state| state.outcomes.get(request_id).cloned())
     }
 
+    /// [`RuntimeApi::wait_outcome`], removing the answer: for invocations retried under
+    /// the same request id, as Lambda retries asynchronous invocations.
+    pub fn take_outcome(&self, request_id: &str, timeout: Duration) -> Option<Outcome> {
+        let outcome = self.wait_outcome(request_id, timeout)?;
+        self.shared.lock().outcomes.remove(request_id);
+        Some(outcome)
+    }
+
     /// When the runtime first asked for an invocation, that is when the function's init
     /// (everything before `lambda_runtime::run` polls) finished; `None` after `timeout`.
     pub fn wait_first_poll(&self, timeout: Duration) -> Option<Instant> {
