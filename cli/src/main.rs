@@ -3,6 +3,7 @@
 
 mod input;
 mod output;
+mod probe;
 #[cfg(feature = "table")]
 mod query;
 
@@ -109,6 +110,14 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// One stage of the core over a file, once, for instruction counts
+    /// (scripts/bench-instructions).
+    #[command(hide = true)]
+    BenchProbe {
+        #[arg(long, value_enum)]
+        case: probe::Case,
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -178,6 +187,7 @@ fn main() -> ExitCode {
             address,
             since,
         } => query::source(table, address, since),
+        Command::BenchProbe { case, file } => probe::run(case, &file),
         Command::Generate {
             records,
             seed,
