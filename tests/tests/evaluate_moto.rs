@@ -541,3 +541,55 @@ async fn claims_are_held_to_their_deadline_then_taken_over_once() {
         ClaimOutcome::Cooldown
     );
 }
+
+/// Alert-state writes whose answer is lost (applied, then a 500) are retried by the SDK;
+/// the retry must read as this run's own success, not as another run's claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_take_overs_whose_answers_were_lost_are_still_won() {
+    use rejectwatch_tests::fault_proxy::FaultProxy;
+    use shared::ports::{AlertStateStore, Claim, ClaimOutcome};
+    let stack = Stack::start().await;
+    let proxy = FaultProxy::start(&stack._moto.endpoint, 1, 0.0);
+    let store = DynamoCounterStore::new(
+        aws_sdk_dynamodb::Client::new(&proxy.sdk_config().await),
+        TABLE,
+        86_400,
+        16,
+    );
+    let source = "198.51.100.1".parse().unwrap();
+    let claim = |run: &str, wall_now: u64| Claim {
+        run_id: run.into(),
+        now: NOW,
+        wall_now,
+        held_until: wall_now + 60,
+        cooldown_seconds: 3_600,
+        expires_at: NOW + 100_000,
+    };
+    proxy.configure(&json!({"rules": [
+        {"match": "attribute_not_exists(#pk)", "kind": "error_after", "times": 1},
+        {"match": "(#claim = :holder OR #claim = :run)", "kind": "error_after", "times": 1}
+    ]}));
+    assert_eq!(
+        store
+            .claim(source, 1, &claim("run-1", 50_000))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    assert_eq!(
+        store
+            .take_over(source, 1, &claim("run-2", 50_100), "run-1")
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    assert_eq!(proxy.stats()["faults"], 2, "both answers were lost once");
+    assert_eq!(
+        store
+            .claim(source, 1, &claim("run-3", 50_101))
+            .await
+            .unwrap(),
+        ClaimOutcome::ClaimedElsewhere,
+        "run-2 holds it"
+    );
+}

@@ -1,6 +1,7 @@
 //! Wiring: configuration, SDK clients and adapters built once, then the runtime loop.
 
 use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
 use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, handle_until};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -22,9 +23,14 @@ async fn main() -> Result<(), Error> {
              cooldown would alert again on windows still being read"
         );
     }
+    // A run reads a few hundred partitions; retrying a throttled or failed read a few
+    // times is cheaper than failing the run and reading them all again.
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(5))
+        .build();
     let deps = Deps::new(
         DynamoCounterStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
+            aws_sdk_dynamodb::Client::from_conf(dynamodb),
             config.table_name.clone(),
             config.retention_seconds,
             16,

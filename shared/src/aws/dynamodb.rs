@@ -655,34 +655,40 @@ impl DynamoCounterStore {
         shards: u8,
         min_rejects: u64,
     ) -> Result<Vec<StoredCounter>, StoreError> {
-        let mut rows = Vec::new();
-        for shard in 0..shards.max(1) {
-            let pages = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(BY_WINDOW_INDEX)
-                .key_condition_expression("#g = :g AND #r >= :min")
-                .expression_attribute_names("#g", GSI1_PK)
-                .expression_attribute_names("#r", REJECTS)
-                .expression_attribute_values(
-                    ":g",
-                    AttributeValue::S(window_shard_key(window_start, shard)),
-                )
-                .expression_attribute_values(":min", number(min_rejects))
-                .into_paginator()
-                .items()
-                .send();
-            let items: Vec<HashMap<String, AttributeValue>> =
-                pages.try_collect().await.map_err(|error| {
-                    self.error(
-                        format!("reading window {window_start} shard {shard}"),
-                        error,
+        // The shards are independent partitions: queried at once, a slow or retried one
+        // does not hold up the others.
+        let shard_rows: Vec<Vec<StoredCounter>> = stream::iter(0..shards.max(1))
+            .map(|shard| async move {
+                let items: Vec<HashMap<String, AttributeValue>> = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(BY_WINDOW_INDEX)
+                    .key_condition_expression("#g = :g AND #r >= :min")
+                    .expression_attribute_names("#g", GSI1_PK)
+                    .expression_attribute_names("#r", REJECTS)
+                    .expression_attribute_values(
+                        ":g",
+                        AttributeValue::S(window_shard_key(window_start, shard)),
                     )
-                })?;
-            rows.extend(items.iter().filter_map(counter_from_item));
-        }
-        Ok(rows)
+                    .expression_attribute_values(":min", number(min_rejects))
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(|error| {
+                        self.error(
+                            format!("reading window {window_start} shard {shard}"),
+                            error,
+                        )
+                    })?;
+                Ok::<_, StoreError>(items.iter().filter_map(counter_from_item).collect())
+            })
+            .buffer_unordered(usize::from(shards.max(1)))
+            .try_collect()
+            .await?;
+        Ok(shard_rows.into_iter().flatten().collect())
     }
 
     /// The rows of one window with the most REJECTs, most first: each shard's top `limit`
@@ -783,37 +789,48 @@ impl CounterReader for DynamoCounterStore {
                 .and_then(|text| text.parse().ok())
                 .unwrap_or(0)
         };
-        let mut gaps = Vec::new();
-        for shard in 0..self.index_shards {
-            let items: Vec<HashMap<String, AttributeValue>> = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", AttributeValue::S(gap_key(window_start, shard)))
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|error| {
-                    self.error(
-                        format!("reading capture gaps of window {window_start} shard {shard}"),
-                        error,
+        let shard_gaps: Vec<Vec<GapUpdate>> = stream::iter(0..self.index_shards)
+            .map(|shard| async move {
+                let items: Vec<HashMap<String, AttributeValue>> = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_values(
+                        ":pk",
+                        AttributeValue::S(gap_key(window_start, shard)),
                     )
-                })?;
-            gaps.extend(items.iter().filter_map(|item| {
-                Some(GapUpdate {
-                    interface: item.get(INTERFACE)?.as_s().ok()?.clone(),
-                    window_start,
-                    shard,
-                    nodata: number_of(item, NODATA),
-                    skipdata: number_of(item, SKIPDATA),
-                })
-            }));
-        }
-        Ok(gaps)
+                    .into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(|error| {
+                        self.error(
+                            format!("reading capture gaps of window {window_start} shard {shard}"),
+                            error,
+                        )
+                    })?;
+                Ok::<_, StoreError>(
+                    items
+                        .iter()
+                        .filter_map(|item| {
+                            Some(GapUpdate {
+                                interface: item.get(INTERFACE)?.as_s().ok()?.clone(),
+                                window_start,
+                                shard,
+                                nodata: number_of(item, NODATA),
+                                skipdata: number_of(item, SKIPDATA),
+                            })
+                        })
+                        .collect(),
+                )
+            })
+            .buffer_unordered(usize::from(self.index_shards.max(1)))
+            .try_collect()
+            .await?;
+        Ok(shard_gaps.into_iter().flatten().collect())
     }
 }
 
@@ -930,7 +947,9 @@ impl AlertStateStore for DynamoCounterStore {
                 "SET #level = :level, #claimed = :now, #held = :held, #claim = :run, \
                  #expires = :expires",
             )
-            .condition_expression("#claim = :holder AND #published = :false")
+            // This run's own claim too: an attempt that was applied but whose answer was
+            // lost is retried by the SDK, and must not read as another run's success.
+            .condition_expression("(#claim = :holder OR #claim = :run) AND #published = :false")
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
             .expression_attribute_names("#held", HELD_UNTIL)
