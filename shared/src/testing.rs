@@ -48,7 +48,7 @@ pub struct InMemoryCounterStore {
 
 impl InMemoryCounterStore {
     /// Makes the store fail every write request after `requests` more succeed (a chunk or
-    /// a done marker each): a crash part-way.
+    /// a manifest or its done mark each): a crash part-way.
     pub fn fail_after(&self, requests: u64) {
         self.lock().failures_after = Some(requests);
     }
@@ -112,7 +112,7 @@ impl InMemoryCounterStore {
         self.lock().failing_digest_records = times;
     }
 
-    /// Write requests received (row updates and done markers).
+    /// Write requests received (manifests, chunks and done marks).
     pub fn requests(&self) -> u64 {
         self.lock().requests
     }

@@ -99,7 +99,7 @@ pub struct Summary {
     pub trigger: &'static str,
     /// Objects or batches tallied and written.
     pub deliveries: u64,
-    /// Deliveries already applied by an earlier attempt (done marker found).
+    /// Deliveries already applied by an earlier attempt (their manifest marked done).
     pub duplicates: u64,
     /// Deliveries skipped by policy: S3 keys outside the flow-log pattern, buckets or log
     /// groups not counted, S3 test events, objects gone since the notification.
