@@ -1,5 +1,6 @@
 //! Helpers shared by the cross-crate tests and benchmarks.
 
+pub mod chaos;
 pub mod fault_proxy;
 pub mod moto;
 pub mod runtime_api;

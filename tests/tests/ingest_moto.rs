@@ -576,3 +576,29 @@ async fn oversized_interface_ids_are_malformed_lines_not_a_poisoned_delivery() {
     assert_eq!(again["duplicates"], 1);
     assert_eq!(stack.counters().await, rows);
 }
+
+/// An object whose body breaks off halfway (the connection drops mid-stream) fails its
+/// message, and the redelivery counts the object exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_whose_body_breaks_off_is_counted_once_on_redelivery() {
+    let stack = Stack::start().await;
+    let (object, expected) = generate(20_000, 29);
+    stack.put_object(&flow_log_key("truncated"), object).await;
+    let event = stack.receive_sqs_event(1).await;
+    let (proxy, deps) = stack.through_proxy(&[]).await;
+    proxy.configure(&json!({"rules": [
+        {"match": "s3.GetObject", "kind": "truncate", "times": 1}
+    ]}));
+    let response = handle(event.clone(), &deps)
+        .await
+        .expect("the first attempt");
+    assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1);
+    assert_eq!(proxy.stats()["truncate"], 1);
+    assert!(
+        stack.counters().await.is_empty(),
+        "nothing counted from half an object"
+    );
+    let response = handle(event, &deps).await.expect("the redelivery");
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_counts_match(&stack.counters().await, &expected);
+}

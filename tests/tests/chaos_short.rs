@@ -1,0 +1,25 @@
+//! A short chaos run in every test pass (the full one is `./scripts/chaos`): the real
+//! function binaries, moto behind fault proxies, late and duplicate deliveries, kills.
+//! Judged against the generator's truth: nothing lost or counted twice, every expected
+//! alert exactly once.
+
+use rejectwatch_tests::chaos::{MUST_BE_ZERO, Options, run};
+
+#[test]
+fn a_short_run_under_faults_and_kills_loses_doubles_misses_and_repeats_nothing() {
+    let options = Options {
+        seed: 7,
+        records: 12_000,
+        fault_rate: 0.05,
+        kills: 3,
+        windows: 2,
+        settle_minutes: 15,
+    };
+    let report = run(&options);
+    println!("{report}");
+    for name in MUST_BE_ZERO {
+        assert_eq!(report[name], 0, "{name} in {report}");
+    }
+    assert!(report["alerts_expected"].as_u64() > Some(0), "{report}");
+    assert!(report["faults_injected"].as_u64() > Some(0), "{report}");
+}
