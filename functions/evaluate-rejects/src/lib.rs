@@ -114,6 +114,8 @@ pub struct Summary {
     pub held: u64,
     /// Claims of runs that died unconfirmed, taken over (that run had not published).
     pub taken_over: u64,
+    /// Findings left unclaimed for the next run, as this one was running out of time.
+    pub deferred: u64,
     pub published: bool,
     /// A retry of a run whose earlier attempt published: nothing published again.
     pub already_published: bool,
@@ -187,6 +189,7 @@ where
                 ("Alerted", summary.alerted),
                 ("Held", summary.held),
                 ("TakenOver", summary.taken_over),
+                ("Deferred", summary.deferred),
                 ("Published", u64::from(summary.published)),
                 ("Unconfirmed", summary.unconfirmed),
             ],
@@ -341,11 +344,18 @@ where
         cooldown_seconds: config.cooldown_seconds,
         expires_at: now + config.cooldown_seconds + config.retention_seconds,
     };
-    let claims = claim_all(findings, &claim, deps).await?;
+    // Claims and confirms take about as long each (a request per finding); claiming
+    // stops once 40% of the run's time is gone, leaving time to publish and confirm what
+    // it claimed. Findings come most severe first; the rest wait for the next run.
+    let claim_until = run.deadline.map(|deadline| {
+        Instant::now() + Duration::from_secs(deadline.saturating_sub(wall_now)) * 2 / 5
+    });
+    let claims = claim_all(findings, &claim, claim_until, deps).await?;
     summary.alerted = claims.won.len() as u64;
-    summary.held = (findings.len() - claims.won.len()) as u64;
+    summary.deferred = claims.deferred;
+    summary.held = findings.len() as u64 - claims.won.len() as u64 - claims.deferred;
     summary.taken_over = claims.taken_over;
-    let settled = if claims.claimed_elsewhere {
+    let settled = if claims.claimed_elsewhere || claims.deferred > 0 {
         Settled::NotYet
     } else {
         Settled::Yes
@@ -444,6 +454,8 @@ struct Claims {
     claimed_elsewhere: bool,
     /// Abandoned claims taken over.
     taken_over: u64,
+    /// Findings not claimed before `claim_until`.
+    deferred: u64,
 }
 
 /// Claims each finding. A claim another run abandoned is taken over unless that run
@@ -452,18 +464,22 @@ struct Claims {
 async fn claim_all<S, P>(
     findings: &[Finding],
     claim: &Claim,
+    claim_until: Option<Instant>,
     deps: &Deps<S, P>,
 ) -> Result<Claims, EvaluateError>
 where
     S: AlertStateStore + DigestLog + Sync,
 {
-    let outcomes: Vec<(usize, ClaimOutcome)> = stream::iter(0..findings.len())
+    let outcomes: Vec<(usize, Option<ClaimOutcome>)> = stream::iter(0..findings.len())
         .map(|index| async move {
+            if claim_until.is_some_and(|until| Instant::now() >= until) {
+                return Ok((index, None));
+            }
             let finding = &findings[index];
             deps.store
                 .claim(finding.source, finding.severity.level(), claim)
                 .await
-                .map(|outcome| (index, outcome))
+                .map(|outcome| (index, Some(outcome)))
         })
         .buffer_unordered(STORE_CONCURRENCY)
         .try_collect()
@@ -472,11 +488,16 @@ where
         won: Vec::new(),
         claimed_elsewhere: false,
         taken_over: 0,
+        deferred: 0,
     };
     let mut holders_published: HashMap<String, bool> = HashMap::new();
     let mut won = Vec::new();
     for (index, outcome) in outcomes {
         let finding = &findings[index];
+        let Some(outcome) = outcome else {
+            claims.deferred += 1;
+            continue;
+        };
         let outcome = match outcome {
             ClaimOutcome::Abandoned { holder } => {
                 let published = match holders_published.get(&holder) {

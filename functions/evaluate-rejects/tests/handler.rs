@@ -542,3 +542,25 @@ async fn a_claim_is_held_until_its_runs_deadline_and_a_grace() {
     );
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
 }
+
+#[tokio::test]
+async fn a_run_out_of_time_leaves_its_findings_to_the_next_run() {
+    let mut deps = deps(&[]);
+    wall_clock(&mut deps, 50_000);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    // A deadline already reached: nothing is claimed, nothing published, no progress.
+    let out_of_time = evaluate_rejects::handle_until(at(10_000), "run-1", Some(50_000), &deps)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            out_of_time["deferred"].as_u64(),
+            out_of_time["published"].as_bool()
+        ),
+        (Some(1), Some(false))
+    );
+    let next = handle(at(10_300), "run-2", &deps).await.unwrap();
+    assert_eq!(next["alerted"], 1);
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+}
