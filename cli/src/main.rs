@@ -296,7 +296,7 @@ fn run_tally(
         input::read_records(source, &format, &mut tally)?;
     }
     let tally = tally.into_inner();
-    let mut out = BufWriter::with_capacity(64 << 10, io::stdout().lock());
+    let mut out = BufWriter::with_capacity(64 << 10, raw_stdout());
     match output {
         TallyOutput::Table => output::write_table(&mut out, &tally, limit),
         TallyOutput::Json => output::write_json(&mut out, &tally, limit, false),
@@ -304,6 +304,22 @@ fn run_tally(
     }
     .map_err(CliError::from_write)?;
     out.flush().map_err(CliError::from_write)
+}
+
+/// Standard output without its line buffer: the report is written in 64 KiB blocks, which
+/// the line buffer would search for newlines again.
+#[cfg(unix)]
+fn raw_stdout() -> Box<dyn Write> {
+    use std::os::fd::AsFd;
+    match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(io::stdout().lock()),
+    }
+}
+
+#[cfg(not(unix))]
+fn raw_stdout() -> Box<dyn Write> {
+    Box::new(io::stdout().lock())
 }
 
 fn run_generate(

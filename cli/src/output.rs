@@ -1,11 +1,12 @@
 //! What the CLI prints: records as JSON lines, tallies as a table or one JSON document,
 //! skipped lines on stderr.
 //!
-//! Tallies are written as they are ranked: one vector of row handles is sorted (only the
-//! shown rows, when there is a limit) and each row is formatted straight into the output,
+//! Tallies are written as they are ranked: one vector of row handles is sorted (with a
+//! limit, only the shown rows are kept) and each row is formatted straight into the output,
 //! so a report never holds a second copy of every row.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
@@ -138,29 +139,66 @@ fn protocol_name(protocol: u8) -> String {
 
 /// The rows of a tally in the order `RejectTally::by_rejects` gives (most REJECTs first,
 /// ties by address, then window), cut to `limit`; and how many rows there are in all.
-/// With a limit only the shown rows are sorted.
+/// With a limit, only that many rows are kept (in a heap) while the rest stream past.
 pub fn ranked(tally: &RejectTally, limit: Option<usize>) -> (Vec<SourceAggregate<'_>>, usize) {
     // Each row's count is read once, not at every comparison.
-    let mut rows: Vec<(u64, SourceAggregate<'_>)> = tally
+    let rows = tally
         .aggregates()
-        .map(|aggregate| (aggregate.rejects(), aggregate))
-        .collect();
-    let total = rows.len();
-    // Keys are unique, so an unstable sort gives the one order there is.
-    let order = |a: &(u64, SourceAggregate<'_>), b: &(u64, SourceAggregate<'_>)| -> Ordering {
-        b.0.cmp(&a.0).then(a.1.key.cmp(&b.1.key))
+        .map(|aggregate| Ranked(aggregate.rejects(), aggregate));
+    let (ranked, total) = match limit {
+        Some(limit) => {
+            let mut best = BinaryHeap::with_capacity(limit + 1);
+            let mut total = 0;
+            for row in rows {
+                total += 1;
+                // The heap's top is the last of the rows kept.
+                if best.len() < limit {
+                    best.push(row);
+                } else if best.peek().is_some_and(|last| row < *last) {
+                    best.pop();
+                    best.push(row);
+                }
+            }
+            (best.into_sorted_vec(), total)
+        }
+        None => {
+            let mut all = Vec::with_capacity(tally.len());
+            all.extend(rows);
+            // Keys are unique, so an unstable sort gives the one order there is.
+            all.sort_unstable();
+            let total = all.len();
+            (all, total)
+        }
     };
-    let shown = limit.unwrap_or(total).min(total);
-    if shown < total && shown > 0 {
-        rows.select_nth_unstable_by(shown - 1, order);
-    }
-    rows.truncate(shown);
-    rows.sort_unstable_by(order);
-    (
-        rows.into_iter().map(|(_, aggregate)| aggregate).collect(),
-        total,
-    )
+    (ranked.into_iter().map(|row| row.1).collect(), total)
 }
+
+/// A row and its REJECT count, ordered as it is printed: most REJECTs first, then by
+/// address and window.
+struct Ranked<'a>(u64, SourceAggregate<'a>);
+
+impl Ord for Ranked<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .0
+            .cmp(&self.0)
+            .then_with(|| self.1.key.cmp(&other.1.key))
+    }
+}
+
+impl PartialOrd for Ranked<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked<'_> {}
 
 /// Writes the tally as one JSON document, the same as serialising
 /// `RejectTally::report(limit)` (README: `tally --json`), but row by row. Compact unless
@@ -182,9 +220,121 @@ pub fn write_json(
     if pretty {
         serde_json::to_writer_pretty(&mut *out, &report)?;
     } else {
-        serde_json::to_writer(&mut *out, &report)?;
+        write_compact(out, &report)?;
     }
     writeln!(out)
+}
+
+/// The compact document. Rows, the bulk of it, are written by hand: their keys need no
+/// escaping and their values are numbers and addresses, which serde would still scan byte
+/// by byte. Names (interfaces, reasons) and the small parts go through serde_json.
+fn write_compact(out: &mut impl Write, report: &ReportJson<'_>) -> io::Result<()> {
+    out.write_all(b"{\"totals\":")?;
+    serde_json::to_writer(&mut *out, &report.totals)?;
+    write!(
+        out,
+        ",\"window_seconds\":{},\"sources\":[",
+        report.window_seconds
+    )?;
+    let mut row = Vec::with_capacity(512);
+    for (index, aggregate) in report.sources.0.iter().enumerate() {
+        row.clear();
+        if index > 0 {
+            row.push(b',');
+        }
+        compact_row(&mut row, &RowJson::from(aggregate))?;
+        out.write_all(&row)?;
+    }
+    write!(
+        out,
+        "],\"sources_omitted\":{},\"capture_gaps\":",
+        report.sources_omitted
+    )?;
+    serde_json::to_writer(&mut *out, &GapsJson(report.tally))?;
+    out.write_all(b",\"malformed_samples\":")?;
+    serde_json::to_writer(&mut *out, &SamplesJson(report.tally))?;
+    out.write_all(b"}")
+}
+
+/// One row as `serde_json::to_writer` would write `RowJson`.
+fn compact_row(row: &mut Vec<u8>, json: &RowJson<'_>) -> io::Result<()> {
+    row.extend_from_slice(b"{\"source\":\"");
+    match json.source {
+        IpAddr::V4(address) => {
+            for (index, octet) in address.octets().into_iter().enumerate() {
+                if index > 0 {
+                    row.push(b'.');
+                }
+                push_number(row, u64::from(octet));
+            }
+        }
+        IpAddr::V6(address) => write!(row, "{address}")?,
+    }
+    for (key, value) in [
+        (&b"\",\"window_start\":"[..], json.window_start),
+        (b",\"rejects\":", json.rejects),
+        (b",\"packets\":", json.packets),
+        (b",\"bytes\":", json.bytes),
+        (
+            b",\"distinct_dst_ports\":",
+            u64::from(json.distinct_dst_ports),
+        ),
+        (b",\"distinct_dst_addrs\":", json.distinct_dst_addrs),
+    ] {
+        row.extend_from_slice(key);
+        push_number(row, value);
+    }
+    row.extend_from_slice(if json.distinct_dst_addrs_exact {
+        b",\"distinct_dst_addrs_exact\":true,\"first_seen\":"
+    } else {
+        b",\"distinct_dst_addrs_exact\":false,\"first_seen\":"
+    });
+    push_number(row, json.first_seen);
+    row.extend_from_slice(b",\"last_seen\":");
+    push_number(row, json.last_seen);
+    row.extend_from_slice(b",\"protocols\":[");
+    for (index, (protocol, rejects)) in json.protocols.pairs.iter().enumerate() {
+        row.extend_from_slice(if index > 0 {
+            b",{\"protocol\":"
+        } else {
+            b"{\"protocol\":"
+        });
+        push_number(row, u64::from(*protocol));
+        row.extend_from_slice(b",\"rejects\":");
+        push_number(row, *rejects);
+        row.push(b'}');
+    }
+    row.extend_from_slice(b"],\"reject_reasons\":[");
+    for (index, (reason, rejects)) in json.reject_reasons.pairs.iter().enumerate() {
+        row.extend_from_slice(if index > 0 {
+            b",{\"reason\":"
+        } else {
+            b"{\"reason\":"
+        });
+        serde_json::to_writer(&mut *row, reason)?;
+        row.extend_from_slice(b",\"rejects\":");
+        push_number(row, *rejects);
+        row.push(b'}');
+    }
+    row.extend_from_slice(b"],\"interfaces\":");
+    serde_json::to_writer(&mut *row, &json.interfaces)?;
+    row.push(b'}');
+    Ok(())
+}
+
+/// Appends `value` in decimal.
+fn push_number(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// The `tally --json` document; fields in `TallyReport`'s order.
