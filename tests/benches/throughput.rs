@@ -8,6 +8,11 @@
 //! Peak RSS is measured in a fresh child process (this binary re-run with
 //! `REJECTWATCH_BENCH_CHILD`), which streams the object from disk the way the CLI and
 //! Lambda do and reports the kernel's high-water mark (`VmHWM`).
+//!
+//! The `rejectwatch` CLI (release build) is timed in the same rounds on the same object,
+//! read from a file, with its output to `/dev/null`: `tally --json` and the default
+//! table, each against the core's end-to-end time; its peak RSS is the kernel's
+//! `ru_maxrss` for the child, read through Python's `resource` module.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flate2::write::MultiGzDecoder;
+use rejectwatch_tests::runtime_api::function_binary;
 use rejectwatch_tests::{CHUNK_BYTES, tally_object};
 use shared::decode::{DecodeLimits, ObjectDecoder, ObjectLines, RecordSink};
 use shared::flow_log::{FlowFormat, FlowRecord, MalformedLine};
@@ -48,6 +54,14 @@ fn main() {
         );
     }
 
+    let default_file = dir.join("default.log.gz");
+    std::fs::write(&default_file, &default_object).expect("writing the object");
+    let cli = function_binary("rejectwatch");
+    let cli_json_args = ["tally", "--json"];
+    let cli_table_args = ["tally"];
+
+    let mut cli_json = Vec::new();
+    let mut cli_table = Vec::new();
     let mut gunzip_default = Vec::new();
     let mut e2e_default = Vec::new();
     let mut gunzip_custom = Vec::new();
@@ -59,9 +73,9 @@ fn main() {
         e2e_default.push(time(|| end_to_end(&default_object, records)));
         gunzip_custom.push(time(|| gunzip_only(&custom_object)));
         e2e_custom.push(time(|| end_to_end(&custom_object, records)));
+        cli_json.push(time(|| run_cli(&cli, &cli_json_args, &default_file)));
+        cli_table.push(time(|| run_cli(&cli, &cli_table_args, &default_file)));
     }
-    let default_file = dir.join("default.log.gz");
-    std::fs::write(&default_file, &default_object).expect("writing the object");
     let system_gunzip = system_gunzip(&default_file);
 
     println!();
@@ -104,6 +118,24 @@ fn main() {
             seconds.as_secs_f64() / baseline.as_secs_f64()
         );
     }
+    println!();
+    println!(
+        "{:<34} {:>10} {:>14} {:>9} {:>9}",
+        "CLI on the default file (median)", "seconds", "records/s", "vs gunzip", "vs core"
+    );
+    for (name, samples) in [
+        ("rejectwatch tally --json", &cli_json),
+        ("rejectwatch tally (table)", &cli_table),
+    ] {
+        let seconds = median(samples).as_secs_f64();
+        println!(
+            "{name:<34} {:>10.3} {:>14.0} {:>8.2}x {:>8.2}x",
+            seconds,
+            records as f64 / seconds,
+            seconds / median(&gunzip_default).as_secs_f64(),
+            seconds / median(&e2e_default).as_secs_f64()
+        );
+    }
     if let Some(seconds) = system_gunzip {
         println!(
             "{:<34} {:>10.3}   (gzip -dc > /dev/null, for reference)",
@@ -128,7 +160,46 @@ fn main() {
             peak_rss(path).unwrap_or_else(|| "unavailable".into())
         );
     }
+    for (name, args) in [
+        ("rejectwatch tally --json", &cli_json_args[..]),
+        ("rejectwatch tally (table)", &cli_table_args[..]),
+    ] {
+        println!(
+            "  {name:<26} {}",
+            cli_peak_rss(&cli, args, &default_file).unwrap_or_else(|| "unavailable".into())
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs the CLI on `file` with its output thrown away.
+fn run_cli(cli: &Path, args: &[&str], file: &Path) {
+    let status = Command::new(cli)
+        .args(args)
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running rejectwatch");
+    assert!(status.success(), "rejectwatch {args:?} failed");
+}
+
+/// The CLI's peak RSS (`ru_maxrss` of the child, which Linux reports in KiB).
+fn cli_peak_rss(cli: &Path, args: &[&str], file: &Path) -> Option<String> {
+    let script = "import resource, subprocess, sys\n\
+        subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
+    let output = Command::new("python3")
+        .args(["-c", script])
+        .arg(cli)
+        .args(args)
+        .arg(file)
+        .output()
+        .ok()?;
+    let kib: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{kib} kB (ru_maxrss)"))
 }
 
 fn arg_value(flag: &str) -> Option<u64> {
