@@ -138,9 +138,13 @@ fn protocol_name(protocol: u8) -> String {
 }
 
 /// The rows of a tally in the order `RejectTally::by_rejects` gives (most REJECTs first,
-/// ties by address, then window), cut to `limit`; and how many rows there are in all.
-/// With a limit, only that many rows are kept (in a heap) while the rest stream past.
-pub fn ranked(tally: &RejectTally, limit: Option<usize>) -> (Vec<SourceAggregate<'_>>, usize) {
+/// ties by address, then window), each with its REJECT count, cut to `limit`; and how many
+/// rows there are in all. With a limit, only that many rows are kept (in a heap) while the
+/// rest stream past.
+pub fn ranked(
+    tally: &RejectTally,
+    limit: Option<usize>,
+) -> (Vec<(u64, SourceAggregate<'_>)>, usize) {
     // Each row's count is read once, not at every comparison.
     let rows = tally
         .aggregates()
@@ -170,7 +174,10 @@ pub fn ranked(tally: &RejectTally, limit: Option<usize>) -> (Vec<SourceAggregate
             (all, total)
         }
     };
-    (ranked.into_iter().map(|row| row.1).collect(), total)
+    (
+        ranked.into_iter().map(|row| (row.0, row.1)).collect(),
+        total,
+    )
 }
 
 /// A row and its REJECT count, ordered as it is printed: most REJECTs first, then by
@@ -242,7 +249,7 @@ fn write_compact(out: &mut impl Write, report: &ReportJson<'_>) -> io::Result<()
         if index > 0 {
             row.push(b',');
         }
-        compact_row(&mut row, &RowJson::from(aggregate))?;
+        compact_row(&mut row, &RowJson::new(aggregate))?;
         out.write_all(&row)?;
     }
     write!(
@@ -322,17 +329,28 @@ fn compact_row(row: &mut Vec<u8>, json: &RowJson<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Appends `value` in decimal.
+/// Appends `value` in decimal, two digits per step.
 fn push_number(out: &mut Vec<u8>, mut value: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut start = digits.len();
-    loop {
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+        digits[start] = b'0' + value as u8;
     }
     out.extend_from_slice(&digits[start..]);
 }
@@ -360,13 +378,13 @@ impl Serialize for ReportJson<'_> {
 }
 
 /// Rows formatted one at a time as the serializer asks for them.
-struct RowsJson<'a>(&'a [SourceAggregate<'a>]);
+struct RowsJson<'a>(&'a [(u64, SourceAggregate<'a>)]);
 
 impl Serialize for RowsJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for aggregate in self.0 {
-            seq.serialize_element(&RowJson::from(aggregate))?;
+            seq.serialize_element(&RowJson::new(aggregate))?;
         }
         seq.end()
     }
@@ -390,12 +408,13 @@ struct RowJson<'a> {
     interfaces: Vec<&'a str>,
 }
 
-impl<'a> From<&SourceAggregate<'a>> for RowJson<'a> {
-    fn from(aggregate: &SourceAggregate<'a>) -> Self {
+impl<'a> RowJson<'a> {
+    /// The row of `aggregate`, whose REJECT count the ranking already read.
+    fn new((rejects, aggregate): &(u64, SourceAggregate<'a>)) -> Self {
         RowJson {
             source: aggregate.key.source,
             window_start: aggregate.key.window_start,
-            rejects: aggregate.rejects(),
+            rejects: *rejects,
             packets: aggregate.packets(),
             bytes: aggregate.bytes(),
             distinct_dst_ports: aggregate.distinct_dst_ports(),
@@ -492,7 +511,7 @@ pub fn write_table(
     let shown = rows.len();
     let width = rows
         .iter()
-        .map(|row| row.key.source.to_string().len())
+        .map(|(_, row)| row.key.source.to_string().len())
         .max()
         .unwrap_or(0)
         .max("SOURCE".len());
@@ -510,7 +529,7 @@ pub fn write_table(
         "FIRST",
         "LAST"
     )?;
-    for stats in &rows {
+    for (rejects, stats) in &rows {
         let key = stats.key;
         let protocols: Vec<String> = stats
             .protocols()
@@ -528,7 +547,7 @@ pub fn write_table(
             "{:<width$} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<14} {:<8} {:<8}",
             key.source.to_string(),
             format_utc(key.window_start),
-            stats.rejects(),
+            rejects,
             stats.packets(),
             stats.bytes(),
             stats.distinct_dst_ports(),
@@ -641,9 +660,31 @@ mod tests {
             Some(all.len() * 2),
         ] {
             let (rows, total) = ranked(&tally, limit);
-            let keys: Vec<_> = rows.iter().map(|row| row.key).collect();
+            let keys: Vec<_> = rows.iter().map(|(_, row)| row.key).collect();
             let shown = limit.unwrap_or(all.len()).min(all.len());
             assert_eq!((&keys[..], total), (&all[..shown], all.len()), "{limit:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_as_display_writes_them() {
+        let edges = [
+            0,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            65_535,
+            1_700_000_000,
+            u64::MAX,
+        ];
+        for value in edges.into_iter().chain((0..5000).map(|n| n * 7919)) {
+            let mut out = Vec::new();
+            push_number(&mut out, value);
+            assert_eq!(out, value.to_string().into_bytes());
         }
     }
 
