@@ -331,20 +331,25 @@ pub enum ClaimDecision {
 }
 
 /// Decides a claim of `source` at `level` (see [`ClaimDecision`]). `held_by_this_run`:
-/// the state is an unpublished claim of `claim.run_id`. The DynamoDB adapter writes the
-/// same rule as its condition expression, so that concurrent runs agree.
+/// the state is an unpublished claim of `claim.run_id`. `activity_end` is when the
+/// finding's newest window ends: once a cooldown is over, only activity in a window that
+/// ended after it alerts again, not the windows a run still re-reads from before (see
+/// [`cooldown_cutoff`]). The DynamoDB adapter writes the same rule as its condition
+/// expression, so that concurrent runs agree.
 pub fn decide_claim(
     state: Option<AlertState>,
     held_by_this_run: bool,
     level: u8,
+    activity_end: u64,
     claim: &Claim,
 ) -> ClaimDecision {
     match state {
         None => ClaimDecision::Claim,
+        // A first claim that was given back restores "no alert yet".
+        Some(state) if !state.published && state.level == 0 => ClaimDecision::Claim,
         Some(state) if state.published => {
-            if state.claimed_at.saturating_add(claim.cooldown_seconds) <= claim.now
-                || state.level < level
-            {
+            let cutoff = cooldown_cutoff(claim.now, activity_end, claim.cooldown_seconds);
+            if cutoff.is_some_and(|cutoff| state.claimed_at <= cutoff) || state.level < level {
                 ClaimDecision::Claim
             } else {
                 ClaimDecision::Cooldown
@@ -354,6 +359,14 @@ pub fn decide_claim(
         Some(state) if state.held_until <= claim.wall_now => ClaimDecision::Abandoned,
         Some(_) => ClaimDecision::HeldElsewhere,
     }
+}
+
+/// The latest `claimed_at` of a published alert whose cooldown no longer holds a finding
+/// that evaluated at `now` and whose newest window ended at `activity_end`: the cooldown
+/// must have run out both by now and before that window ended. `None` when none does.
+pub fn cooldown_cutoff(now: u64, activity_end: u64, cooldown_seconds: u64) -> Option<u64> {
+    now.min(activity_end.saturating_sub(1))
+        .checked_sub(cooldown_seconds)
 }
 
 /// SNS's limit on a whole message, every protocol's body included.
@@ -769,23 +782,44 @@ mod tests {
             published: true,
         });
         assert_eq!(
-            decide_claim(None, false, 1, &claim(1000, 1000)),
+            decide_claim(None, false, 1, 1000, &claim(1000, 1000)),
             ClaimDecision::Claim
         );
         assert_eq!(
-            decide_claim(published, false, 1, &claim(2000, 2000)),
+            decide_claim(published, false, 1, 2000, &claim(2000, 2000)),
             ClaimDecision::Cooldown
         );
         assert_eq!(
-            decide_claim(published, true, 1, &claim(2000, 2000)),
+            decide_claim(published, true, 1, 2000, &claim(2000, 2000)),
             ClaimDecision::Cooldown
         );
         assert_eq!(
-            decide_claim(published, false, 2, &claim(2000, 2000)),
+            decide_claim(published, false, 2, 2000, &claim(2000, 2000)),
+            ClaimDecision::Claim
+        );
+        // After the cooldown (over at 4600), activity in a window that ended after it
+        // alerts again; windows from before it, which runs still re-read, do not.
+        assert_eq!(
+            decide_claim(published, false, 1, 4601, &claim(4700, 4700)),
             ClaimDecision::Claim
         );
         assert_eq!(
-            decide_claim(published, false, 1, &claim(4600, 4600)),
+            decide_claim(published, false, 1, 4600, &claim(4700, 4700)),
+            ClaimDecision::Cooldown
+        );
+        assert_eq!(
+            decide_claim(published, false, 1, 1300, &claim(6000, 6000)),
+            ClaimDecision::Cooldown
+        );
+        // A first claim given back (level 0, unpublished) is as good as none.
+        let released = Some(AlertState {
+            level: 0,
+            claimed_at: 0,
+            held_until: 0,
+            published: false,
+        });
+        assert_eq!(
+            decide_claim(released, false, 1, 2000, &claim(2000, 2000)),
             ClaimDecision::Claim
         );
         // A run scheduled at 1000 but claiming at 1900 (a delayed retry) is alive until
@@ -797,15 +831,15 @@ mod tests {
             published: false,
         });
         assert_eq!(
-            decide_claim(unconfirmed, false, 1, &claim(1300, 1950)),
+            decide_claim(unconfirmed, false, 1, 1300, &claim(1300, 1950)),
             ClaimDecision::HeldElsewhere
         );
         assert_eq!(
-            decide_claim(unconfirmed, true, 1, &claim(1300, 1950)),
+            decide_claim(unconfirmed, true, 1, 1300, &claim(1300, 1950)),
             ClaimDecision::Claim
         );
         assert_eq!(
-            decide_claim(unconfirmed, false, 1, &claim(1300, 2200)),
+            decide_claim(unconfirmed, false, 1, 1300, &claim(1300, 2200)),
             ClaimDecision::Abandoned
         );
     }

@@ -175,16 +175,19 @@ pub enum ClaimOutcome {
 /// Per-source alert state, changed conditionally so concurrent runs alert once (the
 /// rule is [`crate::alert::decide_claim`]).
 pub trait AlertStateStore {
-    /// Claims the right to alert `source` at `level` now.
+    /// Claims the right to alert `source` at `level` now, for activity up to
+    /// `activity_end` (the end of the finding's newest window).
     fn claim(
         &self,
         source: std::net::IpAddr,
         level: u8,
+        activity_end: u64,
         claim: &Claim,
     ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
 
     /// Takes over an abandoned claim of the run `holder` (only if it still holds it
-    /// unpublished), keeping the state from before that claim for a release: `Won`, or
+    /// unpublished, and still past its `held_until`: its own retry may have taken it up
+    /// again), keeping the state from before that claim for a release: `Won`, or
     /// `ClaimedElsewhere` when another run was quicker.
     fn take_over(
         &self,
@@ -244,6 +247,10 @@ pub trait DigestLog {
 #[error("publishing the alert to {topic}")]
 pub struct PublishError {
     pub topic: String,
+    /// The topic may have accepted the digest all the same: the answer was lost (a
+    /// timeout, a dropped connection) or was a server error. A refusal (throttling,
+    /// validation, authorisation) is not ambiguous.
+    pub ambiguous: bool,
     #[source]
     pub source: BoxError,
 }

@@ -70,8 +70,11 @@ pub fn is_settled(window_start: u64, window_seconds: u64, settle_seconds: u64, n
 pub struct EvaluationPlan {
     /// Window starts, oldest first: every completed window that is not settled yet, and
     /// before them the settled windows after the recorded progress (at most
-    /// `max_catch_up` of them).
+    /// `max_catch_up_seconds` of them).
     pub windows: Vec<u64>,
+    /// Settled windows after the progress that the catch-up cap left unread: their
+    /// findings, if any, are given up (reported, so that it is never silent).
+    pub given_up: u64,
     /// The latest settled window: once every finding of `windows` is alerted (or held by
     /// a cooldown), progress may move here, and no later run reads it again.
     pub settled_through: Option<u64>,
@@ -81,14 +84,14 @@ pub struct EvaluationPlan {
 /// latest window that is settled and was fully alerted.
 ///
 /// Windows that settled since the last successful run (or during an outage) are read
-/// once more after settling, however many runs failed in between; beyond
-/// `max_catch_up` of them the oldest are given up, so that one long outage cannot make
-/// every later run slow.
+/// once more after settling, however many runs failed in between; those older than
+/// `max_catch_up_seconds` before the first unsettled window are given up, so that one
+/// long outage cannot make every later run slow.
 pub fn plan_evaluation(
     now: u64,
     window_seconds: u64,
     settle_seconds: u64,
-    max_catch_up: u64,
+    max_catch_up_seconds: u64,
     evaluated_through: Option<u64>,
 ) -> EvaluationPlan {
     let window_seconds = window_seconds.max(1);
@@ -97,6 +100,7 @@ pub fn plan_evaluation(
     let Some(latest_completed) = open.checked_sub(window_seconds) else {
         return EvaluationPlan {
             windows: Vec::new(),
+            given_up: 0,
             settled_through: None,
         };
     };
@@ -107,10 +111,17 @@ pub fn plan_evaluation(
         Some(bound) => (bound / window_seconds + 1) * window_seconds,
     };
     let settled_through = first_unsettled.checked_sub(window_seconds);
-    let catch_up_floor = first_unsettled.saturating_sub(max_catch_up * window_seconds);
+    let catch_up_windows = (max_catch_up_seconds / window_seconds).max(1);
+    let catch_up_floor = first_unsettled.saturating_sub(catch_up_windows * window_seconds);
+    let mut given_up = 0;
     let first = match (evaluated_through, settled_through) {
-        // Every settled window after the progress, within the catch-up cap.
-        (Some(through), Some(_)) => (through + window_seconds).max(catch_up_floor),
+        // Every settled window after the progress, within the catch-up cap. (The next
+        // window start after it: aligned, should the window length have changed since.)
+        (Some(through), Some(_)) => {
+            let next = through - through % window_seconds + window_seconds;
+            given_up = catch_up_floor.saturating_sub(next) / window_seconds;
+            next.max(catch_up_floor)
+        }
         // The first run ever reads the latest settled window too (with no settle time,
         // the only one there is); the windows before it were over before it started.
         (None, Some(latest_settled)) => latest_settled,
@@ -121,6 +132,7 @@ pub fn plan_evaluation(
         .collect();
     EvaluationPlan {
         windows,
+        given_up,
         settled_through,
     }
 }
@@ -130,8 +142,8 @@ mod tests {
     use super::*;
 
     fn plan(now: u64, through: Option<u64>) -> EvaluationPlan {
-        // 5-minute windows, settled 15 minutes after they end, 12 windows of catch-up.
-        plan_evaluation(now, 300, 900, 12, through)
+        // 5-minute windows, settled 15 minutes after they end, an hour of catch-up.
+        plan_evaluation(now, 300, 900, 3_600, through)
     }
 
     #[test]
@@ -141,6 +153,7 @@ mod tests {
             plan(10_000, Some(8_700)),
             EvaluationPlan {
                 windows: vec![9_000, 9_300, 9_600],
+                given_up: 0,
                 settled_through: Some(8_700),
             }
         );
@@ -148,11 +161,11 @@ mod tests {
         assert_eq!(plan(10_000, None).windows, vec![8_700, 9_000, 9_300, 9_600]);
         // With no settle time, each window is read once, the run after it ends.
         assert_eq!(
-            plan_evaluation(10_000, 300, 0, 12, None).windows,
+            plan_evaluation(10_000, 300, 0, 3_600, None).windows,
             vec![9_600]
         );
         assert_eq!(
-            plan_evaluation(10_600, 300, 0, 12, Some(9_600)).windows,
+            plan_evaluation(10_600, 300, 0, 3_600, Some(9_600)).windows,
             vec![9_900, 10_200]
         );
         assert_eq!(
@@ -170,6 +183,7 @@ mod tests {
             plan(10_900, Some(8_700)),
             EvaluationPlan {
                 windows: vec![9_000, 9_300, 9_600, 9_900, 10_200, 10_500],
+                given_up: 0,
                 settled_through: Some(9_600),
             }
         );
@@ -182,11 +196,24 @@ mod tests {
 
     #[test]
     fn a_long_outage_catches_up_at_most_the_cap() {
-        let plan = plan_evaluation(100_000, 300, 900, 4, Some(0));
-        // Three unsettled windows, four settled ones before them.
+        let plan = plan_evaluation(100_000, 300, 900, 1_200, Some(0));
+        // Three unsettled windows, four settled ones (20 minutes) before them; the 323
+        // settled windows before those (300 to 97_500) are given up, and said so.
         assert_eq!(plan.windows.len(), 7);
         assert_eq!(plan.settled_through, Some(98_700));
         assert_eq!(plan.windows[0], 98_700 - 3 * 300);
+        assert_eq!(plan.given_up, 325);
+    }
+
+    #[test]
+    fn after_the_window_length_changed_the_windows_read_still_line_up() {
+        // Progress recorded with 5-minute windows; now they are 15 minutes long.
+        let plan = plan_evaluation(10_000, 900, 900, 3_600, Some(8_700));
+        assert!(
+            plan.windows.iter().all(|window| window % 900 == 0),
+            "{plan:?}"
+        );
+        assert_eq!(plan.windows[0], 9_000);
     }
 
     #[test]

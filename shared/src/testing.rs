@@ -279,6 +279,7 @@ impl AlertStateStore for InMemoryCounterStore {
         &self,
         source: IpAddr,
         level: u8,
+        activity_end: u64,
         claim: &Claim,
     ) -> Result<ClaimOutcome, StoreError> {
         let mut rows = self.lock();
@@ -287,7 +288,7 @@ impl AlertStateStore for InMemoryCounterStore {
         let held_by_this_run = held
             .as_ref()
             .is_some_and(|(state, run, _)| !state.published && *run == claim.run_id);
-        match decide_claim(state, held_by_this_run, level, claim) {
+        match decide_claim(state, held_by_this_run, level, activity_end, claim) {
             ClaimDecision::Claim => {}
             ClaimDecision::Cooldown => return Ok(ClaimOutcome::Cooldown),
             ClaimDecision::HeldElsewhere => return Ok(ClaimOutcome::ClaimedElsewhere),
@@ -317,7 +318,11 @@ impl AlertStateStore for InMemoryCounterStore {
     ) -> Result<ClaimOutcome, StoreError> {
         let mut rows = self.lock();
         match rows.alerts.get_mut(&source) {
-            Some((state, run, _)) if run == holder && !state.published => {
+            Some((state, run, _))
+                if !state.published
+                    && ((run == holder && state.held_until <= claim.wall_now)
+                        || *run == claim.run_id) =>
+            {
                 *state = claimed(level, claim);
                 *run = claim.run_id.clone();
                 Ok(ClaimOutcome::Won)
@@ -403,6 +408,7 @@ impl DigestLog for InMemoryCounterStore {
 pub struct RecordingPublisher {
     published: Mutex<Vec<Digest>>,
     failures_left: Mutex<u32>,
+    lost_answers_left: Mutex<u32>,
 }
 
 impl RecordingPublisher {
@@ -410,6 +416,15 @@ impl RecordingPublisher {
     pub fn fail_next(&self, times: u32) {
         *self
             .failures_left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = times;
+    }
+
+    /// Makes the next `times` publishes reach the topic but fail all the same, as when the
+    /// answer is lost: the digest counts as published, the error is ambiguous.
+    pub fn lose_next_answers(&self, times: u32) {
+        *self
+            .lost_answers_left
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = times;
     }
@@ -433,6 +448,7 @@ impl AlertPublisher for RecordingPublisher {
             *failures -= 1;
             return Err(PublishError {
                 topic: "in-memory".into(),
+                ambiguous: false,
                 source: "injected failure".into(),
             });
         }
@@ -440,6 +456,18 @@ impl AlertPublisher for RecordingPublisher {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(digest.clone());
+        let mut lost = self
+            .lost_answers_left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *lost > 0 {
+            *lost -= 1;
+            return Err(PublishError {
+                topic: "in-memory".into(),
+                ambiguous: true,
+                source: "injected lost answer".into(),
+            });
+        }
         Ok(())
     }
 }

@@ -494,21 +494,21 @@ async fn claims_are_held_to_their_deadline_then_taken_over_once() {
     };
     assert_eq!(
         store
-            .claim(source, 1, &claim("run-1", 50_000))
+            .claim(source, 1, NOW, &claim("run-1", 50_000))
             .await
             .unwrap(),
         ClaimOutcome::Won
     );
     assert_eq!(
         store
-            .claim(source, 1, &claim("run-2", 50_059))
+            .claim(source, 1, NOW, &claim("run-2", 50_059))
             .await
             .unwrap(),
         ClaimOutcome::ClaimedElsewhere
     );
     let late = claim("run-2", 50_060);
     assert_eq!(
-        store.claim(source, 1, &late).await.unwrap(),
+        store.claim(source, 1, NOW, &late).await.unwrap(),
         ClaimOutcome::Abandoned {
             holder: "run-1".into()
         }
@@ -529,7 +529,7 @@ async fn claims_are_held_to_their_deadline_then_taken_over_once() {
     // The retry of run-2 itself takes its own claim up again.
     assert_eq!(
         store
-            .claim(source, 1, &claim("run-2", 50_070))
+            .claim(source, 1, NOW, &claim("run-2", 50_070))
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -542,7 +542,7 @@ async fn claims_are_held_to_their_deadline_then_taken_over_once() {
     store.confirm(source, "run-2").await.unwrap();
     assert_eq!(
         store
-            .claim(source, 1, &claim("run-4", 50_200))
+            .claim(source, 1, NOW, &claim("run-4", 50_200))
             .await
             .unwrap(),
         ClaimOutcome::Cooldown
@@ -574,11 +574,11 @@ async fn claims_and_take_overs_whose_answers_were_lost_are_still_won() {
     };
     proxy.configure(&json!({"rules": [
         {"match": "attribute_not_exists(#pk)", "kind": "error_after", "times": 1},
-        {"match": "(#claim = :holder OR #claim = :run)", "kind": "error_after", "times": 1}
+        {"match": "#claim = :holder", "kind": "error_after", "times": 1}
     ]}));
     assert_eq!(
         store
-            .claim(source, 1, &claim("run-1", 50_000))
+            .claim(source, 1, NOW, &claim("run-1", 50_000))
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -593,10 +593,65 @@ async fn claims_and_take_overs_whose_answers_were_lost_are_still_won() {
     assert_eq!(proxy.stats()["faults"], 2, "both answers were lost once");
     assert_eq!(
         store
-            .claim(source, 1, &claim("run-3", 50_101))
+            .claim(source, 1, NOW, &claim("run-3", 50_101))
             .await
             .unwrap(),
         ClaimOutcome::ClaimedElsewhere,
         "run-2 holds it"
+    );
+}
+
+/// The conditions in DynamoDB agree with the core's rule: a take-over loses to the
+/// holder's own retry, and a cooldown holds against windows from before it ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_overs_and_cooldowns_follow_the_core_rule_in_dynamodb() {
+    use shared::ports::{AlertStateStore, Claim, ClaimOutcome};
+    let stack = Stack::start().await;
+    let store = stack.store();
+    let source = "198.51.100.1".parse().unwrap();
+    let claim = |run: &str, now: u64, wall_now: u64| Claim {
+        run_id: run.into(),
+        now,
+        wall_now,
+        held_until: wall_now + 60,
+        cooldown_seconds: 3_600,
+        expires_at: NOW + 100_000,
+    };
+    store
+        .claim(source, 1, 300, &claim("run-1", 330, 50_000))
+        .await
+        .unwrap();
+    let late = claim("run-2", 630, 50_060);
+    assert!(matches!(
+        store.claim(source, 1, 300, &late).await.unwrap(),
+        ClaimOutcome::Abandoned { .. }
+    ));
+    assert_eq!(
+        store
+            .claim(source, 1, 300, &claim("run-1", 330, 50_060))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
+    );
+    assert_eq!(
+        store.take_over(source, 1, &late, "run-1").await.unwrap(),
+        ClaimOutcome::ClaimedElsewhere
+    );
+    store.confirm(source, "run-1").await.unwrap();
+    // Published at 330: at 3_930 a window that ended at 1_800 is still under the
+    // cooldown; one that ended after 3_930 is not.
+    assert_eq!(
+        store
+            .claim(source, 1, 1_800, &claim("run-3", 3_930, 50_100))
+            .await
+            .unwrap(),
+        ClaimOutcome::Cooldown
+    );
+    assert_eq!(
+        store
+            .claim(source, 1, 3_931, &claim("run-4", 4_230, 50_200))
+            .await
+            .unwrap(),
+        ClaimOutcome::Won
     );
 }

@@ -7,9 +7,10 @@ pub use shared::settings::ConfigError;
 use shared::settings::{list, number, required};
 use shared::settle::DEFAULT_SETTLE_MINUTES;
 
-/// The most settled windows a run reads again after failed runs (an hour of 5-minute
-/// windows), beyond the windows not settled yet that it reads anyway.
-pub const MAX_CATCH_UP_WINDOWS: u64 = 12;
+/// How far back before the windows not settled yet (which it reads anyway) a run reads
+/// settled windows again after failed runs: an hour. Older ones are given up, and the run
+/// says so (`given_up_windows`).
+pub const MAX_CATCH_UP_SECONDS: u64 = 3_600;
 
 /// Settings of the evaluate function.
 #[derive(Clone, Debug)]

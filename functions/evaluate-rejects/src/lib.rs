@@ -9,6 +9,7 @@ pub mod config;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -24,7 +25,7 @@ use shared::settle::plan_evaluation;
 use shared::time::parse_utc;
 use tracing::warn;
 
-use crate::config::{Config, MAX_CATCH_UP_WINDOWS};
+use crate::config::{Config, MAX_CATCH_UP_SECONDS};
 
 /// How long (wall clock) a claim of a run that knows no deadline (a direct call, a
 /// test) is held before another run may treat it as abandoned. Longer than the function's
@@ -121,6 +122,15 @@ pub struct Summary {
     pub already_published: bool,
     /// Claims left unconfirmed after the publish (harmless: the digest record covers them).
     pub unconfirmed: u64,
+    /// The digest went out but its record could not be written (harmless: every claim
+    /// was confirmed).
+    pub unrecorded: bool,
+    /// The publish failed in a way that SNS may have accepted it: the claims were kept for
+    /// Lambda's retry of this run.
+    pub ambiguous_publish: bool,
+    /// Settled windows after the progress left unread by the catch-up cap (an outage of
+    /// over an hour): their findings, if any, are not alerted.
+    pub given_up_windows: u64,
     pub severity: Option<&'static str>,
     pub subject: Option<String>,
     pub duration_ms: u64,
@@ -192,6 +202,7 @@ where
                 ("Deferred", summary.deferred),
                 ("Published", u64::from(summary.published)),
                 ("Unconfirmed", summary.unconfirmed),
+                ("GivenUpWindows", summary.given_up_windows),
             ],
         )
     );
@@ -221,12 +232,19 @@ where
         now,
         config.window_seconds,
         config.settle_seconds,
-        MAX_CATCH_UP_WINDOWS,
+        MAX_CATCH_UP_SECONDS,
         evaluated_through,
     );
     summary.evaluated_at = now;
     summary.windows = plan.windows.clone();
     summary.settled_through = plan.settled_through;
+    summary.given_up_windows = plan.given_up;
+    if plan.given_up > 0 {
+        warn!(
+            given_up_windows = plan.given_up,
+            "settled windows older than the catch-up limit were not evaluated"
+        );
+    }
 
     let outcome = evaluate_windows(&plan.windows, now, run, deps, summary).await;
     match outcome {
@@ -238,22 +256,35 @@ where
             }
             Ok(())
         }
-        Ok(Settled::NotYet) => Ok(()),
+        // The first run ever has no progress to come back to: record that the windows
+        // before these were evaluated, so the next run reaches back to these. The run's
+        // own error, if any, is the one to report.
+        Ok(Settled::NotYet) => {
+            if evaluated_through.is_none() {
+                mark_before(&plan.windows, deps).await;
+            }
+            Ok(())
+        }
         Err(error) => {
-            // The first run ever has no progress to come back to: record that the windows
-            // before these were evaluated, so the next run reaches back to these. The
-            // run's own error is the one to report.
-            if evaluated_through.is_none()
-                && let Some(before) = plan
-                    .windows
-                    .first()
-                    .and_then(|w| w.checked_sub(config.window_seconds))
-                && let Err(marking) = deps.store.mark_evaluated_through(before).await
-            {
-                warn!(error = %error_chain(&marking), "recording the evaluator's progress failed");
+            if evaluated_through.is_none() {
+                mark_before(&plan.windows, deps).await;
             }
             Err(error)
         }
+    }
+}
+
+/// Records the window before `windows` as evaluated; a failure is logged.
+async fn mark_before<S, P>(windows: &[u64], deps: &Deps<S, P>)
+where
+    S: AlertStateStore + Sync,
+{
+    if let Some(before) = windows
+        .first()
+        .and_then(|window| window.checked_sub(deps.config.window_seconds))
+        && let Err(marking) = deps.store.mark_evaluated_through(before).await
+    {
+        warn!(error = %error_chain(&marking), "recording the evaluator's progress failed");
     }
 }
 
@@ -375,23 +406,39 @@ where
     summary.severity = Some(digest.severity.name());
     summary.subject = Some(digest.subject.clone());
     if let Err(error) = deps.publisher.publish(&digest).await {
-        // Give every claim back, so the next run (or Lambda's retry) alerts instead; a
-        // claim that cannot be given back is abandoned after the claim timeout.
-        for finding in &claims.won {
-            if let Err(release) = deps.store.release(finding.source, &claim).await {
-                warn!(source_addr = %finding.source, error = %error_chain(&release), "releasing a claim failed");
+        if error.ambiguous {
+            // SNS may have accepted the digest (a timeout, a dropped connection, a 5xx).
+            // The claims stay this run's: only Lambda's retry of this very run (same id,
+            // so the same digest id, which subscribers can drop) publishes them again.
+            summary.ambiguous_publish = true;
+        } else {
+            // Refused: give every claim back, so the next run (or Lambda's retry) alerts
+            // instead; a claim that cannot be given back is abandoned after its deadline.
+            for finding in &claims.won {
+                if let Err(release) = deps.store.release(finding.source, &claim).await {
+                    warn!(source_addr = %finding.source, error = %error_chain(&release), "releasing a claim failed");
+                }
             }
         }
         return Err(error.into());
     }
     summary.published = true;
-    // One write says the digest went out. Until it is written, a retry of this run
-    // (same id) would publish the digest again, with the same digest id; so it is tried
-    // hard, and if it still fails the run fails, for the operator to see.
-    record_published(run_id, claims.won.len() as u64, &claim, deps).await?;
+    // One write says the digest went out, then each claim is confirmed: either is enough
+    // for no later run to publish the finding again. Only if both fail does the run fail,
+    // and Lambda's retry (same id) publishes the unconfirmed ones again, under the same
+    // digest id.
+    let recorded = record_published(run_id, claims.won.len() as u64, &claim, deps).await;
     let sources: Vec<IpAddr> = claims.won.iter().map(|finding| finding.source).collect();
     summary.unconfirmed = confirm_all(&sources, run_id, deps).await;
-    Ok(settled)
+    match recorded {
+        Err(error) if summary.unconfirmed > 0 => Err(error.into()),
+        Err(error) => {
+            summary.unrecorded = true;
+            warn!(error = %error_chain(&error), "recording the published digest failed; every claim is confirmed");
+            Ok(settled)
+        }
+        Ok(()) => Ok(settled),
+    }
 }
 
 async fn record_published<S, P>(
@@ -458,9 +505,10 @@ struct Claims {
     deferred: u64,
 }
 
-/// Claims each finding. A claim another run abandoned is taken over unless that run
-/// recorded its digest as published, in which case its claim is confirmed on its behalf
-/// and the finding claimed again (the cooldown then decides).
+/// Claims each finding, concurrently, until `claim_until`. A claim another run abandoned
+/// is taken over unless that run recorded its digest as published, in which case its
+/// claim is confirmed on its behalf and the finding claimed again (the cooldown then
+/// decides).
 async fn claim_all<S, P>(
     findings: &[Finding],
     claim: &Claim,
@@ -470,16 +518,53 @@ async fn claim_all<S, P>(
 where
     S: AlertStateStore + DigestLog + Sync,
 {
-    let outcomes: Vec<(usize, Option<ClaimOutcome>)> = stream::iter(0..findings.len())
+    let window_seconds = deps.config.window_seconds;
+    // Whether each holder of an abandoned claim published, asked once per holder.
+    let holders_published: Mutex<HashMap<String, bool>> = Mutex::default();
+    let holders_published = &holders_published;
+    let outcomes: Vec<(usize, Option<Claimed>)> = stream::iter(0..findings.len())
         .map(|index| async move {
             if claim_until.is_some_and(|until| Instant::now() >= until) {
                 return Ok((index, None));
             }
             let finding = &findings[index];
-            deps.store
-                .claim(finding.source, finding.severity.level(), claim)
-                .await
-                .map(|outcome| (index, Some(outcome)))
+            let level = finding.severity.level();
+            let activity_end = finding.windows.last().map_or(0, |w| w + window_seconds);
+            let outcome = deps
+                .store
+                .claim(finding.source, level, activity_end, claim)
+                .await?;
+            let ClaimOutcome::Abandoned { holder } = outcome else {
+                return Ok((index, Some(Claimed::Plain(outcome))));
+            };
+            let known = lock(holders_published).get(&holder).copied();
+            let published = match known {
+                Some(published) => published,
+                None => {
+                    let published = deps.store.is_published(&holder).await?;
+                    lock(holders_published).insert(holder.clone(), published);
+                    published
+                }
+            };
+            if published {
+                deps.store.confirm(finding.source, &holder).await?;
+                let outcome = match deps
+                    .store
+                    .claim(finding.source, level, activity_end, claim)
+                    .await?
+                {
+                    // Abandoned again: yet another run's claim since; leave it to it.
+                    ClaimOutcome::Abandoned { .. } => ClaimOutcome::ClaimedElsewhere,
+                    outcome => outcome,
+                };
+                Ok((index, Some(Claimed::Plain(outcome))))
+            } else {
+                let outcome = deps
+                    .store
+                    .take_over(finding.source, level, claim, &holder)
+                    .await?;
+                Ok::<_, EvaluateError>((index, Some(Claimed::TakenOver(outcome))))
+            }
         })
         .buffer_unordered(STORE_CONCURRENCY)
         .try_collect()
@@ -490,44 +575,18 @@ where
         taken_over: 0,
         deferred: 0,
     };
-    let mut holders_published: HashMap<String, bool> = HashMap::new();
     let mut won = Vec::new();
-    for (index, outcome) in outcomes {
-        let finding = &findings[index];
-        let Some(outcome) = outcome else {
-            claims.deferred += 1;
-            continue;
-        };
-        let outcome = match outcome {
-            ClaimOutcome::Abandoned { holder } => {
-                let published = match holders_published.get(&holder) {
-                    Some(&published) => published,
-                    None => {
-                        let published = deps.store.is_published(&holder).await?;
-                        holders_published.insert(holder.clone(), published);
-                        published
-                    }
-                };
-                let level = finding.severity.level();
-                if published {
-                    deps.store.confirm(finding.source, &holder).await?;
-                    match deps.store.claim(finding.source, level, claim).await? {
-                        // Abandoned again: yet another run's claim since; leave it to it.
-                        ClaimOutcome::Abandoned { .. } => ClaimOutcome::ClaimedElsewhere,
-                        outcome => outcome,
-                    }
-                } else {
-                    let outcome = deps
-                        .store
-                        .take_over(finding.source, level, claim, &holder)
-                        .await?;
-                    if outcome == ClaimOutcome::Won {
-                        claims.taken_over += 1;
-                    }
-                    outcome
-                }
+    for (index, claimed) in outcomes {
+        let outcome = match claimed {
+            None => {
+                claims.deferred += 1;
+                continue;
             }
-            outcome => outcome,
+            Some(Claimed::TakenOver(outcome)) => {
+                claims.taken_over += u64::from(outcome == ClaimOutcome::Won);
+                outcome
+            }
+            Some(Claimed::Plain(outcome)) => outcome,
         };
         match outcome {
             ClaimOutcome::Won => won.push(index),
@@ -543,6 +602,20 @@ where
         .map(|index| findings[index].clone())
         .collect();
     Ok(claims)
+}
+
+/// How a finding's claim ended.
+enum Claimed {
+    Plain(ClaimOutcome),
+    /// After taking over another run's abandoned claim.
+    TakenOver(ClaimOutcome),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding it; a poisoned lock still holds a consistent map.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

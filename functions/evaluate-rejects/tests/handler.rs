@@ -236,7 +236,7 @@ async fn a_retried_run_finishes_what_its_first_attempt_claimed() {
     let claim = claim("run-1", 10_000, (deps.wall_clock)());
     assert_eq!(
         deps.store
-            .claim(ip("198.51.100.1"), 1, &claim)
+            .claim(ip("198.51.100.1"), 1, WINDOW + 300, &claim)
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -261,7 +261,7 @@ async fn a_retry_that_fails_again_gives_back_the_state_from_before_the_first_att
     let claim = claim("run-1", 10_060, (deps.wall_clock)());
     assert_eq!(
         deps.store
-            .claim(ip("198.51.100.1"), 3, &claim)
+            .claim(ip("198.51.100.1"), 3, WINDOW + 300, &claim)
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -288,7 +288,7 @@ async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs
     let claim = claim("run-1", WINDOW + 600, 50_000);
     assert_eq!(
         deps.store
-            .claim(ip("198.51.100.2"), 1, &claim)
+            .claim(ip("198.51.100.2"), 1, WINDOW + 600, &claim)
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -482,7 +482,12 @@ async fn a_delayed_run_still_publishing_is_not_taken_over_by_the_next_one() {
     // run-1, scheduled at 10_000, claims at wall-clock 20_000 and is still publishing.
     assert_eq!(
         deps.store
-            .claim(ip("198.51.100.1"), 1, &claim("run-1", 10_000, 20_000))
+            .claim(
+                ip("198.51.100.1"),
+                1,
+                WINDOW + 300,
+                &claim("run-1", 10_000, 20_000)
+            )
             .await
             .unwrap(),
         ClaimOutcome::Won
@@ -563,4 +568,171 @@ async fn a_run_out_of_time_leaves_its_findings_to_the_next_run() {
     let next = handle(at(10_300), "run-2", &deps).await.unwrap();
     assert_eq!(next["alerted"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+}
+
+/// Review, 1: windows are read again for the settle time; when the cooldown runs out,
+/// the windows it already covered must not alert again, only activity after it.
+#[tokio::test]
+async fn a_scan_read_again_after_its_cooldown_alerts_once() {
+    let deps = deps(&[("SETTLE_MINUTES", "50"), ("ALERT_COOLDOWN_MINUTES", "60")]);
+    // A scan over six windows, 0 to 1_500, then nothing.
+    for window in (0..=1_500).step_by(300) {
+        deps.store
+            .insert_counter(row("198.51.100.1", window, 150, 1, 1));
+    }
+    for now in (330..=7_530).step_by(300) {
+        handle(at(now), &format!("run-{now}"), &deps).await.unwrap();
+    }
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+    // New activity after the cooldown alerts again.
+    deps.store
+        .insert_counter(row("198.51.100.1", 7_500, 150, 1, 1));
+    handle(at(7_830), "run-new", &deps).await.unwrap();
+    assert_eq!(alerted(&deps).len(), 2);
+}
+
+/// Review, 1: runs that fail once the alerted window settles make the next run read it
+/// again (catch-up); past the cooldown, that must not alert it again.
+#[tokio::test]
+async fn a_window_read_again_by_a_catch_up_after_its_cooldown_does_not_alert_again() {
+    let deps = deps(&[("SETTLE_MINUTES", "50"), ("ALERT_COOLDOWN_MINUTES", "55")]);
+    deps.store.insert_counter(row("198.51.100.1", 0, 150, 1, 1));
+    handle(at(330), "run-0", &deps).await.unwrap();
+    // Another source keeps a claim of a run that died, so no run settles its windows
+    // and the progress stays before window 0 until 3_600.
+    deps.store.insert_counter(row("198.51.100.2", 0, 150, 1, 1));
+    let claim = claim("dead", 330, (deps.wall_clock)() + 100_000);
+    deps.store
+        .claim(ip("198.51.100.2"), 1, 300, &claim)
+        .await
+        .unwrap();
+    for now in (630..=3_930).step_by(300) {
+        handle(at(now), &format!("run-{now}"), &deps).await.unwrap();
+    }
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+}
+
+/// Review, 3: when the digest record cannot be written at all but every claim is
+/// confirmed, the run succeeds and nothing publishes the digest again.
+#[tokio::test]
+async fn a_digest_record_that_cannot_be_written_is_covered_by_the_confirms() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store.fail_next_digest_records(10);
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(
+        (
+            summary["unrecorded"].as_bool(),
+            summary["unconfirmed"].as_u64()
+        ),
+        (Some(true), Some(0))
+    );
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    handle(at(10_300), "run-2", &deps).await.unwrap();
+    assert_eq!(deps.publisher.published().len(), 1);
+}
+
+/// Review, 3: when neither the record nor the confirms can be written, the run fails,
+/// and its retry publishes again under the same digest id.
+#[tokio::test]
+async fn with_no_record_and_no_confirm_the_retry_repeats_the_same_digest_id() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.store.fail_next_digest_records(10);
+    deps.store.fail_next_confirms(1);
+    assert!(handle(at(10_000), "run-1", &deps).await.is_err());
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    let ids: Vec<String> = deps
+        .publisher
+        .published()
+        .iter()
+        .map(|d| d.digest_id.clone())
+        .collect();
+    assert_eq!(ids, vec!["run-1", "run-1"]);
+}
+
+/// Review, 4: a publish whose answer was lost may have reached subscribers; the claims
+/// stay the run's, so only its retry (same digest id) publishes again, and no other run
+/// does meanwhile.
+#[tokio::test]
+async fn a_publish_with_a_lost_answer_keeps_its_claims_for_the_same_run() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    deps.publisher.lose_next_answers(1);
+    let error =
+        evaluate_rejects::handle_until(at(10_000), "run-1", Some((deps.wall_clock)() + 120), &deps)
+            .await
+            .unwrap_err();
+    assert_eq!(error.error_type(), "Evaluate.Publish");
+    let other = handle(at(10_000), "run-2", &deps).await.unwrap();
+    assert_eq!(other["alerted"], 0);
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    let ids: Vec<String> = deps
+        .publisher
+        .published()
+        .iter()
+        .map(|d| d.digest_id.clone())
+        .collect();
+    assert_eq!(ids, vec!["run-1", "run-1"]);
+}
+
+/// Review, 5: a claim abandoned past its deadline, but taken up again by its own run's
+/// retry before the take-over, stays that run's.
+#[tokio::test]
+async fn a_take_over_loses_to_the_holders_own_retry() {
+    let mut deps = deps(&[]);
+    let wall = wall_clock(&mut deps, 50_000);
+    let source = ip("198.51.100.1");
+    deps.store
+        .claim(source, 1, 300, &claim("run-1", 10_000, 50_000))
+        .await
+        .unwrap();
+    let late = claim(
+        "run-2",
+        10_300,
+        50_000 + evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
+    );
+    assert_eq!(
+        deps.store.claim(source, 1, 300, &late).await.unwrap(),
+        ClaimOutcome::Abandoned {
+            holder: "run-1".into()
+        }
+    );
+    // run-1's retry takes its claim up again, with a new deadline.
+    let retry = claim("run-1", 10_000, late.wall_now);
+    assert_eq!(
+        deps.store.claim(source, 1, 300, &retry).await.unwrap(),
+        ClaimOutcome::Won
+    );
+    assert_eq!(
+        deps.store
+            .take_over(source, 1, &late, "run-1")
+            .await
+            .unwrap(),
+        ClaimOutcome::ClaimedElsewhere
+    );
+    wall.store(0, Ordering::SeqCst);
+}
+
+/// Review, 10: a first run whose findings are not all settled records the progress
+/// before its windows, so the next run reads them again.
+#[tokio::test]
+async fn a_first_run_left_unsettled_still_records_where_to_come_back_to() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    let claim = claim("dead", 10_000, (deps.wall_clock)() + 100_000);
+    deps.store
+        .claim(ip("198.51.100.1"), 1, WINDOW + 300, &claim)
+        .await
+        .unwrap();
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let first = summary["windows"][0].as_u64().unwrap();
+    assert_eq!(
+        deps.store.evaluated_through().await.unwrap(),
+        Some(first - 300)
+    );
 }

@@ -34,7 +34,7 @@ use aws_sdk_dynamodb::types::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest, Sha256};
 
-use crate::alert::{AlertState, ClaimDecision, decide_claim};
+use crate::alert::{AlertState, ClaimDecision, cooldown_cutoff, decide_claim};
 use crate::counters::{
     BatchChunk, BatchId, CounterBatch, CounterUpdate, GapUpdate, RowUpdate, StoredCounter,
 };
@@ -839,10 +839,13 @@ impl AlertStateStore for DynamoCounterStore {
         &self,
         source: IpAddr,
         level: u8,
+        activity_end: u64,
         claim: &Claim,
     ) -> Result<ClaimOutcome, StoreError> {
         // The `Claim` branches of `alert::decide_claim`, evaluated atomically by DynamoDB:
-        // no state, or a published alert past its cooldown or at a lower level. The
+        // no state (or a first claim given back, level 0), or a published alert past its
+        // cooldown for this activity (no cutoff: -1, which no `claimed_at` is below) or
+        // at a lower level. The
         // values before the claim are kept (right-hand sides read the item as it was), so
         // that a release can put them back. The other branches (a retry of this run, an
         // abandoned claim) are decided below from the item the failed condition returns.
@@ -862,6 +865,7 @@ impl AlertStateStore for DynamoCounterStore {
             )
             .condition_expression(
                 "attribute_not_exists(#pk) \
+                 OR (#published = :false AND #level = :zero) \
                  OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level))",
             )
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -888,7 +892,10 @@ impl AlertStateStore for DynamoCounterStore {
             .expression_attribute_values(":expires", number(claim.expires_at))
             .expression_attribute_values(
                 ":cooldown_cutoff",
-                number(claim.now.saturating_sub(claim.cooldown_seconds)),
+                AttributeValue::N(
+                    cooldown_cutoff(claim.now, activity_end, claim.cooldown_seconds)
+                        .map_or_else(|| "-1".to_owned(), |cutoff| cutoff.to_string()),
+                ),
             )
             .send()
             .await;
@@ -917,7 +924,7 @@ impl AlertStateStore for DynamoCounterStore {
             .unwrap_or_default();
         let state = alert_state_from_item(&held);
         let held_by_this_run = !state.published && holder == claim.run_id;
-        match decide_claim(Some(state), held_by_this_run, level, claim) {
+        match decide_claim(Some(state), held_by_this_run, level, activity_end, claim) {
             ClaimDecision::Claim if held_by_this_run => self.reclaim(source, level, claim).await,
             // The item changed between the write and its check: another run's doing.
             ClaimDecision::Claim | ClaimDecision::HeldElsewhere => {
@@ -947,9 +954,15 @@ impl AlertStateStore for DynamoCounterStore {
                 "SET #level = :level, #claimed = :now, #held = :held, #claim = :run, \
                  #expires = :expires",
             )
-            // This run's own claim too: an attempt that was applied but whose answer was
-            // lost is retried by the SDK, and must not read as another run's success.
-            .condition_expression("(#claim = :holder OR #claim = :run) AND #published = :false")
+            // The holder's claim only while it is still past its `held_until` (its own
+            // retry may have taken it up again); this run's own claim too: an attempt that
+            // was applied but whose answer was lost is retried by the SDK, and must not
+            // read as another run's success.
+            .condition_expression(
+                "#published = :false \
+                 AND ((#claim = :holder AND #held <= :wall_now) OR #claim = :run)",
+            )
+            .expression_attribute_values(":wall_now", number(claim.wall_now))
             .expression_attribute_names("#level", LEVEL)
             .expression_attribute_names("#claimed", CLAIMED_AT)
             .expression_attribute_names("#held", HELD_UNTIL)

@@ -6,6 +6,8 @@
 //! filter policies.
 
 use aws_sdk_sns::Client;
+use aws_sdk_sns::config::http::HttpResponse;
+use aws_sdk_sns::error::SdkError;
 use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::alert::Digest;
@@ -24,6 +26,16 @@ impl SnsAlertPublisher {
             client,
             topic_arn: topic_arn.into(),
         }
+    }
+}
+
+/// Whether SNS may have accepted a publish that failed: anything but an answered refusal
+/// (a 4xx) or a request never built.
+fn is_ambiguous<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::ServiceError(service) => service.raw().status().is_server_error(),
+        _ => true,
     }
 }
 
@@ -66,6 +78,7 @@ impl AlertPublisher for SnsAlertPublisher {
             .await
             .map_err(|error| PublishError {
                 topic: self.topic_arn.clone(),
+                ambiguous: is_ambiguous(&error),
                 source: Box::new(error),
             })?;
         Ok(())
