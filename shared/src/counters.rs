@@ -84,6 +84,8 @@ impl fmt::Display for BatchId {
 
 /// The longest reject reason stored as its own counter; longer or odd ones count as `other`.
 const MAX_REASON_LENGTH: usize = 32;
+/// Reject reasons per row and delivery stored under their own names.
+const NAMED_REASONS: usize = 4;
 /// Destination ports kept per row as examples.
 pub const PORT_EXAMPLES: usize = 10;
 /// Destination addresses kept per row as examples.
@@ -243,9 +245,13 @@ fn counter_update(
     window_seconds: u64,
     shards: u8,
 ) -> CounterUpdate {
+    // The most frequent few reasons keep their names; the rest count as `other`, so a
+    // row never gains more than a few attributes from log text.
+    let mut named = aggregate.reject_reasons();
+    named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let mut reasons: Vec<(String, u64)> = Vec::new();
-    for (reason, count) in aggregate.reject_reasons() {
-        let name = if is_safe_reason(reason) {
+    for (rank, (reason, count)) in named.into_iter().enumerate() {
+        let name = if rank < NAMED_REASONS && is_safe_reason(reason) {
             reason
         } else {
             "other"
@@ -326,6 +332,31 @@ mod tests {
             tally.add(&parser.parse(line).unwrap());
         }
         tally
+    }
+
+    #[test]
+    fn a_row_names_at_most_a_few_reject_reasons_and_counts_the_rest_as_other() {
+        let lines: Vec<String> = [
+            "BPA", "BPA", "BPA", "A1", "A1", "B2", "C3", "D4", "E5", "x.y",
+        ]
+        .iter()
+        .map(|reason| format!("eni-1 10.0.0.9 10.0.1.1 22 6 1700000000 REJECT OK {reason}"))
+        .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let id = BatchId::for_s3_object("bucket", "key", None, Some("etag"));
+        let batch = CounterBatch::from_tally(id, &tally(&lines), 8);
+        let mut reasons = batch.updates[0].reject_reasons.clone();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            vec![
+                ("A1".to_owned(), 2),
+                ("B2".to_owned(), 1),
+                ("BPA".to_owned(), 3),
+                ("C3".to_owned(), 1),
+                ("other".to_owned(), 3),
+            ]
+        );
     }
 
     #[test]

@@ -144,12 +144,19 @@ fields! {
 /// items (at most 400 KB each), so a longer one makes its line malformed.
 pub const MAX_INTERFACE_ID_BYTES: u32 = 64;
 
+/// The longest reject reason read; longer ones make their line malformed (and names
+/// over 32 bytes are counted as `other`).
+pub const MAX_REJECT_REASON_BYTES: u32 = 64;
+
 impl Field {
     /// The longest value stored for a text field that becomes part of a stored key or
     /// attribute; `None` for fields only read, never stored.
     pub const fn max_text_bytes(self) -> Option<u32> {
         match self {
             Field::InterfaceId => Some(MAX_INTERFACE_ID_BYTES),
+            // Reject reasons name counter attributes (`reason_<name>`); AWS's are short
+            // words such as `BPA`.
+            Field::RejectReason => Some(MAX_REJECT_REASON_BYTES),
             _ => None,
         }
     }
@@ -2170,6 +2177,17 @@ mod tests {
             parser.parse(&line).unwrap().text(Field::InterfaceId),
             Some(fits)
         );
+        // Reject reasons name attributes: bounded too.
+        assert!(matches!(
+            parse_error(
+                "${srcaddr} ${action} ${reject-reason}",
+                &format!("198.51.100.7 REJECT {}", "B".repeat(65))
+            ),
+            ParseError::TooLongValue {
+                field: Field::RejectReason,
+                ..
+            }
+        ));
         // A NODATA record's interface becomes a sort key: bounded the same way.
         let nodata = format!("2 123456789010 {long} - - - - - - - 1418530010 1418530070 - NODATA");
         assert!(matches!(

@@ -524,22 +524,27 @@ where
     if batch.is_empty() {
         return Ok(());
     }
+    let report = deps.store.apply(&batch).await?;
+    summary.writes += report.requests;
+    summary.already_applied += report.already_applied;
+    // Judged once the rows are written, which is when the evaluator can first see them;
+    // rows an earlier attempt wrote (on time or not) were judged by that attempt.
     let now = now();
     let late = batch.late_rows(config.settle_seconds, now);
-    if let Some(&oldest) = late.windows.first() {
-        summary.late_rows += late.rows;
+    if let Some(&oldest) = late.windows.first()
+        && report.applied > 0
+    {
+        let late_rows = late.rows.min(report.applied);
+        summary.late_rows += late_rows;
         // Counted all the same; the operator learns that an alert may be missing.
         warn!(
             location,
-            late_rows = late.rows,
+            late_rows,
             oldest_window = oldest,
             settle_seconds = config.settle_seconds,
             "rows arrived after their window settled"
         );
     }
-    let report = deps.store.apply(&batch).await?;
-    summary.writes += report.requests;
-    summary.already_applied += report.already_applied;
     deps.store
         .mark_done(&batch.id, now + config.retention_seconds)
         .await?;
