@@ -558,3 +558,35 @@ fn late_rows_alarm_watches_every_trigger_of_the_metric_ingest_emits() {
         Some("SUM(FILL(METRICS(), 0))")
     );
 }
+
+/// With both destinations, only the counted path may invoke ingest: the other would take
+/// the concurrency the object queue is sized against, only to be skipped.
+#[test]
+fn only_the_counted_path_invokes_ingest() {
+    let template = template();
+    let resources = &template["Resources"];
+    let conditions = &template["Conditions"];
+    let condition_of = |resource: &str| {
+        resources[resource]["Condition"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{resource} has a condition"))
+            .to_owned()
+    };
+    let requires = |condition: &str, needed: &str| {
+        let text = serde_yaml_ng::to_string(&conditions[condition]).unwrap();
+        assert!(
+            text.contains(needed),
+            "condition {condition} does not require {needed}: {text}"
+        );
+    };
+    for resource in ["FlowLogSubscription", "FlowLogSubscriptionPermission"] {
+        requires(&condition_of(resource), "CountCloudWatch");
+    }
+    requires(&condition_of("FlowLogObjectEvents"), "CountS3");
+    let notifications = serde_yaml_ng::to_string(
+        &resources["FlowLogBucket"]["Properties"]["NotificationConfiguration"],
+    )
+    .unwrap();
+    assert!(notifications.contains("ConsumeObjects"), "{notifications}");
+    requires("ConsumeObjects", "CountS3");
+}
