@@ -8,14 +8,17 @@ the ones AWS clients meet in practice:
                 503 SlowDown, SNS Throttling), not forwarded
   error         a 500 InternalServerError, not forwarded
   error_after   forwarded and applied, then answered with a 500 (the response is lost)
-  delay         forwarded after a pause of 1 to 4 seconds (long enough for the client's
-                attempt timeout to fire and retry while the first attempt still lands)
+  delay         forwarded after a pause of 1 to 4 seconds (a slow answer; the functions
+                set no attempt timeout, so they wait rather than retry)
   drop          the connection closed without an answer, not forwarded
   drop_after    forwarded and applied, then the connection closed without an answer
+  delay_after   (rules only) forwarded and applied, then answered 3 seconds later: a
+                window in which a test kills the caller after the request took effect
   truncate      (S3 GetObject only) forwarded, then half the body and a closed connection
 
 The proxy also answers, on its own port, `GET /__faults` (the counts of requests and of
-each fault, as JSON) and `POST /__faults` (a JSON object replacing `rate`, `seed`,
+each fault, and under `operations` of each fault per operation such as `sns.Publish`, as
+JSON) and `POST /__faults` (a JSON object replacing `rate`, `seed`,
 `services`, `kinds`, and `rules`: deterministic faults for tests, each
 `{"match": "<text in the operation or body>", "kind": "<fault>", "skip": N, "times": M}`
 faulting the M matching requests after the first N).
@@ -54,6 +57,7 @@ class Faults:
         self.kinds = list(kinds)
         self.rules = []
         self.counts = {"requests": 0, "faults": 0}
+        self.operations = {}
 
     def configure(self, settings):
         with self.lock:
@@ -71,8 +75,10 @@ class Faults:
 
     def snapshot(self):
         with self.lock:
+            operations = {name: dict(kinds) for name, kinds in self.operations.items()}
             return dict(self.counts, rate=self.rate, seed=self.seed,
-                        services=sorted(self.services), kinds=self.kinds)
+                        services=sorted(self.services), kinds=self.kinds,
+                        operations=operations)
 
     def draw(self, service, operation, body):
         """The fault for one request, or None."""
@@ -94,6 +100,8 @@ class Faults:
             if kind is not None:
                 self.counts["faults"] += 1
                 self.counts[kind] = self.counts.get(kind, 0) + 1
+                per_operation = self.operations.setdefault(operation, {})
+                per_operation[kind] = per_operation.get(kind, 0) + 1
             return kind
 
     def pause(self):
@@ -235,6 +243,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(*internal_error(service))
         if kind == "drop_after":
             return self.drop()
+        if kind == "delay_after":
+            time.sleep(3.0)
         if kind == "truncate" and len(data) > 1:
             self.send_response(status)
             for name, value in headers.items():

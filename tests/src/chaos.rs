@@ -57,7 +57,7 @@ const ASYNC_ATTEMPTS: u32 = 3;
 /// The SQS event source mapping's `BatchSize`.
 const BATCH_SIZE: usize = 10;
 /// Each invocation's deadline (Lambda's timeout).
-const INVOCATION_TIMEOUT: Duration = Duration::from_secs(90);
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a chaos run does; [`Options::default`] is the full run.
 #[derive(Clone, Debug)]
@@ -72,6 +72,8 @@ pub struct Options {
     pub windows: u64,
     /// The functions' `SETTLE_MINUTES`; late deliveries come within it.
     pub settle_minutes: u64,
+    /// The evaluator's `ALERT_COOLDOWN_MINUTES` (raised to settle + window if shorter).
+    pub cooldown_minutes: u64,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             kills: 3,
             windows: 6,
             settle_minutes: 50,
+            cooldown_minutes: 60,
         }
     }
 }
@@ -164,8 +167,10 @@ struct Function {
     log: File,
     invocations: u64,
     requests: u64,
-    /// Kills still to do, each after a number of requests into an invocation.
+    /// Kills still to do, each after a number of requests into an invocation (or, with
+    /// `kill_after_publish`, once its SNS publish was accepted and before it is answered).
     kills_left: u32,
+    kill_after_publish: bool,
     kills: u32,
     timeouts: u32,
     starts: u32,
@@ -184,6 +189,7 @@ impl Function {
             invocations: 0,
             requests: 0,
             kills_left: 0,
+            kill_after_publish: false,
             kills: 0,
             timeouts: 0,
             starts: 0,
@@ -224,17 +230,36 @@ impl Function {
         self.proxy.stats()["requests"].as_u64().unwrap_or(0)
     }
 
+    /// Publishes the proxy held after SNS accepted them (the `delay_after` rule).
+    fn held_publishes(&self) -> u64 {
+        self.proxy.stats()["operations"]["sns.Publish"]["delay_after"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Kills this function's processes right after SNS accepts a publish, before the run
+    /// can record it: the one case the evaluator publishes a digest again (same id).
+    fn kill_after_publishing(&mut self, kills: u32) {
+        self.kills_left = kills;
+        self.kill_after_publish = true;
+        self.proxy.configure(&json!({"rules": [
+            {"match": "sns.Publish", "kind": "delay_after", "times": kills}
+        ]}));
+    }
+
     /// One attempt. With `kill_after`, the process is killed once its invocation has made
     /// that many requests (if it has not answered before).
     fn invoke(&mut self, request_id: &str, event: &Value, rng: &mut Rng) -> Attempt {
         self.ensure_running();
         self.invocations += 1;
         let before = self.proxied_requests();
+        let held_before = self.held_publishes();
         // A kill lands somewhere within an ordinary invocation's requests.
-        let kill_after = (self.kills_left > 0 && rng.chance(0.25)).then(|| {
-            let typical = (self.requests / self.invocations.max(1)).max(4);
-            1 + rng.below(typical)
-        });
+        let kill_after = (self.kills_left > 0 && !self.kill_after_publish && rng.chance(0.25))
+            .then(|| {
+                let typical = (self.requests / self.invocations.max(1)).max(4);
+                1 + rng.below(typical)
+            });
         self.api.push(
             request_id,
             event.clone(),
@@ -252,7 +277,8 @@ impl Function {
                 };
             }
             let made = self.proxied_requests().saturating_sub(before);
-            if kill_after.is_some_and(|after| made >= after) {
+            let held = self.kill_after_publish && self.held_publishes() > held_before;
+            if held || kill_after.is_some_and(|after| made >= after) {
                 self.kill();
                 self.kills_left -= 1;
                 self.kills += 1;
@@ -308,6 +334,10 @@ pub fn run(options: &Options) -> Value {
     std::fs::create_dir_all(&logs).expect("creating the log directory under target/chaos");
     let log = |name: &str| File::create(logs.join(name)).expect("creating a log file");
     let settle_minutes = options.settle_minutes.to_string();
+    let cooldown_minutes = options
+        .cooldown_minutes
+        .max(options.settle_minutes + WINDOW_SECONDS / 60)
+        .to_string();
     let common = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
         [
             ("COUNTERS_TABLE_NAME", TABLE),
@@ -336,13 +366,14 @@ pub fn run(options: &Options) -> Value {
         common(&[
             ("ALERT_TOPIC_ARN", &topic_arn),
             ("MAX_LISTED_SOURCES", "5000"),
-            ("ALERT_COOLDOWN_MINUTES", "60"),
+            ("ALERT_COOLDOWN_MINUTES", cooldown_minutes.as_str()),
         ]),
         log("evaluate.log"),
     );
-    // Two kills of ingest for each of the evaluator.
-    evaluate.kills_left = options.kills / 3;
-    ingest.kills_left = options.kills - evaluate.kills_left;
+    // Two kills of ingest, mid-delivery, for each of the evaluator, just after SNS
+    // accepted its digest.
+    evaluate.kill_after_publishing(options.kills / 3);
+    ingest.kills_left = options.kills - options.kills / 3;
 
     let (deliveries, expected) = generate(options, &mut rng);
     let last_arrival = deliveries.iter().map(|d| d.arrival).max().unwrap_or(T0);
@@ -848,29 +879,52 @@ fn judge(
         .keys()
         .filter(|source| !should.contains(source) && !ambiguous.contains(source))
         .count();
-    // A repeat tells nothing new: every window it names was alerted before, at the same
-    // severity or above.
+    // A later digest naming a source again tells something new only at a higher severity,
+    // or for activity in a window that ended after the earlier alert's cooldown.
+    let cooldown = options
+        .cooldown_minutes
+        .max(options.settle_minutes + WINDOW_SECONDS / 60)
+        * 60;
     let mut repeated = 0;
     let mut realerts = 0;
     for alerts in alerted.values() {
         let mut alerts: Vec<&Alerted> = alerts.iter().collect();
         alerts.sort_by_key(|alert| (alert.evaluated_at, alert.digest_id.clone()));
-        let mut seen: HashSet<u64> = HashSet::new();
+        let mut cooldown_end = 0;
         let mut highest = 0;
-        for alert in alerts {
-            if !seen.is_empty() {
-                if alert.severity <= highest && alert.windows.iter().all(|w| seen.contains(w)) {
-                    repeated += 1;
-                } else {
+        for (position, alert) in alerts.into_iter().enumerate() {
+            let news = alert.severity > highest
+                || alert
+                    .windows
+                    .iter()
+                    .any(|window| window + WINDOW_SECONDS > cooldown_end);
+            if position > 0 {
+                if news {
                     realerts += 1;
+                } else {
+                    repeated += 1;
                 }
             }
-            seen.extend(alert.windows.iter().copied());
+            if news && alert.severity >= highest {
+                cooldown_end = alert.evaluated_at + cooldown;
+            }
             highest = highest.max(alert.severity);
         }
     }
     let faults = |function: &Function| function.proxy.stats();
     let (ingest_faults, evaluate_faults) = (faults(ingest), faults(evaluate));
+    // The same digest delivered twice is a repeat too, unless something that is allowed
+    // to repeat it happened as often: SNS accepted a publish whose answer was lost (the
+    // SDK, or the run's retry, publishes it again), or an evaluation was killed or timed
+    // out (after publishing, its retry publishes again).
+    let publish_faults = &evaluate_faults["operations"]["sns.Publish"];
+    let lost_answers = ["error_after", "drop_after"]
+        .iter()
+        .map(|kind| publish_faults[kind].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    let explained = lost_answers + u64::from(evaluate.kills + evaluate.timeouts);
+    let unexplained_redeliveries = duplicate_deliveries.saturating_sub(explained);
+    repeated += unexplained_redeliveries;
     let injected = ingest_faults["faults"].as_u64().unwrap_or(0)
         + evaluate_faults["faults"].as_u64().unwrap_or(0);
     let mut by_kind = serde_json::Map::new();
@@ -908,6 +962,8 @@ fn judge(
         "realerts_with_news": realerts,
         "digests": digests,
         "digest_deliveries_repeated": duplicate_deliveries,
+        "digest_repeats_explained": explained.min(*duplicate_deliveries),
+        "publish_answers_lost": lost_answers,
         "dead_lettered": tally.dead_lettered,
         "deliveries_late": tally.late_deliveries,
         "deliveries_duplicated": tally.duplicates_sent,

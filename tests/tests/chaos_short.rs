@@ -7,13 +7,16 @@ use rejectwatch_tests::chaos::{MUST_BE_ZERO, Options, run};
 
 #[test]
 fn a_short_run_under_faults_and_kills_loses_doubles_misses_and_repeats_nothing() {
+    // Half an hour of traffic and a 20-minute cooldown: the scanners' windows are still
+    // read after their first alert's cooldown ran out.
     let options = Options {
         seed: 7,
         records: 12_000,
         fault_rate: 0.05,
         kills: 3,
-        windows: 2,
+        windows: 6,
         settle_minutes: 15,
+        cooldown_minutes: 20,
     };
     let report = run(&options);
     println!("{report}");

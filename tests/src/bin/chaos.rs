@@ -3,7 +3,7 @@
 //! exactly once.
 //!
 //! Usage: chaos [--seed N] [--records N] [--fault-rate R] [--kills N] [--windows N]
-//!              [--settle-minutes N]
+//!              [--settle-minutes N] [--cooldown-minutes N]
 
 use rejectwatch_tests::chaos::{MUST_BE_ZERO, Options, run};
 
@@ -20,6 +20,9 @@ fn parse() -> Result<Options, String> {
             "--kills" => options.kills = value.parse().map_err(|e| bad(&e))?,
             "--windows" => options.windows = value.parse().map_err(|e| bad(&e))?,
             "--settle-minutes" => options.settle_minutes = value.parse().map_err(|e| bad(&e))?,
+            "--cooldown-minutes" => {
+                options.cooldown_minutes = value.parse().map_err(|e| bad(&e))?;
+            }
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -36,7 +39,7 @@ fn main() {
             eprintln!("chaos: {error}");
             eprintln!(
                 "usage: chaos [--seed N] [--records N] [--fault-rate R] [--kills N] [--windows N] \
-                 [--settle-minutes N]"
+                 [--settle-minutes N] [--cooldown-minutes N]"
             );
             std::process::exit(2);
         }
