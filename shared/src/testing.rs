@@ -261,7 +261,8 @@ impl CounterReader for InMemoryCounterStore {
 fn row_key(row: &RowUpdate<'_>) -> String {
     match row {
         RowUpdate::Counter(update) => format!("{}/{}", update.source, update.window_start),
-        RowUpdate::Gap(gap) => format!("{}@{}", gap.interface, gap.window_start),
+        // The shard is part of the stored key, as in DynamoDB's `GAP#<window>#<shard>`.
+        RowUpdate::Gap(gap) => format!("{}@{}#{}", gap.interface, gap.window_start, gap.shard),
     }
 }
 
