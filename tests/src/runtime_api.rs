@@ -222,9 +222,11 @@ impl Shared {
     }
 }
 
-/// The path of a workspace binary whose package has its name (`ingest-flow-logs`,
-/// `evaluate-rejects`, `rejectwatch`) in the profile these tests were built with, built first by `cargo build --bin` (a
-/// no-op when it is up to date) so that a test never runs a stale binary.
+/// The path of a workspace binary (`ingest-flow-logs`, `evaluate-rejects`, `rejectwatch`)
+/// in the profile these tests were built with, built first (a no-op when up to date) so
+/// that a test never runs a stale binary. All the workspace's binaries are built together,
+/// with the features `cargo test --workspace` and the benches unify, so that nothing the
+/// test run compiled is compiled again with other features.
 pub fn function_binary(name: &str) -> PathBuf {
     let profile_dir = std::env::current_exe()
         .ok()
@@ -243,23 +245,15 @@ pub fn function_binary(name: &str) -> PathBuf {
     let mut build = Command::new(cargo);
     build
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            name,
-            "--bin",
-            name,
-            "--target-dir",
-        ])
+        .args(["build", "--quiet", "--workspace", "--bins", "--target-dir"])
         .arg(target_dir);
     if release {
         build.arg("--release");
     }
     let status = build
         .status()
-        .unwrap_or_else(|error| panic!("running cargo build --bin {name}: {error}"));
-    assert!(status.success(), "cargo build --bin {name} failed");
+        .unwrap_or_else(|error| panic!("running cargo build --workspace --bins: {error}"));
+    assert!(status.success(), "cargo build --workspace --bins failed");
     let binary = profile_dir.join(name);
     assert!(binary.exists(), "{} was not built", binary.display());
     binary
