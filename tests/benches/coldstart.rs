@@ -8,9 +8,9 @@
 //! starts per function, interleaved.
 //!
 //! Then, in fresh processes (this binary re-run with `REJECTWATCH_COLDSTART_PROBE`), where
-//! that time goes: `aws_config::load_defaults`, building the clients, and the first HTTPS
-//! request (which builds the TLS stack: the rustls configuration and its root
-//! certificates) against a loopback port that refuses it.
+//! that time goes: `aws_config::load_defaults`, building the clients, and the first request
+//! against a loopback port that refuses it, over plain HTTP and over HTTPS (the difference
+//! is building the TLS stack: the rustls configuration and its root certificates).
 //!
 //! Sizes: the x86-64 release binaries this bench runs, and the arm64 `bootstrap` files of
 //! `sam build` (from `scripts/check-template`, in target/sam-build) when they are there,
@@ -99,7 +99,7 @@ fn main() {
 
     println!();
     println!("where init goes (median of {starts} fresh processes each):");
-    for phase in ["sdk-config", "clients", "first-https"] {
+    for phase in ["sdk-config", "clients", "first-http", "first-https"] {
         let samples: Vec<Duration> = (0..starts).filter_map(|_| run_probe(phase)).collect();
         if samples.is_empty() {
             println!("  {phase:<12} unavailable");
@@ -144,7 +144,8 @@ fn describe(phase: &str) -> &'static str {
     match phase {
         "sdk-config" => "aws_config::load_defaults (environment credentials and region)",
         "clients" => "the above plus DynamoDB, S3 and SNS clients built",
-        _ => "the above plus one HTTPS request refused on loopback (TLS stack built)",
+        "first-http" => "the clients plus one plain-HTTP request refused on loopback",
+        _ => "the clients plus one HTTPS request refused on loopback (TLS stack built)",
     }
 }
 
@@ -225,7 +226,12 @@ fn probe(phase: &str) {
                 drop(stream);
             }
         });
-        let endpoint = format!("https://127.0.0.1:{port}");
+        let scheme = if phase == "first-http" {
+            "http"
+        } else {
+            "https"
+        };
+        let endpoint = format!("{scheme}://127.0.0.1:{port}");
         let client = aws_sdk_dynamodb::Client::from_conf(
             dynamodb
                 .config()
