@@ -430,3 +430,28 @@ fn nodata_record_with_end_but_no_start_shows_in_capture_gaps() {
         }])
     );
 }
+
+#[test]
+fn tally_json_is_one_line_unless_pretty_and_both_say_the_same() {
+    let input = format!("{HEADER}\n{REJECT}\n{ACCEPT}\n{NODATA}\n");
+    let compact = rejectwatch(&["tally", "--json"], Some(input.as_bytes()));
+    let pretty = rejectwatch(&["tally", "--json", "--pretty"], Some(input.as_bytes()));
+    assert!(compact.status.success() && pretty.status.success());
+    assert_eq!(text(&compact.stdout).lines().count(), 1);
+    assert!(text(&pretty.stdout).lines().count() > 10);
+    let compact: Value = serde_json::from_slice(&compact.stdout).unwrap();
+    let pretty: Value = serde_json::from_slice(&pretty.stdout).unwrap();
+    assert_eq!(compact, pretty);
+    assert_eq!(compact["sources"][0]["source"], "172.31.9.69");
+}
+
+#[test]
+fn pretty_without_json_is_refused() {
+    let output = rejectwatch(&["tally", "--pretty"], Some(b""));
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--json"),
+        "{}",
+        text(&output.stderr)
+    );
+}
