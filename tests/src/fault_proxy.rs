@@ -72,22 +72,32 @@ impl FaultProxy {
     }
 
     fn control(&self, method: &str, body: &str) -> Value {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to the fault proxy");
-        write!(
-            stream,
+        // One write of the whole request, and one retry should the exchange fail (the
+        // proxy's threads are busy with faults of their own).
+        let request = format!(
             "{method} /__faults HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .expect("writing to the fault proxy");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("reading the fault proxy's answer");
-        let json = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-        serde_json::from_str(json)
-            .unwrap_or_else(|error| panic!("the fault proxy answered {response:?}: {error}"))
+        );
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+                .expect("connecting to the fault proxy");
+            stream
+                .write_all(request.as_bytes())
+                .expect("writing to the fault proxy");
+            let mut response = String::new();
+            stream
+                .read_to_string(&mut response)
+                .expect("reading the fault proxy's answer");
+            let json = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            if let Ok(value) = serde_json::from_str(json) {
+                return value;
+            }
+            eprintln!("fault proxy: unexpected answer to {method} /__faults: {response:?}");
+            last = response;
+        }
+        panic!("the fault proxy answered {last:?}")
     }
 }
 
