@@ -158,7 +158,9 @@ pub fn evaluate(
 ) -> Vec<Finding> {
     let mut by_source: BTreeMap<IpAddr, Finding> = BTreeMap::new();
     for row in rows {
-        let Some(source) = row.source else {
+        // Rows written before addresses were normalised at parse time may hold an
+        // IPv4-mapped IPv6 source: it is the IPv4 source, for the allowlist and the alert.
+        let Some(source) = row.source.map(|source| source.to_canonical()) else {
             continue;
         };
         if policy.allowlist.iter().any(|net| net.contains(&source)) {
@@ -711,6 +713,20 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_source_is_its_ipv4_address_for_the_allowlist_and_the_alert() {
+        let findings = evaluate(
+            &[
+                row("::ffff:192.0.2.7", 0, 10_000, [22], [1]),
+                row("::ffff:198.51.100.7", 0, 150, [22], [1]),
+            ],
+            &[],
+            &policy(),
+        );
+        let sources: Vec<String> = findings.iter().map(|f| f.source.to_string()).collect();
+        assert_eq!(sources, vec!["198.51.100.7"]);
     }
 
     #[test]

@@ -360,6 +360,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv4_source_and_its_ipv4_mapped_form_share_one_row() {
+        let tally = tally(&[
+            "eni-1 198.51.100.7 10.0.1.1 22 6 1700000000 REJECT OK -",
+            "eni-1 ::ffff:198.51.100.7 ::ffff:10.0.1.1 23 6 1700000001 REJECT OK -",
+        ]);
+        let id = BatchId::for_s3_object("bucket", "key", None, Some("etag"));
+        let batch = CounterBatch::from_tally(id, &tally, 8);
+        assert_eq!(batch.updates.len(), 1);
+        let row = &batch.updates[0];
+        assert_eq!(row.source.to_string(), "198.51.100.7");
+        assert_eq!((row.rejects, row.sample_ports.clone()), (2, vec![22, 23]));
+    }
+
+    #[test]
     fn rows_of_settled_windows_are_late() {
         let tally = tally(&[
             "eni-1 10.0.0.9 10.0.1.1 22 6 1700000000 REJECT OK -",

@@ -1535,20 +1535,27 @@ impl<'a> FlowRecord<'a> {
     }
 
     /// An address field (`srcaddr`, `dstaddr`, `pkt-srcaddr`, `pkt-dstaddr`).
+    ///
+    /// An IPv4-mapped IPv6 address (`::ffff:198.51.100.7`, as dual-stack sockets report
+    /// IPv4 peers) is the IPv4 address it maps: one source, one row, one allowlist entry.
     pub fn address(&self, field: Field) -> Option<IpAddr> {
         match *self.slot(field) {
             Slot::Ipv4(bits) => Some(IpAddr::V4(Ipv4Addr::from_bits(bits))),
-            Slot::Ipv6(v6) => Some(IpAddr::V6(v6)),
+            Slot::Ipv6(v6) => Some(IpAddr::V6(v6).to_canonical()),
             _ => None,
         }
     }
 
-    /// An address field as its bits, without building an [`IpAddr`]: what the tally keys on.
+    /// An address field as its bits, without building an [`IpAddr`]: what the tally keys
+    /// on. IPv4-mapped IPv6 addresses come out as IPv4, as from [`FlowRecord::address`].
     #[inline(always)]
     pub(crate) fn address_bits(&self, field: Field) -> Option<AddressBits> {
         match *self.slot(field) {
             Slot::Ipv4(bits) => Some(AddressBits::V4(bits)),
-            Slot::Ipv6(v6) => Some(AddressBits::V6(v6.to_bits())),
+            Slot::Ipv6(v6) => Some(match v6.to_ipv4_mapped() {
+                Some(v4) => AddressBits::V4(v4.to_bits()),
+                None => AddressBits::V6(v6.to_bits()),
+            }),
             _ => None,
         }
     }
@@ -2194,6 +2201,34 @@ mod tests {
             parse_error(DEFAULT_LOG_FORMAT, &nodata),
             ParseError::TooLongValue { .. }
         ));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_ipv6_address_reads_as_ipv4() {
+        let mut parser = RecordParser::new(FlowFormat::default());
+        let record = parser
+            .parse("2 123456789010 eni-1 ::ffff:198.51.100.7 ::ffff:10.0.0.5 49761 22 6 1 40 1418530010 1418530070 REJECT OK")
+            .unwrap();
+        assert_eq!(
+            record.address(Field::SrcAddr),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            record.address(Field::DstAddr),
+            Some("10.0.0.5".parse().unwrap())
+        );
+        assert_eq!(
+            record.address_bits(Field::SrcAddr),
+            Some(AddressBits::V4(u32::from(Ipv4Addr::new(198, 51, 100, 7))))
+        );
+        // Other IPv6 addresses stay as they are, the IPv4-compatible form (::a.b.c.d) too.
+        let record = parser
+            .parse("2 123456789010 eni-1 ::198.51.100.7 2001:db8::1 49761 22 6 1 40 1418530010 1418530070 REJECT OK")
+            .unwrap();
+        assert_eq!(
+            record.address(Field::SrcAddr),
+            Some("::198.51.100.7".parse().unwrap())
+        );
     }
 
     #[test]
