@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test bench bench-ingest lambda-local check-template deploy fmt lint
+.PHONY: help demo test chaos bench bench-ingest lambda-local check-template deploy fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -9,6 +9,9 @@ demo: ## The main job: the whole pipeline locally (moto, both triggers, evaluato
 
 test: ## Every check CI runs: fmt, clippy, all tests
 	./scripts/test
+
+chaos: ## The pipeline under injected faults and kills (200k records; prints the judgement)
+	./scripts/chaos
 
 bench: ## Throughput and peak RSS of the core on a 1M-record object
 	cargo bench -p rejectwatch-tests --bench throughput
