@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test chaos bench bench-ingest lambda-local check-template deploy fmt lint
+.PHONY: help demo test chaos bench bench-ingest bench-coldstart bench-instructions lambda-local check-template deploy fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,6 +18,12 @@ bench: ## Throughput and peak RSS of the core on a 1M-record object
 
 bench-ingest: ## DynamoDB requests per 1M records, and RSS ingesting a 75 MB object
 	cargo bench -p rejectwatch-tests --bench ingest
+
+bench-coldstart: ## Init time of both functions against a Runtime API stub, and their sizes
+	cargo bench -p rejectwatch-tests --bench coldstart
+
+bench-instructions: ## Instructions per line, inflating alone and end to end (x86_64 and aarch64)
+	./scripts/bench-instructions
 
 lambda-local: ## Both functions under cargo lambda watch/invoke against moto, every events/ file
 	./scripts/lambda-local
