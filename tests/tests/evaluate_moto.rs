@@ -249,7 +249,26 @@ async fn cooldown_holds_then_yields_to_time_and_to_severity() {
     evaluate_rejects::handle(at(NOW + 600 + 3_900), "run-4", &deps)
         .await
         .unwrap();
-    assert_eq!(stack.alerts().await.len(), 1, "the cooldown expired");
+    assert_eq!(
+        stack.alerts().await.len(),
+        0,
+        "the cooldown ran out by now, but the activity's window ended inside it"
+    );
+
+    stack
+        .write_rows(
+            "after",
+            vec![update("198.51.100.1", WINDOW + 4_500, 2_000, 1, 1)],
+        )
+        .await;
+    evaluate_rejects::handle(at(NOW + 600 + 4_200), "run-5", &deps)
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.alerts().await.len(),
+        1,
+        "activity in a window that ended after the cooldown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
