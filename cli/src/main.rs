@@ -295,7 +295,10 @@ fn run_tally(
     for source in input::sources(&input.files) {
         input::read_records(source, &format, &mut tally)?;
     }
-    let tally = tally.into_inner();
+    let mut tally = tally.into_inner();
+    // The report reads every row, and each read of a row otherwise looks through the
+    // REJECTs still waiting in the tally's last batch.
+    tally.apply_pending();
     let mut out = BufWriter::with_capacity(64 << 10, raw_stdout());
     match output {
         TallyOutput::Table => output::write_table(&mut out, &tally, limit),

@@ -1,12 +1,10 @@
 //! What the CLI prints: records as JSON lines, tallies as a table or one JSON document,
 //! skipped lines on stderr.
 //!
-//! Tallies are written as they are ranked: one vector of row handles is sorted (with a
-//! limit, only the shown rows are kept) and each row is formatted straight into the output,
-//! so a report never holds a second copy of every row.
+//! Tallies are written as they are ranked: the core's ranking holds 16 bytes per row, and
+//! each row's values are read at once (`SourceAggregate::summary`) and formatted straight
+//! into the output, so a report never holds a second copy of every row.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
@@ -14,7 +12,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use shared::decode::RecordSink;
 use shared::flow_log::{FlowRecord, MalformedLine};
-use shared::tally::{RejectTally, SourceAggregate, Totals};
+use shared::tally::{AggregateSummary, Ranking, RejectTally, Totals};
 use shared::time::format_utc;
 
 use crate::input::InputAware;
@@ -137,76 +135,6 @@ fn protocol_name(protocol: u8) -> String {
     }
 }
 
-/// The rows of a tally in the order `RejectTally::by_rejects` gives (most REJECTs first,
-/// ties by address, then window), each with its REJECT count, cut to `limit`; and how many
-/// rows there are in all. With a limit, only that many rows are kept (in a heap) while the
-/// rest stream past.
-pub fn ranked(
-    tally: &RejectTally,
-    limit: Option<usize>,
-) -> (Vec<(u64, SourceAggregate<'_>)>, usize) {
-    // Each row's count is read once, not at every comparison.
-    let rows = tally
-        .aggregates()
-        .map(|aggregate| Ranked(aggregate.rejects(), aggregate));
-    let (ranked, total) = match limit {
-        Some(limit) => {
-            let mut best = BinaryHeap::with_capacity(limit + 1);
-            let mut total = 0;
-            for row in rows {
-                total += 1;
-                // The heap's top is the last of the rows kept.
-                if best.len() < limit {
-                    best.push(row);
-                } else if best.peek().is_some_and(|last| row < *last) {
-                    best.pop();
-                    best.push(row);
-                }
-            }
-            (best.into_sorted_vec(), total)
-        }
-        None => {
-            let mut all = Vec::with_capacity(tally.len());
-            all.extend(rows);
-            // Keys are unique, so an unstable sort gives the one order there is.
-            all.sort_unstable();
-            let total = all.len();
-            (all, total)
-        }
-    };
-    (
-        ranked.into_iter().map(|row| (row.0, row.1)).collect(),
-        total,
-    )
-}
-
-/// A row and its REJECT count, ordered as it is printed: most REJECTs first, then by
-/// address and window.
-struct Ranked<'a>(u64, SourceAggregate<'a>);
-
-impl Ord for Ranked<'_> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .0
-            .cmp(&self.0)
-            .then_with(|| self.1.key.cmp(&other.1.key))
-    }
-}
-
-impl PartialOrd for Ranked<'_> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Ranked<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Ranked<'_> {}
-
 /// Writes the tally as one JSON document, the same as serialising
 /// `RejectTally::report(limit)` (README: `tally --json`), but row by row. Compact unless
 /// `pretty`.
@@ -216,12 +144,12 @@ pub fn write_json(
     limit: Option<usize>,
     pretty: bool,
 ) -> io::Result<()> {
-    let (rows, total) = ranked(tally, limit);
+    let ranking = tally.ranking(limit);
     let report = ReportJson {
         totals: tally.totals(),
         window_seconds: tally.options().window_seconds,
-        sources: RowsJson(&rows),
-        sources_omitted: (total - rows.len()) as u64,
+        sources: RowsJson(&ranking),
+        sources_omitted: ranking.omitted() as u64,
         tally,
     };
     if pretty {
@@ -232,9 +160,13 @@ pub fn write_json(
     writeln!(out)
 }
 
+/// Rows are gathered into blocks of about this size before they are written, so that
+/// each row is formatted straight into the block and the writer copies whole blocks.
+const ROW_BLOCK_BYTES: usize = 64 << 10;
+
 /// The compact document. Rows, the bulk of it, are written by hand: their keys need no
-/// escaping and their values are numbers and addresses, which serde would still scan byte
-/// by byte. Names (interfaces, reasons) and the small parts go through serde_json.
+/// escaping and their values are numbers, addresses and names that rarely need any, which
+/// serde would still scan byte by byte. The small parts go through serde_json.
 fn write_compact(out: &mut impl Write, report: &ReportJson<'_>) -> io::Result<()> {
     out.write_all(b"{\"totals\":")?;
     serde_json::to_writer(&mut *out, &report.totals)?;
@@ -243,15 +175,19 @@ fn write_compact(out: &mut impl Write, report: &ReportJson<'_>) -> io::Result<()
         ",\"window_seconds\":{},\"sources\":[",
         report.window_seconds
     )?;
-    let mut row = Vec::with_capacity(512);
+    // Room for the block and the row that takes it past its size.
+    let mut block = Vec::with_capacity(ROW_BLOCK_BYTES + 4096);
     for (index, aggregate) in report.sources.0.iter().enumerate() {
-        row.clear();
         if index > 0 {
-            row.push(b',');
+            block.push(b',');
         }
-        compact_row(&mut row, &RowJson::new(aggregate))?;
-        out.write_all(&row)?;
+        compact_row(&mut block, &aggregate.summary())?;
+        if block.len() >= ROW_BLOCK_BYTES {
+            out.write_all(&block)?;
+            block.clear();
+        }
     }
+    out.write_all(&block)?;
     write!(
         out,
         "],\"sources_omitted\":{},\"capture_gaps\":",
@@ -263,96 +199,96 @@ fn write_compact(out: &mut impl Write, report: &ReportJson<'_>) -> io::Result<()
     out.write_all(b"}")
 }
 
-/// One row as `serde_json::to_writer` would write `RowJson`.
-fn compact_row(row: &mut Vec<u8>, json: &RowJson<'_>) -> io::Result<()> {
-    row.extend_from_slice(b"{\"source\":\"");
-    match json.source {
+/// Appends one row as `serde_json::to_writer` would write its `RowJson`.
+fn compact_row(out: &mut Vec<u8>, row: &AggregateSummary<'_>) -> io::Result<()> {
+    out.extend_from_slice(b"{\"source\":\"");
+    match row.key.source {
         IpAddr::V4(address) => {
-            for (index, octet) in address.octets().into_iter().enumerate() {
-                if index > 0 {
-                    row.push(b'.');
-                }
-                push_number(row, u64::from(octet));
+            let [a, b, c, d] = address.octets();
+            push_number(out, u64::from(a));
+            for octet in [b, c, d] {
+                out.push(b'.');
+                push_number(out, u64::from(octet));
             }
         }
-        IpAddr::V6(address) => write!(row, "{address}")?,
+        IpAddr::V6(address) => write!(out, "{address}")?,
     }
-    for (key, value) in [
-        (&b"\",\"window_start\":"[..], json.window_start),
-        (b",\"rejects\":", json.rejects),
-        (b",\"packets\":", json.packets),
-        (b",\"bytes\":", json.bytes),
-        (
-            b",\"distinct_dst_ports\":",
-            u64::from(json.distinct_dst_ports),
-        ),
-        (b",\"distinct_dst_addrs\":", json.distinct_dst_addrs),
-    ] {
-        row.extend_from_slice(key);
-        push_number(row, value);
-    }
-    row.extend_from_slice(if json.distinct_dst_addrs_exact {
+    out.extend_from_slice(b"\",\"window_start\":");
+    push_number(out, row.key.window_start);
+    out.extend_from_slice(b",\"rejects\":");
+    push_number(out, row.rejects);
+    out.extend_from_slice(b",\"packets\":");
+    push_number(out, row.packets);
+    out.extend_from_slice(b",\"bytes\":");
+    push_number(out, row.bytes);
+    out.extend_from_slice(b",\"distinct_dst_ports\":");
+    push_number(out, u64::from(row.distinct_dst_ports));
+    out.extend_from_slice(b",\"distinct_dst_addrs\":");
+    push_number(out, row.distinct_dst_addrs);
+    out.extend_from_slice(if row.dst_addrs_exact {
         b",\"distinct_dst_addrs_exact\":true,\"first_seen\":"
     } else {
         b",\"distinct_dst_addrs_exact\":false,\"first_seen\":"
     });
-    push_number(row, json.first_seen);
-    row.extend_from_slice(b",\"last_seen\":");
-    push_number(row, json.last_seen);
-    row.extend_from_slice(b",\"protocols\":[");
-    for (index, (protocol, rejects)) in json.protocols.pairs.iter().enumerate() {
-        row.extend_from_slice(if index > 0 {
-            b",{\"protocol\":"
-        } else {
-            b"{\"protocol\":"
-        });
-        push_number(row, u64::from(*protocol));
-        row.extend_from_slice(b",\"rejects\":");
-        push_number(row, *rejects);
-        row.push(b'}');
+    push_number(out, row.first_seen);
+    out.extend_from_slice(b",\"last_seen\":");
+    push_number(out, row.last_seen);
+    out.extend_from_slice(b",\"protocols\":[");
+    for (index, (protocol, rejects)) in row.protocols.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"protocol\":");
+        push_number(out, u64::from(*protocol));
+        out.extend_from_slice(b",\"rejects\":");
+        push_number(out, *rejects);
+        out.push(b'}');
     }
-    row.extend_from_slice(b"],\"reject_reasons\":[");
-    for (index, (reason, rejects)) in json.reject_reasons.pairs.iter().enumerate() {
-        row.extend_from_slice(if index > 0 {
-            b",{\"reason\":"
-        } else {
-            b"{\"reason\":"
-        });
-        serde_json::to_writer(&mut *row, reason)?;
-        row.extend_from_slice(b",\"rejects\":");
-        push_number(row, *rejects);
-        row.push(b'}');
+    out.extend_from_slice(b"],\"reject_reasons\":[");
+    for (index, (reason, rejects)) in row.reject_reasons.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"reason\":");
+        push_string(out, reason)?;
+        out.extend_from_slice(b",\"rejects\":");
+        push_number(out, *rejects);
+        out.push(b'}');
     }
-    row.extend_from_slice(b"],\"interfaces\":");
-    serde_json::to_writer(&mut *row, &json.interfaces)?;
-    row.push(b'}');
+    out.extend_from_slice(b"],\"interfaces\":[");
+    for (index, interface) in row.interfaces.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        push_string(out, interface)?;
+    }
+    out.extend_from_slice(b"]}");
     Ok(())
 }
 
-/// Appends `value` in decimal, two digits per step.
-fn push_number(out: &mut Vec<u8>, mut value: u64) {
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    while value >= 100 {
-        let pair = (value % 100) as usize * 2;
-        value /= 100;
-        start -= 2;
-        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if value >= 10 {
-        let pair = value as usize * 2;
-        start -= 2;
-        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+/// Appends `text` as a JSON string, as serde_json writes it. Interface ids and reject
+/// reasons are plain text, copied as they are; anything serde_json would escape (quotes,
+/// backslashes, control characters) goes through it.
+fn push_string(out: &mut Vec<u8>, text: &str) -> io::Result<()> {
+    if is_plain(text.as_bytes()) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        Ok(())
     } else {
-        start -= 1;
-        digits[start] = b'0' + value as u8;
+        serde_json::to_writer(out, text).map_err(io::Error::from)
     }
-    out.extend_from_slice(&digits[start..]);
+}
+
+/// Whether `text` has no byte that JSON strings escape, so it can be copied as it is.
+fn is_plain(text: &[u8]) -> bool {
+    text.iter()
+        .all(|&byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+}
+
+/// Appends `value` in decimal.
+fn push_number(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// The `tally --json` document; fields in `TallyReport`'s order.
@@ -378,80 +314,53 @@ impl Serialize for ReportJson<'_> {
 }
 
 /// Rows formatted one at a time as the serializer asks for them.
-struct RowsJson<'a>(&'a [(u64, SourceAggregate<'a>)]);
+struct RowsJson<'a>(&'a Ranking<'a>);
 
 impl Serialize for RowsJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for aggregate in self.0 {
-            seq.serialize_element(&RowJson::new(aggregate))?;
+        for aggregate in self.0.iter() {
+            seq.serialize_element(&RowJson(&aggregate.summary()))?;
         }
         seq.end()
     }
 }
 
-/// One row, borrowing its names from the tally; fields in `SourceReport`'s order.
-#[derive(Serialize)]
-struct RowJson<'a> {
-    source: IpAddr,
-    window_start: u64,
-    rejects: u64,
-    packets: u64,
-    bytes: u64,
-    distinct_dst_ports: u32,
-    distinct_dst_addrs: u64,
-    distinct_dst_addrs_exact: bool,
-    first_seen: u64,
-    last_seen: u64,
-    protocols: Pairs<u8>,
-    reject_reasons: Pairs<&'a str>,
-    interfaces: Vec<&'a str>,
-}
+/// One row as `SourceReport` serialises: its fields, in its order.
+struct RowJson<'s, 'a>(&'s AggregateSummary<'a>);
 
-impl<'a> RowJson<'a> {
-    /// The row of `aggregate`, whose REJECT count the ranking already read.
-    fn new((rejects, aggregate): &(u64, SourceAggregate<'a>)) -> Self {
-        RowJson {
-            source: aggregate.key.source,
-            window_start: aggregate.key.window_start,
-            rejects: *rejects,
-            packets: aggregate.packets(),
-            bytes: aggregate.bytes(),
-            distinct_dst_ports: aggregate.distinct_dst_ports(),
-            distinct_dst_addrs: aggregate.distinct_dst_addrs(),
-            distinct_dst_addrs_exact: aggregate.dst_addrs_exact(),
-            first_seen: aggregate.first_seen(),
-            last_seen: aggregate.last_seen(),
-            protocols: Pairs {
-                name: "protocol",
-                pairs: aggregate.protocols(),
-            },
-            reject_reasons: Pairs {
-                name: "reason",
-                pairs: aggregate.reject_reasons(),
-            },
-            interfaces: aggregate.sample_interfaces(),
-        }
+impl Serialize for RowJson<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let row = self.0;
+        let mut map = serializer.serialize_map(Some(13))?;
+        map.serialize_entry("source", &row.key.source)?;
+        map.serialize_entry("window_start", &row.key.window_start)?;
+        map.serialize_entry("rejects", &row.rejects)?;
+        map.serialize_entry("packets", &row.packets)?;
+        map.serialize_entry("bytes", &row.bytes)?;
+        map.serialize_entry("distinct_dst_ports", &row.distinct_dst_ports)?;
+        map.serialize_entry("distinct_dst_addrs", &row.distinct_dst_addrs)?;
+        map.serialize_entry("distinct_dst_addrs_exact", &row.dst_addrs_exact)?;
+        map.serialize_entry("first_seen", &row.first_seen)?;
+        map.serialize_entry("last_seen", &row.last_seen)?;
+        map.serialize_entry("protocols", &Pairs("protocol", &row.protocols))?;
+        map.serialize_entry("reject_reasons", &Pairs("reason", &row.reject_reasons))?;
+        map.serialize_entry("interfaces", &*row.interfaces)?;
+        map.end()
     }
 }
 
 /// `(value, rejects)` pairs as `[{"<name>": value, "rejects": n}, ...]`.
-struct Pairs<T> {
-    name: &'static str,
-    pairs: Vec<(T, u64)>,
-}
+struct Pairs<'a, T>(&'static str, &'a [(T, u64)]);
 
-impl<T: Serialize> Serialize for Pairs<T> {
+impl<T: Serialize> Serialize for Pairs<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.pairs.len()))?;
-        for (value, rejects) in &self.pairs {
-            seq.serialize_element(&Pair {
-                name: self.name,
-                value,
-                rejects: *rejects,
-            })?;
-        }
-        seq.end()
+        let Pairs(name, pairs) = *self;
+        serializer.collect_seq(pairs.iter().map(|(value, rejects)| Pair {
+            name,
+            value,
+            rejects: *rejects,
+        }))
     }
 }
 
@@ -507,11 +416,10 @@ pub fn write_table(
     tally: &RejectTally,
     limit: Option<usize>,
 ) -> io::Result<()> {
-    let (rows, total) = ranked(tally, limit);
-    let shown = rows.len();
-    let width = rows
+    let ranking = tally.ranking(limit);
+    let width = ranking
         .iter()
-        .map(|(_, row)| row.key.source.to_string().len())
+        .map(|row| row.key.source.to_string().len())
         .max()
         .unwrap_or(0)
         .max("SOURCE".len());
@@ -529,36 +437,41 @@ pub fn write_table(
         "FIRST",
         "LAST"
     )?;
-    for (rejects, stats) in &rows {
-        let key = stats.key;
-        let protocols: Vec<String> = stats
-            .protocols()
+    for row in ranking.iter() {
+        let row = row.summary();
+        let key = row.key;
+        let protocols: Vec<String> = row
+            .protocols
             .iter()
             .take(3)
             .map(|(protocol, _)| protocol_name(*protocol))
             .collect();
-        let hosts = if stats.dst_addrs_exact() {
-            stats.distinct_dst_addrs().to_string()
+        let hosts = if row.dst_addrs_exact {
+            row.distinct_dst_addrs.to_string()
         } else {
-            format!("~{}", stats.distinct_dst_addrs())
+            format!("~{}", row.distinct_dst_addrs)
         };
         writeln!(
             out,
             "{:<width$} {:<20} {:>8} {:>9} {:>11} {:>6} {:>6}  {:<14} {:<8} {:<8}",
             key.source.to_string(),
             format_utc(key.window_start),
-            rejects,
-            stats.packets(),
-            stats.bytes(),
-            stats.distinct_dst_ports(),
+            row.rejects,
+            row.packets,
+            row.bytes,
+            row.distinct_dst_ports,
             hosts,
             protocols.join(","),
-            &format_utc(stats.first_seen())[11..19],
-            &format_utc(stats.last_seen())[11..19],
+            &format_utc(row.first_seen)[11..19],
+            &format_utc(row.last_seen)[11..19],
         )?;
     }
-    if shown < total {
-        writeln!(out, "... {} more rows (--limit 0 shows all)", total - shown)?;
+    if ranking.omitted() > 0 {
+        writeln!(
+            out,
+            "... {} more rows (--limit 0 shows all)",
+            ranking.omitted()
+        )?;
     }
     let totals = tally.totals();
     writeln!(out)?;
@@ -649,20 +562,34 @@ mod tests {
     }
 
     #[test]
-    fn ranked_rows_are_the_by_rejects_order_cut_to_the_limit() {
-        let tally = generated_tally(20_000);
-        let all: Vec<_> = tally.by_rejects().iter().map(|row| row.key).collect();
-        for limit in [
-            None,
-            Some(1),
-            Some(25),
-            Some(all.len() - 1),
-            Some(all.len() * 2),
-        ] {
-            let (rows, total) = ranked(&tally, limit);
-            let keys: Vec<_> = rows.iter().map(|(_, row)| row.key).collect();
-            let shown = limit.unwrap_or(all.len()).min(all.len());
-            assert_eq!((&keys[..], total), (&all[..shown], all.len()), "{limit:?}");
+    fn strings_are_written_as_serde_json_writes_them() {
+        let texts = [
+            "eni-1235b8ca123456789",
+            "",
+            "BPA",
+            "a \"quoted\" name",
+            "back\\slash",
+            "tab\tand\nnewline",
+            "\u{1}\u{1f}\u{7f}",
+            "caf\u{e9} \u{2028} \u{1f600}",
+        ];
+        // Each length around the eight-byte words, with one byte to escape at each place.
+        let mut generated = Vec::new();
+        for len in 0..=25 {
+            generated.push("x".repeat(len));
+            for place in 0..len {
+                for special in ['"', '\\', '\n', '\u{1f}', '\u{7f}', '\u{e9}'] {
+                    let mut text: Vec<char> = "x".repeat(len).chars().collect();
+                    text[place] = special;
+                    generated.push(text.into_iter().collect());
+                }
+            }
+        }
+        let generated = generated.iter().map(String::as_str);
+        for text in texts.into_iter().chain(generated) {
+            let mut out = Vec::new();
+            push_string(&mut out, text).unwrap();
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
         }
     }
 
@@ -681,8 +608,17 @@ mod tests {
             1_700_000_000,
             u64::MAX,
         ];
-        for value in edges.into_iter().chain((0..5000).map(|n| n * 7919)) {
-            let mut out = Vec::new();
+        let powers = (0..20).map(|exponent| 10u64.pow(exponent));
+        let around_powers = powers.flat_map(|power| [power - 1, power, power + 1]);
+        let spread = (0..200_000u64).map(|n| n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (n % 64));
+        let values = edges
+            .into_iter()
+            .chain(around_powers)
+            .chain(0..100_000)
+            .chain(spread);
+        let mut out = Vec::new();
+        for value in values {
+            out.clear();
             push_number(&mut out, value);
             assert_eq!(out, value.to_string().into_bytes());
         }

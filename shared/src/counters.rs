@@ -245,9 +245,10 @@ fn counter_update(
     window_seconds: u64,
     shards: u8,
 ) -> CounterUpdate {
+    let summary = aggregate.summary();
     // The most frequent few reasons keep their names; the rest count as `other`, so a
     // row never gains more than a few attributes from log text.
-    let mut named = aggregate.reject_reasons();
+    let mut named = summary.reject_reasons;
     named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let mut reasons: Vec<(String, u64)> = Vec::new();
     for (rank, (reason, count)) in named.into_iter().enumerate() {
@@ -262,15 +263,15 @@ fn counter_update(
         }
     }
     CounterUpdate {
-        source: aggregate.key.source,
-        window_start: aggregate.key.window_start,
+        source: summary.key.source,
+        window_start: summary.key.window_start,
         window_seconds,
-        shard: shard_of(aggregate.key.source, shards),
-        rejects: aggregate.rejects(),
-        packets: aggregate.packets(),
-        bytes: aggregate.bytes(),
-        first_seen: aggregate.first_seen(),
-        last_seen: aggregate.last_seen(),
+        shard: shard_of(summary.key.source, shards),
+        rejects: summary.rejects,
+        packets: summary.packets,
+        bytes: summary.bytes,
+        first_seen: summary.first_seen,
+        last_seen: summary.last_seen,
         port_sketch: aggregate.dst_port_sketch().elements(),
         host_sketch: aggregate.dst_host_sketch().elements(),
         sample_ports: {
@@ -279,12 +280,12 @@ fn counter_update(
             ports
         },
         sample_hosts: aggregate.dst_host_examples(HOST_EXAMPLES),
-        protocols: aggregate.protocols(),
+        protocols: summary.protocols.to_vec(),
         reject_reasons: reasons,
-        interfaces: aggregate
-            .sample_interfaces()
-            .into_iter()
-            .map(str::to_owned)
+        interfaces: summary
+            .interfaces
+            .iter()
+            .map(|&name| name.to_owned())
             .collect(),
     }
 }

@@ -345,7 +345,8 @@ struct Detail {
     interface_count: u8,
 }
 
-const INLINE_PROTOCOLS: usize = 4;
+/// Protocols a detail counts inline; a summary lists as many without allocating.
+pub const INLINE_PROTOCOLS: usize = 4;
 
 #[derive(Clone, Debug, Default)]
 struct RareDetail {
@@ -934,8 +935,12 @@ impl RejectTally {
         }
     }
 
-    /// Applies the waiting REJECTs, in the order they came.
-    fn apply_pending(&mut self) {
+    /// Applies the REJECTs still waiting in the batch, in the order they came.
+    ///
+    /// Reads give the same answers before and after. Each read of an aggregate looks
+    /// through the waiting REJECTs for its own, so a caller about to read many aggregates
+    /// (a report of every row) applies them once first.
+    pub fn apply_pending(&mut self) {
         let lagging = self.pending.len().saturating_sub(ROW_PREFETCH_LAG);
         for sample in &self.pending[lagging..] {
             self.table.prefetch_row(sample.hash);
@@ -1061,9 +1066,83 @@ impl RejectTally {
 
     /// All aggregates, most REJECTs first (ties by address, then window).
     pub fn by_rejects(&self) -> Vec<SourceAggregate<'_>> {
-        let mut sources: Vec<SourceAggregate<'_>> = self.aggregates().collect();
-        sources.sort_by(|a, b| b.rejects().cmp(&a.rejects()).then(a.key.cmp(&b.key)));
-        sources
+        self.ranking(None).iter().collect()
+    }
+
+    /// The aggregates in [`Self::by_rejects`] order, at most `limit` of them (all when
+    /// `None`), and how many were left out.
+    ///
+    /// Holds 16 bytes per aggregate rather than a handle, and each aggregate's REJECT
+    /// count is read once rather than at every comparison.
+    pub fn ranking(&self, limit: Option<usize>) -> Ranking<'_> {
+        let waiting: Vec<RowKey> = self.pending_only_keys().collect();
+        let v6_ranks = self.v6_source_ranks();
+        let rank_key = |rejects: u32, key: RowKey, position: usize| {
+            let source = key.source();
+            let source_rank = if source.is_v6 {
+                1 << 32 | u64::from(v6_ranks[source.bits as usize])
+            } else {
+                u64::from(source.bits)
+            };
+            u128::from(u32::MAX - rejects) << 96
+                | u128::from(source_rank) << 63
+                | u128::from(key.window_index()) << 32
+                | position as u128
+        };
+        let mut order: Vec<u128> = if self.pending.is_empty() {
+            // Every aggregate is a row, and its count is the row's own.
+            let rows = self.table.rows.iter().enumerate();
+            rows.map(|(position, row)| rank_key(row.rejects, row.key, position))
+                .collect()
+        } else {
+            let aggregates = self.aggregates().enumerate();
+            aggregates
+                .map(|(position, aggregate)| {
+                    // Rows count in a saturating u32, so this never saturates.
+                    let rejects = u32::try_from(aggregate.rejects()).unwrap_or(u32::MAX);
+                    rank_key(rejects, aggregate.row_key, position)
+                })
+                .collect()
+        };
+        let n_aggregates = order.len();
+        match limit {
+            Some(limit) if limit < order.len() => {
+                if limit > 0 {
+                    order.select_nth_unstable(limit - 1);
+                }
+                order.truncate(limit);
+                order.shrink_to_fit();
+            }
+            _ => {}
+        }
+        // Positions make every key distinct, so an unstable sort gives the one order.
+        order.sort_unstable();
+        Ranking {
+            tally: self,
+            omitted: n_aggregates - order.len(),
+            order,
+            waiting,
+        }
+    }
+
+    /// For each interned IPv6 source, its place among them in address order.
+    fn v6_source_ranks(&self) -> Vec<u32> {
+        let mut by_address: Vec<u32> = (0..self.v6_sources.len() as u32).collect();
+        by_address.sort_unstable_by_key(|&id| self.v6_sources.get_index(id as usize));
+        let mut ranks = vec![0; by_address.len()];
+        for (rank, &id) in by_address.iter().enumerate() {
+            ranks[id as usize] = rank as u32;
+        }
+        ranks
+    }
+
+    /// The aggregate at `position` in [`Self::aggregates`] order, given the keys only
+    /// waiting REJECTs have (which follow the rows).
+    fn aggregate_at(&self, position: usize, waiting: &[RowKey]) -> SourceAggregate<'_> {
+        match self.table.rows.get(position) {
+            Some(row) => self.view(row.key, Some(row)),
+            None => self.view(waiting[position - self.table.rows.len()], None),
+        }
     }
 
     /// NODATA/SKIPDATA counts per (interface, window start), ordered by interface and time.
@@ -1078,6 +1157,43 @@ impl RejectTally {
             .collect();
         gaps.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
         gaps
+    }
+}
+
+/// Aggregates in ranking order (see [`RejectTally::ranking`]).
+#[derive(Clone, Debug)]
+pub struct Ranking<'a> {
+    tally: &'a RejectTally,
+    /// Per aggregate shown, in order: the REJECTs (inverted), source and window that rank
+    /// it in the top 96 bits, its position in [`RejectTally::aggregates`] in the low 32.
+    order: Vec<u128>,
+    /// Keys only waiting REJECTs have, which follow the rows in that order.
+    waiting: Vec<RowKey>,
+    omitted: usize,
+}
+
+impl<'a> Ranking<'a> {
+    /// The aggregates shown, most REJECTs first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = SourceAggregate<'a>> + '_ {
+        self.order.iter().map(|&key| {
+            let position = key as u32 as usize;
+            self.tally.aggregate_at(position, &self.waiting)
+        })
+    }
+
+    /// How many aggregates are shown.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether none are shown (no aggregates, or a limit of 0).
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// How many aggregates the limit left out.
+    pub fn omitted(&self) -> usize {
+        self.omitted
     }
 }
 
@@ -1119,8 +1235,8 @@ impl RowState<'_> {
         }
     }
 
-    fn protocols(&self) -> Vec<(u8, u64)> {
-        let mut protocols: Vec<(u8, u64)> = match &self.detail {
+    fn protocols(&self) -> ShortList<(u8, u64), INLINE_PROTOCOLS> {
+        let mut protocols: ShortList<(u8, u64), INLINE_PROTOCOLS> = match &self.detail {
             Some(detail) => detail
                 .protocols()
                 .map(|(protocol, count)| (protocol, u64::from(count)))
@@ -1136,14 +1252,25 @@ impl RowState<'_> {
         protocols
     }
 
-    fn interface_ids(&self) -> Vec<u32> {
-        match &self.detail {
-            Some(detail) => detail.interfaces().to_vec(),
-            None => self.row.interfaces[..self.used(INTERFACES)]
-                .iter()
-                .map(|&id| u32::from(id))
-                .collect(),
-        }
+    fn distinct_dst_addresses_exact(&self) -> bool {
+        !matches!(
+            self.detail.as_deref(),
+            Some(Detail {
+                dst_addresses: AddressSet::Sketch(_),
+                ..
+            })
+        )
+    }
+
+    /// Interned interface ids, in order of first sight.
+    fn interface_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        // Rows keep interface ids in 16 bits, details in 32; one of the two is empty.
+        let (in_detail, inline): (&[u32], &[u16]) = match &self.detail {
+            Some(detail) => (detail.interfaces(), &[]),
+            None => (&[], &self.row.interfaces[..self.used(INTERFACES)]),
+        };
+        let inline = inline.iter().map(|&id| u32::from(id));
+        in_detail.iter().copied().chain(inline)
     }
 }
 
@@ -1272,24 +1399,21 @@ impl<'a> SourceAggregate<'a> {
 
     /// Whether [`Self::distinct_dst_addrs`] is exact.
     pub fn dst_addrs_exact(&self) -> bool {
-        !matches!(
-            self.stats().detail.as_deref(),
-            Some(Detail {
-                dst_addresses: AddressSet::Sketch(_),
-                ..
-            })
-        )
+        self.stats().distinct_dst_addresses_exact()
     }
 
     /// REJECT records per IANA protocol number, most frequent first.
     pub fn protocols(&self) -> Vec<(u8, u64)> {
-        self.stats().protocols()
+        self.stats().protocols().to_vec()
     }
 
     /// REJECT records per `reject-reason` (v8), most frequent first; records without a
     /// reason are not listed.
     pub fn reject_reasons(&self) -> Vec<(&'a str, u64)> {
-        let state = self.stats();
+        self.reject_reasons_of(&self.stats())
+    }
+
+    fn reject_reasons_of(&self, state: &RowState<'_>) -> Vec<(&'a str, u64)> {
         let Some(rare) = state
             .detail
             .as_deref()
@@ -1311,16 +1435,133 @@ impl<'a> SourceAggregate<'a> {
 
     /// Up to [`SAMPLE_INTERFACES`] interfaces that logged the rejects, in order of first sight.
     pub fn sample_interfaces(&self) -> Vec<&'a str> {
-        self.stats()
+        self.sample_interfaces_of(&self.stats()).to_vec()
+    }
+
+    fn sample_interfaces_of(&self, state: &RowState<'_>) -> ShortList<&'a str, SAMPLE_INTERFACES> {
+        let interfaces = &self.tally.interfaces;
+        state
             .interface_ids()
-            .into_iter()
-            .filter_map(|id| {
-                let interfaces = &self.tally.interfaces;
-                interfaces.get_index(id as usize).map(|name| &**name)
-            })
+            .filter_map(|id| interfaces.get_index(id as usize).map(|name| &**name))
             .collect()
     }
+
+    /// Everything a report shows of the aggregate, read at once: each accessor above
+    /// works out the aggregate's state again (looking through the tally's waiting
+    /// REJECTs), which a caller reading most of them would otherwise pay for each one.
+    pub fn summary(&self) -> AggregateSummary<'a> {
+        let state = self.stats();
+        AggregateSummary {
+            key: self.key,
+            rejects: u64::from(state.row.rejects),
+            packets: state.row.packets,
+            bytes: state.row.bytes,
+            first_seen: self.key.window_start + u64::from(state.row.first_offset),
+            last_seen: self.key.window_start + u64::from(state.row.last_offset),
+            distinct_dst_ports: state.distinct_dst_ports(),
+            distinct_dst_addrs: state.distinct_dst_addresses(),
+            dst_addrs_exact: state.distinct_dst_addresses_exact(),
+            protocols: state.protocols(),
+            reject_reasons: self.reject_reasons_of(&state),
+            interfaces: self.sample_interfaces_of(&state),
+        }
+    }
 }
+
+/// The values of one aggregate, as [`SourceAggregate`]'s accessors of the same names
+/// give them, borrowing names from the tally (see [`SourceAggregate::summary`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateSummary<'a> {
+    pub key: SourceWindow,
+    pub rejects: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub distinct_dst_ports: u32,
+    pub distinct_dst_addrs: u64,
+    /// Whether `distinct_dst_addrs` is exact rather than estimated.
+    pub dst_addrs_exact: bool,
+    /// REJECT records per IANA protocol number, most frequent first.
+    pub protocols: ShortList<(u8, u64), INLINE_PROTOCOLS>,
+    /// REJECT records per `reject-reason`, most frequent first.
+    pub reject_reasons: Vec<(&'a str, u64)>,
+    /// Up to [`SAMPLE_INTERFACES`] interfaces, in order of first sight.
+    pub interfaces: ShortList<&'a str, SAMPLE_INTERFACES>,
+}
+
+/// A list held inline up to `N` values and on the heap past that, read as a slice: the
+/// short lists of an [`AggregateSummary`], which a report reads for every row, without an
+/// allocation each.
+#[derive(Clone)]
+pub struct ShortList<T, const N: usize> {
+    inline: [T; N],
+    len: usize,
+    /// Every value, once there are more than `N`.
+    spilled: Vec<T>,
+}
+
+impl<T: Copy + Default, const N: usize> ShortList<T, N> {
+    fn push(&mut self, value: T) {
+        if self.len < N {
+            self.inline[self.len] = value;
+        } else {
+            if self.len == N {
+                self.spilled.extend_from_slice(&self.inline);
+            }
+            self.spilled.push(value);
+        }
+        self.len += 1;
+    }
+}
+
+impl<T: Copy + Default, const N: usize> FromIterator<T> for ShortList<T, N> {
+    fn from_iter<I: IntoIterator<Item = T>>(values: I) -> Self {
+        let mut list = ShortList {
+            inline: [T::default(); N],
+            len: 0,
+            spilled: Vec::new(),
+        };
+        for value in values {
+            list.push(value);
+        }
+        list
+    }
+}
+
+impl<T, const N: usize> std::ops::Deref for ShortList<T, N> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self.inline.get(..self.len) {
+            Some(inline) => inline,
+            None => &self.spilled,
+        }
+    }
+}
+
+impl<T, const N: usize> std::ops::DerefMut for ShortList<T, N> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self.inline.get_mut(..self.len) {
+            Some(inline) => inline,
+            None => &mut self.spilled,
+        }
+    }
+}
+
+impl<T: std::fmt::Debug, const N: usize> std::fmt::Debug for ShortList<T, N> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: PartialEq, const N: usize> PartialEq for ShortList<T, N> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq, const N: usize> Eq for ShortList<T, N> {}
 
 impl RecordSink for RejectTally {
     fn record(&mut self, record: &FlowRecord<'_>) {
@@ -1632,34 +1873,35 @@ pub struct CaptureGapReport {
 
 impl From<SourceAggregate<'_>> for SourceReport {
     fn from(aggregate: SourceAggregate<'_>) -> Self {
+        let summary = aggregate.summary();
         SourceReport {
-            source: aggregate.key.source,
-            window_start: aggregate.key.window_start,
-            rejects: aggregate.rejects(),
-            packets: aggregate.packets(),
-            bytes: aggregate.bytes(),
-            distinct_dst_ports: aggregate.distinct_dst_ports(),
-            distinct_dst_addrs: aggregate.distinct_dst_addrs(),
-            distinct_dst_addrs_exact: aggregate.dst_addrs_exact(),
-            first_seen: aggregate.first_seen(),
-            last_seen: aggregate.last_seen(),
-            protocols: aggregate
-                .protocols()
-                .into_iter()
-                .map(|(protocol, rejects)| ProtocolCount { protocol, rejects })
+            source: summary.key.source,
+            window_start: summary.key.window_start,
+            rejects: summary.rejects,
+            packets: summary.packets,
+            bytes: summary.bytes,
+            distinct_dst_ports: summary.distinct_dst_ports,
+            distinct_dst_addrs: summary.distinct_dst_addrs,
+            distinct_dst_addrs_exact: summary.dst_addrs_exact,
+            first_seen: summary.first_seen,
+            last_seen: summary.last_seen,
+            protocols: summary
+                .protocols
+                .iter()
+                .map(|&(protocol, rejects)| ProtocolCount { protocol, rejects })
                 .collect(),
-            reject_reasons: aggregate
-                .reject_reasons()
+            reject_reasons: summary
+                .reject_reasons
                 .into_iter()
                 .map(|(reason, rejects)| ReasonCount {
                     reason: reason.to_owned(),
                     rejects,
                 })
                 .collect(),
-            interfaces: aggregate
-                .sample_interfaces()
-                .into_iter()
-                .map(str::to_owned)
+            interfaces: summary
+                .interfaces
+                .iter()
+                .map(|&interface| interface.to_owned())
                 .collect(),
         }
     }
@@ -1668,16 +1910,12 @@ impl From<SourceAggregate<'_>> for SourceReport {
 impl RejectTally {
     /// The report of this tally, with at most `limit` sources (all when `None`).
     pub fn report(&self, limit: Option<usize>) -> TallyReport {
-        let ranked = self.by_rejects();
-        let shown = limit.unwrap_or(ranked.len()).min(ranked.len());
+        let ranking = self.ranking(limit);
         TallyReport {
             totals: self.totals(),
             window_seconds: self.options.window_seconds,
-            sources_omitted: (ranked.len() - shown) as u64,
-            sources: ranked[..shown]
-                .iter()
-                .map(|&aggregate| aggregate.into())
-                .collect(),
+            sources_omitted: ranking.omitted() as u64,
+            sources: ranking.iter().map(SourceReport::from).collect(),
             capture_gaps: self
                 .capture_gaps()
                 .into_iter()
@@ -2079,6 +2317,63 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_gives_what_the_accessors_give_before_and_after_applying() {
+        let format = FlowFormat::from_log_format(
+            "${interface-id} ${srcaddr} ${dstaddr} ${dstport} ${protocol} ${start} ${action} \
+             ${reject-reason}",
+        )
+        .unwrap();
+        let mut parser = RecordParser::new(format);
+        let mut tally = RejectTally::default();
+        for i in 0..2 * BATCH + 9 {
+            let line = format!(
+                "eni-{} 10.0.{}.{} 10.1.{}.{} {} {} {} REJECT {}",
+                i % 5,
+                i % 3,
+                i % 4,
+                i % 7,
+                i % 6,
+                20 + i % 5,
+                [6, 17, 1, 58, 47, 50, 132][i % 7],
+                1_700_000_000 + 3 * i,
+                ["-", "BPA", "-", "OTHER", "-"][i % 5],
+            );
+            tally.add(&parser.parse(&line).unwrap());
+        }
+        assert!(!tally.pending.is_empty());
+        let spilled = tally.aggregates().filter(|a| a.stats().detail.is_some());
+        assert!((1..tally.len()).contains(&spilled.count()));
+        let most_protocols = tally.aggregates().map(|a| a.protocols().len()).max();
+        assert!(most_protocols > Some(INLINE_PROTOCOLS));
+        let mut applied = tally.clone();
+        applied.apply_pending();
+        for tally in [&tally, &applied] {
+            for aggregate in tally.aggregates() {
+                let expected = AggregateSummary {
+                    key: aggregate.key,
+                    rejects: aggregate.rejects(),
+                    packets: aggregate.packets(),
+                    bytes: aggregate.bytes(),
+                    first_seen: aggregate.first_seen(),
+                    last_seen: aggregate.last_seen(),
+                    distinct_dst_ports: aggregate.distinct_dst_ports(),
+                    distinct_dst_addrs: aggregate.distinct_dst_addrs(),
+                    dst_addrs_exact: aggregate.dst_addrs_exact(),
+                    protocols: aggregate.protocols().into_iter().collect(),
+                    reject_reasons: aggregate.reject_reasons(),
+                    interfaces: aggregate.sample_interfaces().into_iter().collect(),
+                };
+                assert_eq!(aggregate.summary(), expected);
+            }
+        }
+        let summaries = |tally: &RejectTally| -> Vec<String> {
+            let summaries = tally.aggregates().map(|aggregate| aggregate.summary());
+            summaries.map(|summary| format!("{summary:?}")).collect()
+        };
+        assert_eq!(summaries(&tally), summaries(&applied));
+    }
+
+    #[test]
     fn spreading_out_keeps_what_was_counted_inline() {
         let other_port = REJECT.replace(" 3389 ", " 22 ");
         let other_protocol = ICMP_REJECT.replace("172.31.16.139", "172.31.9.69");
@@ -2191,6 +2486,76 @@ mod tests {
             .map(|aggregate| aggregate.key.source)
             .collect();
         assert_eq!(sources, vec![ip("172.31.9.1"), ip("172.31.9.69")]);
+    }
+
+    #[test]
+    fn ranking_is_the_by_rejects_order_cut_to_the_limit() {
+        // IPv6 sources first seen out of address order, ties in REJECT counts, several
+        // windows, and rows only the waiting batch has.
+        let sources = [
+            "2001:db8::9",
+            "10.0.0.2",
+            "2001:db8::1",
+            "fe80::1",
+            "10.0.0.1",
+            "2001:db8::5",
+            "192.0.2.7",
+        ];
+        let format = FlowFormat::from_log_format("${srcaddr} ${start} ${action}").unwrap();
+        let mut parser = RecordParser::new(format);
+        let mut tally = RejectTally::default();
+        let mut n_records = 0;
+        for round in 0..40 {
+            for (index, source) in sources.iter().enumerate() {
+                if (round * 7 + index * 3) % 5 < 2 {
+                    let time = 1_700_000_000 + 300 * ((round + index) % 4);
+                    tally.add(&parser.parse(&format!("{source} {time} REJECT")).unwrap());
+                    n_records += 1;
+                }
+            }
+        }
+        for late in [
+            "2001:db8::3 1700000000 REJECT",
+            "10.0.0.3 1700003000 REJECT",
+        ] {
+            tally.add(&parser.parse(late).unwrap());
+            n_records += 1;
+        }
+        assert_eq!(tally.pending_only_keys().count(), 2, "{n_records} records");
+        let mut expected: Vec<SourceAggregate<'_>> = tally.aggregates().collect();
+        expected.sort_by(|a, b| b.rejects().cmp(&a.rejects()).then(a.key.cmp(&b.key)));
+        let tied = |alike: fn(&SourceWindow, &SourceWindow) -> bool| {
+            let mut pairs = expected.windows(2);
+            pairs.any(|pair| {
+                pair[0].rejects() == pair[1].rejects() && alike(&pair[0].key, &pair[1].key)
+            })
+        };
+        assert!(tied(|a, b| a.source.is_ipv6() && b.source.is_ipv6()));
+        assert!(tied(|a, b| a.source.is_ipv4() && b.source.is_ipv4()));
+        assert!(tied(|a, b| a.source.is_ipv4() && b.source.is_ipv6()));
+        assert!(tied(|a, b| a.source == b.source));
+        let expected: Vec<SourceWindow> = expected.iter().map(|a| a.key).collect();
+        for limit in [
+            None,
+            Some(0),
+            Some(1),
+            Some(5),
+            Some(expected.len()),
+            Some(99),
+        ] {
+            let ranking = tally.ranking(limit);
+            let shown = limit.unwrap_or(expected.len()).min(expected.len());
+            let keys: Vec<SourceWindow> = ranking.iter().map(|a| a.key).collect();
+            assert_eq!(keys, expected[..shown], "limit {limit:?}");
+            assert_eq!(ranking.omitted(), expected.len() - shown);
+        }
+        let ranked = |tally: &RejectTally| -> Vec<(SourceWindow, u64)> {
+            let ranking = tally.ranking(None);
+            ranking.iter().map(|a| (a.key, a.rejects())).collect()
+        };
+        let mut applied = tally.clone();
+        applied.apply_pending();
+        assert_eq!(ranked(&tally), ranked(&applied));
     }
 
     #[test]
