@@ -3,7 +3,7 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use evaluate_rejects::config::Config;
-use evaluate_rejects::{Deps, handle_until};
+use evaluate_rejects::{Deps, handle_until, unix_now};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use shared::aws::dynamodb::DynamoCounterStore;
@@ -41,8 +41,10 @@ async fn main() -> Result<(), Error> {
     );
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deps = &deps;
-        // Lambda's deadline, in milliseconds; an emulator may send none (0).
-        let deadline = Some(event.context.deadline / 1000).filter(|&seconds| seconds > 0);
+        // Lambda's deadline, in unix milliseconds. Local emulators send none (0) or a
+        // placeholder in the past (cargo lambda watch: 600,000); a deadline already gone
+        // would leave no time to claim anything, so such a run counts as having none.
+        let deadline = Some(event.context.deadline / 1000).filter(|&seconds| seconds > unix_now());
         async move { handle_until(event.payload, &event.context.request_id, deadline, deps).await }
     }))
     .await
