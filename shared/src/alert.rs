@@ -98,6 +98,12 @@ pub struct AlertPolicy {
     pub volume_threshold: u64,
     pub port_scan_threshold: u64,
     pub host_sweep_threshold: u64,
+    /// The port-scan and host-sweep rules also apply to a source's rows merged over this
+    /// many seconds of consecutive windows, so a scan split by a window edge, or spread
+    /// thin over several windows, still crosses the threshold. At most one window: per
+    /// window only. (Volume is a rate per window: over a span the same count would be a
+    /// lower rate, and would flag busy clients rather than scans.)
+    pub span_seconds: u64,
     /// Sources never alerted on. (Ignored destination ports are dropped earlier, at
     /// ingest, so that no count includes them.)
     pub allowlist: Vec<IpNet>,
@@ -107,14 +113,39 @@ pub struct AlertPolicy {
 }
 
 impl AlertPolicy {
-    /// The fewest REJECTs a row needs to fire any rule: a scan of N ports or hosts is at
-    /// least N records. Rows below it need not be read at all.
+    /// The fewest REJECTs a row needs to fire any rule on its own: a scan of N ports or
+    /// hosts is at least N records.
     pub fn min_rejects(&self) -> u64 {
         self.volume_threshold
             .min(self.port_scan_threshold)
             .min(self.host_sweep_threshold)
             .max(1)
     }
+
+    /// How many windows of `window_seconds` a span covers (at least the span's length).
+    pub fn span_windows(&self, window_seconds: u64) -> u64 {
+        self.span_seconds.div_ceil(window_seconds.max(1)).max(1)
+    }
+
+    /// The fewest REJECTs a row needs to be read: a span of k windows whose distinct
+    /// ports or hosts reach a threshold has a window with a k-th of them, each at least
+    /// one REJECT. Rows below this are read only for the sources [`incomplete_spans`] names.
+    pub fn min_rejects_to_read(&self, window_seconds: u64) -> u64 {
+        let scan_threshold = self.port_scan_threshold.min(self.host_sweep_threshold);
+        scan_threshold
+            .div_ceil(self.span_windows(window_seconds))
+            .min(self.min_rejects())
+            .max(1)
+    }
+}
+
+/// Consecutive windows whose rows, merged, crossed a rule that no single row of them did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Span {
+    /// Start of the span's first window.
+    pub start: u64,
+    /// End of its last window.
+    pub end: u64,
 }
 
 /// A source that crossed at least one rule in the evaluated windows.
@@ -123,15 +154,19 @@ pub struct Finding {
     pub source: IpAddr,
     pub rules: Vec<Rule>,
     pub severity: Severity,
-    /// REJECTs summed over the windows where a rule fired.
+    /// REJECTs summed over the windows where a rule fired (alone or in a span).
     pub rejects: u64,
-    /// The largest distinct-port count among those windows, and whether it is exact.
+    /// The largest distinct-port count among those windows and spans, and whether it is
+    /// exact.
     pub distinct_dst_ports: u64,
     pub distinct_dst_ports_exact: bool,
     pub distinct_dst_hosts: u64,
     pub distinct_dst_hosts_exact: bool,
-    /// Starts of the windows where a rule fired.
+    /// Starts of the windows where a rule fired, alone or in a span.
     pub windows: Vec<u64>,
+    /// The span that fired a rule no single window did (the most severe, then the
+    /// latest), when one did.
+    pub span: Option<Span>,
     pub first_seen: u64,
     pub last_seen: u64,
     /// Sampled destination ports, ascending (at most 10).
@@ -148,15 +183,110 @@ pub struct Finding {
     pub lower_bound: bool,
 }
 
-/// Evaluates rows of the look-back windows. `skipped_windows` are the windows where some
-/// interface reported SKIPDATA. Findings come most severe first, then most REJECTs, with
-/// sources inside the VPC's own ranges after all others.
+/// Evaluates rows, every one of them in an evaluated window. See [`evaluate_since`].
 pub fn evaluate(
     rows: &[StoredCounter],
     skipped_windows: &[u64],
     policy: &AlertPolicy,
 ) -> Vec<Finding> {
-    let mut by_source: BTreeMap<IpAddr, Finding> = BTreeMap::new();
+    evaluate_since(rows, skipped_windows, policy, 0)
+}
+
+/// Evaluates the windows starting at or after `first_window`; rows of earlier windows
+/// are context, merged into the spans that end in an evaluated window, but never fire
+/// on their own (an earlier run evaluated them). `skipped_windows` are the windows where
+/// some interface reported SKIPDATA. Findings come most severe first, then most REJECTs,
+/// with sources inside the VPC's own ranges after all others.
+pub fn evaluate_since(
+    rows: &[StoredCounter],
+    skipped_windows: &[u64],
+    policy: &AlertPolicy,
+    first_window: u64,
+) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = rows_by_source(rows, policy)
+        .into_iter()
+        .filter_map(|(source, rows)| {
+            evaluate_source(source, &rows, skipped_windows, policy, first_window)
+        })
+        .collect();
+    findings.sort_by(|a, b| {
+        a.internal
+            .cmp(&b.internal)
+            .then(b.severity.cmp(&a.severity))
+            .then(b.rejects.cmp(&a.rejects))
+            .then(a.source.cmp(&b.source))
+    });
+    findings
+}
+
+/// The sources that could cross a threshold over a span ending in an evaluated window
+/// (`evaluated`: the first and last window start) but whose rows in it were not all read
+/// (rows under `read_limit` REJECTs are not), with the first and last window to read all
+/// of their rows from. Read, their rows make [`evaluate_since`] exact: a window at or
+/// above the read limit and others under it can still add up to a threshold.
+pub fn incomplete_spans(
+    rows: &[StoredCounter],
+    policy: &AlertPolicy,
+    evaluated: (u64, u64),
+    read_limit: u64,
+) -> Vec<(IpAddr, u64, u64)> {
+    let (first_window, last_window) = evaluated;
+    let mut incomplete = Vec::new();
+    for (source, rows) in rows_by_source(rows, policy) {
+        let window_seconds = rows[0].window_seconds.max(1);
+        let span_windows = policy.span_windows(window_seconds);
+        if span_windows < 2 {
+            continue;
+        }
+        let span = span_windows * window_seconds;
+        // Every span that ends in an evaluated window and holds a row read.
+        let mut ends: Vec<u64> = rows
+            .iter()
+            .flat_map(|row| (0..span_windows).map(move |k| row.window_start + k * window_seconds))
+            .filter(|end_window| (first_window..=last_window).contains(end_window))
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        let could_cross = ends.iter().any(|&end_window| {
+            let from = (end_window + window_seconds).saturating_sub(span);
+            let inside: Vec<&StoredCounter> = rows
+                .iter()
+                .copied()
+                .filter(|row| (from..=end_window).contains(&row.window_start))
+                .collect();
+            let unread = span_windows.saturating_sub(inside.len() as u64);
+            if unread == 0 {
+                return false;
+            }
+            // Each unread window holds under `read_limit` REJECTs, and so under as many
+            // new ports or hosts.
+            let most_unread = unread * read_limit.saturating_sub(1);
+            let read = check(&inside, policy);
+            [
+                (read.ports.0, policy.port_scan_threshold),
+                (read.hosts.0, policy.host_sweep_threshold),
+            ]
+            .into_iter()
+            .any(|(value, threshold)| {
+                threshold > 0 && value < threshold && value + most_unread >= threshold
+            })
+        });
+        if let (true, Some(&first_end), Some(&last_end)) = (could_cross, ends.first(), ends.last())
+        {
+            let first = (first_end + window_seconds).saturating_sub(span);
+            incomplete.push((source, first, last_end));
+        }
+    }
+    incomplete
+}
+
+/// Rows by source, as the rules see them: IPv4-mapped IPv6 sources as IPv4, allowlisted
+/// and excluded sources left out, one row per window (ascending).
+fn rows_by_source<'a>(
+    rows: &'a [StoredCounter],
+    policy: &AlertPolicy,
+) -> BTreeMap<IpAddr, Vec<&'a StoredCounter>> {
+    let mut by_source: BTreeMap<IpAddr, Vec<&StoredCounter>> = BTreeMap::new();
     for row in rows {
         // Rows written before addresses were normalised at parse time may hold an
         // IPv4-mapped IPv6 source: it is the IPv4 source, for the allowlist and the alert.
@@ -166,67 +296,180 @@ pub fn evaluate(
         if policy.allowlist.iter().any(|net| net.contains(&source)) {
             continue;
         }
-        let internal = policy
-            .internal_ranges
+        if is_internal(source, policy) && policy.internal_sources == InternalSources::Exclude {
+            continue;
+        }
+        by_source.entry(source).or_default().push(row);
+    }
+    for rows in by_source.values_mut() {
+        rows.sort_by_key(|row| row.window_start);
+    }
+    by_source
+}
+
+fn is_internal(source: IpAddr, policy: &AlertPolicy) -> bool {
+    policy
+        .internal_ranges
+        .iter()
+        .any(|net| net.contains(&source))
+}
+
+/// What some rows of one source add up to, against the rules.
+struct Check {
+    fired: Vec<Rule>,
+    severity: Severity,
+    ports: (u64, bool),
+    hosts: (u64, bool),
+}
+
+fn check(rows: &[&StoredCounter], policy: &AlertPolicy) -> Check {
+    let (ports, hosts) = match rows {
+        [row] => (row.distinct_dst_ports(), row.distinct_dst_hosts()),
+        _ => {
+            // Sketches merge by the union of their elements, as the store merges
+            // deliveries: the span's distinct count is the count of its union.
+            let mut merged = StoredCounter::default();
+            for row in rows {
+                merged.port_sketch.extend_from_slice(&row.port_sketch);
+                merged.host_sketch.extend_from_slice(&row.host_sketch);
+            }
+            merged.port_sketch.sort_unstable();
+            merged.port_sketch.dedup();
+            merged.host_sketch.sort_unstable();
+            merged.host_sketch.dedup();
+            (merged.distinct_dst_ports(), merged.distinct_dst_hosts())
+        }
+    };
+    // Volume applies per window only (see `AlertPolicy::span_seconds`).
+    let rejects = match rows {
+        [row] => row.rejects,
+        _ => 0,
+    };
+    let mut fired = Vec::new();
+    let mut severity = Severity::Low;
+    for (rule, value, threshold) in [
+        (Rule::Volume, rejects, policy.volume_threshold),
+        (Rule::PortScan, ports.0, policy.port_scan_threshold),
+        (Rule::HostSweep, hosts.0, policy.host_sweep_threshold),
+    ] {
+        if threshold > 0 && value >= threshold {
+            fired.push(rule);
+            severity = severity.max(Severity::of(value, threshold));
+        }
+    }
+    Check {
+        fired,
+        severity,
+        ports,
+        hosts,
+    }
+}
+
+/// One source's finding, if a rule fires on one of its evaluated windows, or on a span
+/// of windows ending in one.
+fn evaluate_source(
+    source: IpAddr,
+    rows: &[&StoredCounter],
+    skipped_windows: &[u64],
+    policy: &AlertPolicy,
+    first_window: u64,
+) -> Option<Finding> {
+    let alone: Vec<Check> = rows.iter().map(|row| check(&[row], policy)).collect();
+    let mut fired: Vec<Rule> = Vec::new();
+    let mut severity = Severity::Low;
+    let mut contributing = vec![false; rows.len()];
+    let mut ports = (0, true);
+    let mut hosts = (0, true);
+    let mut span: Option<(Severity, Span)> = None;
+    let mut take =
+        |check: &Check, fired_rules: &[Rule], members: std::ops::RangeInclusive<usize>| {
+            for &rule in fired_rules {
+                if !fired.contains(&rule) {
+                    fired.push(rule);
+                }
+            }
+            severity = severity.max(check.severity);
+            for member in members {
+                contributing[member] = true;
+            }
+            if check.ports.0 >= ports.0 {
+                ports = check.ports;
+            }
+            if check.hosts.0 >= hosts.0 {
+                hosts = check.hosts;
+            }
+        };
+    for (index, row) in rows.iter().enumerate() {
+        if row.window_start < first_window {
+            continue;
+        }
+        if !alone[index].fired.is_empty() {
+            take(&alone[index], &alone[index].fired, index..=index);
+        }
+        // The span of windows ending with this one.
+        let window_seconds = row.window_seconds.max(1);
+        let span_length = policy.span_windows(window_seconds) * window_seconds;
+        if span_length <= window_seconds {
+            continue;
+        }
+        let span_start = (row.window_start + window_seconds).saturating_sub(span_length);
+        let first = rows[..index].partition_point(|earlier| earlier.window_start < span_start);
+        if first == index {
+            continue;
+        }
+        let merged = check(&rows[first..=index], policy);
+        // Only what no row of the span fires alone: a window that explains the alert by
+        // itself does not drag its neighbours in.
+        let new: Vec<Rule> = merged
+            .fired
             .iter()
-            .any(|net| net.contains(&source));
-        if internal && policy.internal_sources == InternalSources::Exclude {
+            .copied()
+            .filter(|rule| !alone[first..=index].iter().any(|a| a.fired.contains(rule)))
+            .collect();
+        if new.is_empty() {
             continue;
         }
-        let (distinct_ports, ports_exact) = row.distinct_dst_ports();
-        let (distinct_hosts, hosts_exact) = row.distinct_dst_hosts();
-        let mut fired = Vec::new();
-        let mut severity = Severity::Low;
-        for (rule, value, threshold) in [
-            (Rule::Volume, row.rejects, policy.volume_threshold),
-            (Rule::PortScan, distinct_ports, policy.port_scan_threshold),
-            (Rule::HostSweep, distinct_hosts, policy.host_sweep_threshold),
-        ] {
-            if threshold > 0 && value >= threshold {
-                fired.push(rule);
-                severity = severity.max(Severity::of(value, threshold));
-            }
+        take(&merged, &new, first..=index);
+        let this_span = Span {
+            start: span_start,
+            end: row.window_start + window_seconds,
+        };
+        if span.is_none_or(|(kept, _)| merged.severity >= kept) {
+            span = Some((merged.severity, this_span));
         }
-        if fired.is_empty() {
-            continue;
-        }
-        let finding = by_source.entry(source).or_insert_with(|| Finding {
-            source,
-            rules: Vec::new(),
-            severity,
-            rejects: 0,
-            distinct_dst_ports: 0,
-            distinct_dst_ports_exact: true,
-            distinct_dst_hosts: 0,
-            distinct_dst_hosts_exact: true,
-            windows: Vec::new(),
-            first_seen: u64::MAX,
-            last_seen: 0,
-            sample_ports: Vec::new(),
-            sample_hosts: Vec::new(),
-            interfaces: Vec::new(),
-            reject_reasons: Vec::new(),
-            internal,
-            lower_bound: false,
-        });
-        for rule in fired {
-            if !finding.rules.contains(&rule) {
-                finding.rules.push(rule);
-            }
-        }
-        finding.rules.sort();
-        finding.severity = finding.severity.max(severity);
-        finding.rejects += row.rejects;
-        if distinct_ports >= finding.distinct_dst_ports {
-            finding.distinct_dst_ports = distinct_ports;
-            finding.distinct_dst_ports_exact = ports_exact;
-        }
-        if distinct_hosts >= finding.distinct_dst_hosts {
-            finding.distinct_dst_hosts = distinct_hosts;
-            finding.distinct_dst_hosts_exact = hosts_exact;
-        }
-        finding.windows.push(row.window_start);
-        finding.windows.sort_unstable();
+    }
+    if fired.is_empty() {
+        return None;
+    }
+    fired.sort();
+    let rows: Vec<&StoredCounter> = rows
+        .iter()
+        .zip(&contributing)
+        .filter(|(_, contributes)| **contributes)
+        .map(|(row, _)| *row)
+        .collect();
+    let mut finding = Finding {
+        source,
+        rules: fired,
+        severity,
+        rejects: rows.iter().map(|row| row.rejects).sum(),
+        distinct_dst_ports: ports.0,
+        distinct_dst_ports_exact: ports.1,
+        distinct_dst_hosts: hosts.0,
+        distinct_dst_hosts_exact: hosts.1,
+        windows: rows.iter().map(|row| row.window_start).collect(),
+        span: span.map(|(_, span)| span),
+        first_seen: u64::MAX,
+        last_seen: 0,
+        sample_ports: Vec::new(),
+        sample_hosts: Vec::new(),
+        interfaces: Vec::new(),
+        reject_reasons: Vec::new(),
+        internal: is_internal(source, policy),
+        lower_bound: false,
+    };
+    finding.windows.dedup();
+    for row in rows {
         finding.first_seen = finding
             .first_seen
             .min(row.first_seen().unwrap_or(row.window_start));
@@ -267,15 +510,7 @@ pub fn evaluate(
             }
         }
     }
-    let mut findings: Vec<Finding> = by_source.into_values().collect();
-    findings.sort_by(|a, b| {
-        a.internal
-            .cmp(&b.internal)
-            .then(b.severity.cmp(&a.severity))
-            .then(b.rejects.cmp(&a.rejects))
-            .then(a.source.cmp(&b.source))
-    });
-    findings
+    Some(finding)
 }
 
 fn merge_sample<T: Ord>(sample: &mut Vec<T>, more: impl IntoIterator<Item = T>, limit: usize) {
@@ -548,6 +783,15 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
             format_utc(finding.first_seen),
             format_utc(finding.last_seen)
         );
+        if let Some(span) = finding.span {
+            let _ = writeln!(
+                text,
+                "   over {} minutes, {} to {}: no single window crossed",
+                (span.end - span.start) / 60,
+                format_utc(span.start),
+                format_utc(span.end)
+            );
+        }
         if !finding.sample_ports.is_empty() {
             let ports: Vec<String> = finding.sample_ports.iter().map(u16::to_string).collect();
             let _ = writeln!(text, "   ports e.g. {}", ports.join(", "));
@@ -639,6 +883,7 @@ mod tests {
             volume_threshold: 100,
             port_scan_threshold: 20,
             host_sweep_threshold: 20,
+            span_seconds: 900,
             allowlist: vec![
                 "192.0.2.0/24".parse().unwrap(),
                 "2001:db8:ffff::/48".parse().unwrap(),
@@ -688,6 +933,127 @@ mod tests {
                 ("198.51.100.2".into(), vec![Rule::PortScan]),
                 ("198.51.100.3".into(), vec![Rule::HostSweep]),
             ]
+        );
+    }
+
+    const S: &str = "198.51.100.7";
+
+    #[test]
+    fn a_scan_straddling_a_window_edge_fires_over_the_span() {
+        // 30 ports in a minute, 15 on each side of the edge: neither window reaches 20.
+        let rows = [row(S, 0, 15, 1..=15, [1]), row(S, 300, 15, 16..=30, [1])];
+        let findings = evaluate(&rows, &[], &policy());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rules, vec![Rule::PortScan]);
+        assert_eq!(findings[0].span, Some(Span { start: 0, end: 600 }));
+        assert_eq!(findings[0].windows, vec![0, 300]);
+        assert_eq!(findings[0].rejects, 30);
+        assert!(crate::sketch::within_expected_error(
+            findings[0].distinct_dst_ports,
+            30
+        ));
+
+        let per_window_only = AlertPolicy {
+            span_seconds: 300,
+            ..policy()
+        };
+        assert!(evaluate(&rows, &[], &per_window_only).is_empty());
+    }
+
+    #[test]
+    fn a_slow_scan_fires_over_the_span_and_a_steady_client_does_not() {
+        // 19 new ports every 5 minutes for an hour: every window under the threshold.
+        let slow: Vec<StoredCounter> = (0..12u16)
+            .map(|i| row(S, u64::from(i) * 300, 19, i * 19 + 1..=i * 19 + 19, [1]))
+            .collect();
+        let findings = evaluate(&slow, &[], &policy());
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rules, vec![Rule::PortScan]);
+        // The same 19 ports every window is 19 distinct ports in any span.
+        let steady: Vec<StoredCounter> = (0..12u64)
+            .map(|i| row(S, i * 300, 19, 1..=19, [1]))
+            .collect();
+        assert!(evaluate(&steady, &[], &policy()).is_empty());
+    }
+
+    #[test]
+    fn volume_is_a_rate_per_window_not_a_count_over_a_span() {
+        // 60 + 60 REJECTs of one service: a busy client, under 100 in each window.
+        let rows = [row(S, 0, 60, [443], [1]), row(S, 300, 60, [443], [1])];
+        assert!(evaluate(&rows, &[], &policy()).is_empty());
+        // The read limit follows the scan rules (20 / 3 windows), or volume if lower.
+        let low_volume = AlertPolicy {
+            volume_threshold: 5,
+            ..policy()
+        };
+        assert_eq!(low_volume.min_rejects_to_read(300), 5);
+    }
+
+    #[test]
+    fn a_span_only_joins_windows_within_its_length() {
+        // 15 ports, then 15 more two spans later: never 20 within 15 minutes.
+        let rows = [row(S, 0, 15, 1..=15, [1]), row(S, 900, 15, 16..=30, [1])];
+        assert!(evaluate(&rows, &[], &policy()).is_empty());
+        // Three windows apart is still one span of 15 minutes (0, 300, 600).
+        let rows = [row(S, 0, 15, 1..=15, [1]), row(S, 600, 15, 16..=30, [1])];
+        assert_eq!(
+            evaluate(&rows, &[], &policy())[0].span,
+            Some(Span { start: 0, end: 900 })
+        );
+    }
+
+    #[test]
+    fn a_window_that_fires_alone_does_not_drag_its_neighbours_in() {
+        let rows = [row(S, 0, 150, [22], [1]), row(S, 300, 40, [22], [1])];
+        let findings = evaluate(&rows, &[], &policy());
+        assert_eq!(findings[0].rules, vec![Rule::Volume]);
+        assert_eq!(findings[0].windows, vec![0]);
+        assert_eq!(findings[0].rejects, 150);
+        assert_eq!(findings[0].span, None);
+    }
+
+    #[test]
+    fn context_rows_join_spans_but_never_fire_alone() {
+        let context = row(S, 0, 150, 1..=15, [1]);
+        let evaluated = row(S, 300, 15, 16..=30, [1]);
+        // Window 0 was evaluated (and alerted) by an earlier run.
+        assert!(evaluate_since(std::slice::from_ref(&context), &[], &policy(), 300).is_empty());
+        let findings = evaluate_since(&[context, evaluated], &[], &policy(), 300);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rules, vec![Rule::PortScan]);
+        assert_eq!(findings[0].span, Some(Span { start: 0, end: 600 }));
+    }
+
+    #[test]
+    fn rows_under_the_read_limit_are_fetched_where_a_span_could_cross() {
+        let policy = policy();
+        assert_eq!(policy.span_windows(300), 3);
+        assert_eq!(policy.min_rejects_to_read(300), 7);
+        // 18 ports in window 300 were read; the 2 more in windows 0 and 600 were not.
+        let read = [row(S, 300, 18, 1..=18, [1])];
+        assert!(evaluate(&read, &[], &policy).is_empty());
+        assert_eq!(
+            incomplete_spans(&read, &policy, (0, 600), 7),
+            vec![(S.parse().unwrap(), 0, 600)]
+        );
+        let all = [
+            row(S, 0, 1, [19], [1]),
+            row(S, 300, 18, 1..=18, [1]),
+            row(S, 600, 1, [20], [1]),
+        ];
+        let findings = evaluate(&all, &[], &policy);
+        assert_eq!(findings[0].rules, vec![Rule::PortScan]);
+        // Nothing to fetch: no span can cross (7 + 6 + 6 < 20), or every window was read,
+        // or the row already fires alone.
+        let small = [row(S, 300, 7, 1..=7, [1])];
+        assert!(incomplete_spans(&small, &policy, (0, 600), 7).is_empty());
+        assert!(incomplete_spans(&all, &policy, (0, 600), 1).is_empty());
+        let alone = [row(S, 300, 150, [22], [1])];
+        assert!(incomplete_spans(&alone, &policy, (0, 600), 7).is_empty());
+        // Spans that end after the evaluated windows are the next runs' to look at.
+        assert_eq!(
+            incomplete_spans(&read, &policy, (0, 300), 7),
+            vec![(S.parse().unwrap(), 0, 300)]
         );
     }
 

@@ -131,6 +131,15 @@ pub trait CounterReader {
         min_rejects: u64,
     ) -> impl Future<Output = Result<Vec<crate::counters::StoredCounter>, StoreError>> + Send;
 
+    /// Every row of one source with a window starting in `from..=to` (a `Query` of the
+    /// source's own partition).
+    fn source_counters(
+        &self,
+        source: std::net::IpAddr,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<Vec<crate::counters::StoredCounter>, StoreError>> + Send;
+
     /// The interfaces of one window that reported NODATA or SKIPDATA.
     fn window_gaps(
         &self,

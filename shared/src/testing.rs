@@ -247,6 +247,19 @@ impl CounterReader for InMemoryCounterStore {
             .collect())
     }
 
+    async fn source_counters(
+        &self,
+        source: std::net::IpAddr,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
+        Ok(self
+            .counters()
+            .into_iter()
+            .filter(|row| row.source == Some(source) && (from..=to).contains(&row.window_start))
+            .collect())
+    }
+
     async fn window_gaps(&self, window_start: u64) -> Result<Vec<GapUpdate>, StoreError> {
         Ok(self
             .lock()

@@ -34,7 +34,10 @@ use flate2::write::GzEncoder;
 use serde_json::{Value, json};
 use shared::aws::dynamodb::counter_from_item;
 use shared::decode::LogEntry;
-use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig, subscription_payload};
+use shared::generate::{
+    Expected, ExpectedSource, FlowLogGenerator, GeneratorConfig, subscription_payload,
+};
+use shared::tally::SourceWindow;
 use tokio::runtime::Runtime;
 
 const TABLE: &str = "rejectwatch-counters";
@@ -51,6 +54,8 @@ const WINDOW_SECONDS: u64 = 300;
 const REJECT_THRESHOLD: u64 = 500;
 const PORT_SCAN_THRESHOLD: u64 = 20;
 const HOST_SWEEP_THRESHOLD: u64 = 20;
+/// The evaluator's `SCAN_SPAN_MINUTES` (15), in windows.
+const SPAN_WINDOWS: u64 = 3;
 /// The object queue's `maxReceiveCount`, and Lambda's attempts of an asynchronous event.
 const MAX_RECEIVES: u32 = 5;
 const ASYNC_ATTEMPTS: u32 = 3;
@@ -371,6 +376,7 @@ pub fn run(options: &Options) -> Value {
         common(&[
             ("ALERT_TOPIC_ARN", &topic_arn),
             ("MAX_LISTED_SOURCES", "5000"),
+            ("SCAN_SPAN_MINUTES", "15"),
             ("ALERT_COOLDOWN_MINUTES", cooldown_minutes.as_str()),
         ]),
         log("evaluate.log"),
@@ -829,6 +835,51 @@ async fn read_alerts(
     (by_source, digests.len() as u64, repeats)
 }
 
+/// Which sources a rule fires for, by the exact truth: in some window, or (the scan
+/// rules) over a span of `SPAN_WINDOWS` consecutive windows. A distinct count within the sketch's error of its
+/// threshold may go either way: those sources are returned apart, not judged.
+fn sources_to_alert(
+    per_source: &HashMap<SourceWindow, ExpectedSource>,
+) -> (HashSet<IpAddr>, HashSet<IpAddr>) {
+    let mut by_source: BTreeMap<IpAddr, BTreeMap<u64, &ExpectedSource>> = BTreeMap::new();
+    for (key, source) in per_source {
+        by_source
+            .entry(key.source)
+            .or_default()
+            .insert(key.window_start, source);
+    }
+    let mut should = HashSet::new();
+    let mut ambiguous = HashSet::new();
+    for (source, windows) in &by_source {
+        for &end in windows.keys() {
+            let start = end.saturating_sub((SPAN_WINDOWS - 1) * WINDOW_SECONDS);
+            // The window alone, then the span ending with it.
+            for first in [end, start] {
+                let mut rejects = 0;
+                let mut ports = HashSet::new();
+                let mut hosts = HashSet::new();
+                for (_, window) in windows.range(first..=end) {
+                    rejects += window.rejects;
+                    ports.extend(window.dst_ports.iter().copied());
+                    hosts.extend(window.dst_addrs.iter().copied());
+                }
+                let (ports, hosts) = (ports.len() as u64, hosts.len() as u64);
+                // Volume is a rate per window; only the scan rules apply over a span.
+                let alone = first == end;
+                if (alone && rejects >= REJECT_THRESHOLD)
+                    || ports >= PORT_SCAN_THRESHOLD + 3
+                    || hosts >= HOST_SWEEP_THRESHOLD + 3
+                {
+                    should.insert(*source);
+                } else if ports + 3 >= PORT_SCAN_THRESHOLD || hosts + 3 >= HOST_SWEEP_THRESHOLD {
+                    ambiguous.insert(*source);
+                }
+            }
+        }
+    }
+    (should, ambiguous)
+}
+
 /// Compares what was stored and alerted with the generator's truth.
 #[allow(clippy::too_many_arguments)]
 fn judge(
@@ -858,22 +909,7 @@ fn judge(
         }
     }
 
-    // Which sources a rule fires for in some window, by the exact truth; a distinct count
-    // within the sketch's error of its threshold may go either way and is not judged.
-    let mut should: HashSet<IpAddr> = HashSet::new();
-    let mut ambiguous: HashSet<IpAddr> = HashSet::new();
-    for (key, source) in &expected.per_source {
-        let ports = source.dst_ports.len() as u64;
-        let hosts = source.dst_addrs.len() as u64;
-        if source.rejects >= REJECT_THRESHOLD
-            || ports >= PORT_SCAN_THRESHOLD + 3
-            || hosts >= HOST_SWEEP_THRESHOLD + 3
-        {
-            should.insert(key.source);
-        } else if ports + 3 >= PORT_SCAN_THRESHOLD || hosts + 3 >= HOST_SWEEP_THRESHOLD {
-            ambiguous.insert(key.source);
-        }
-    }
+    let (should, mut ambiguous) = sources_to_alert(&expected.per_source);
     ambiguous.retain(|source| !should.contains(source));
     let (alerted, digests, duplicate_deliveries) = alerts;
     let missed = should

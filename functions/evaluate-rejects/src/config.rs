@@ -28,7 +28,9 @@ pub struct Config {
     /// then, so a finding that late data creates is still alerted.
     pub settle_seconds: u64,
     /// `REJECT_THRESHOLD` (500), `PORT_SCAN_THRESHOLD` (20), `HOST_SWEEP_THRESHOLD` (20),
-    /// `ALLOWLIST_CIDRS`, `VPC_CIDRS`, `INTERNAL_SOURCES`. (`IGNORED_DST_PORTS` is the
+    /// `SCAN_SPAN_MINUTES` (15: the scan rules also apply to a source's windows merged
+    /// over this long; at most `WINDOW_MINUTES` turns spans off), `ALLOWLIST_CIDRS`,
+    /// `VPC_CIDRS`, `INTERNAL_SOURCES`. (`IGNORED_DST_PORTS` is the
     /// ingest function's: ignored ports are never counted.)
     pub policy: AlertPolicy,
     /// `ALERT_COOLDOWN_MINUTES` (60): a source alerted is not alerted again within this
@@ -85,6 +87,7 @@ impl Config {
                     20,
                     1..=u64::from(u32::MAX),
                 )?,
+                span_seconds: number(&lookup, "SCAN_SPAN_MINUTES", 15, 0..=1440)? * 60,
                 allowlist: list(&lookup, "ALLOWLIST_CIDRS", parse_net)?,
                 internal_ranges: list(&lookup, "VPC_CIDRS", parse_net)?,
                 internal_sources,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
-use shared::alert::{DigestContext, Finding, evaluate, render_digest};
+use shared::alert::{DigestContext, Finding, evaluate_since, incomplete_spans, render_digest};
 use shared::metrics::emf_line;
 use shared::ports::{
     AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, DigestLog, PublishError,
@@ -60,7 +60,8 @@ impl<S, P> Deps<S, P> {
     }
 }
 
-fn unix_now() -> u64 {
+/// Unix seconds now, on the system clock.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
@@ -106,8 +107,12 @@ pub struct Summary {
     pub windows: Vec<u64>,
     /// The latest settled window, recorded as evaluated when every finding is settled.
     pub settled_through: Option<u64>,
-    /// Rows read (those at or above the lowest threshold).
+    /// Rows evaluated: those of the windows (and of the span before them) at or above the
+    /// read limit, and every row of the sources read whole.
     pub rows: u64,
+    /// Sources read whole over a span (their rows under the read limit could add up to a
+    /// threshold): one `Query` each.
+    pub source_reads: u64,
     pub findings: u64,
     /// Findings this run claimed and alerted.
     pub alerted: u64,
@@ -195,6 +200,7 @@ where
             &[("Function", "evaluate-rejects")],
             &[
                 ("Rows", summary.rows),
+                ("SourceReads", summary.source_reads),
                 ("Findings", summary.findings),
                 ("Alerted", summary.alerted),
                 ("Held", summary.held),
@@ -301,10 +307,20 @@ where
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
-    let min_rejects = config.policy.min_rejects();
-    let read: Vec<(u64, Vec<_>, bool)> = stream::iter(windows.iter().copied())
+    let policy = &config.policy;
+    let window_seconds = config.window_seconds;
+    // Spans that end in these windows reach back into windows evaluated before: their
+    // rows are read too, as context that never fires alone.
+    let (Some(&first), Some(&last)) = (windows.first(), windows.last()) else {
+        return Ok(Settled::Yes);
+    };
+    let context = (1..policy.span_windows(window_seconds))
+        .rev()
+        .filter_map(|back| first.checked_sub(back * window_seconds));
+    let read_limit = policy.min_rejects_to_read(window_seconds);
+    let read: Vec<(u64, Vec<_>, bool)> = stream::iter(context.chain(windows.iter().copied()))
         .map(|window| async move {
-            let rows = deps.store.window_counters(window, min_rejects).await?;
+            let rows = deps.store.window_counters(window, read_limit).await?;
             let gaps = deps.store.window_gaps(window).await?;
             let skipped = gaps.iter().any(|gap| gap.skipdata > 0);
             Ok::<_, StoreError>((window, rows, skipped))
@@ -320,9 +336,25 @@ where
             skipped_windows.insert(window);
         }
     }
+    // A source whose span could cross a threshold with the rows under the read limit is
+    // read whole over it, from its own partition, so that its spans are exact.
+    let incomplete = incomplete_spans(&rows, policy, (first, last), read_limit);
+    summary.source_reads = incomplete.len() as u64;
+    let complete: Vec<(IpAddr, u64, u64, Vec<_>)> = stream::iter(incomplete)
+        .map(|(source, from, to)| async move {
+            let rows = deps.store.source_counters(source, from, to).await?;
+            Ok::<_, StoreError>((source, from, to, rows))
+        })
+        .buffer_unordered(STORE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (source, from, to, source_rows) in complete {
+        rows.retain(|row| row.source != Some(source) || !(from..=to).contains(&row.window_start));
+        rows.extend(source_rows);
+    }
     summary.rows = rows.len() as u64;
     let skipped: Vec<u64> = skipped_windows.into_iter().collect();
-    let findings = evaluate(&rows, &skipped, &config.policy);
+    let findings = evaluate_since(&rows, &skipped, policy, first);
     summary.findings = findings.len() as u64;
     if findings.is_empty() {
         return Ok(Settled::Yes);

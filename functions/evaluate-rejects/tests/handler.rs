@@ -736,3 +736,89 @@ async fn a_first_run_left_unsettled_still_records_where_to_come_back_to() {
         Some(first - 300)
     );
 }
+
+fn row_with(
+    source: &str,
+    window: u64,
+    rejects: u64,
+    ports: impl IntoIterator<Item = u16>,
+) -> StoredCounter {
+    StoredCounter {
+        rejects,
+        ..row(source, window, rejects, 0, 0)
+    }
+    .with_destinations(ports, [1])
+}
+
+/// Issue 14: a scan of 30 ports split 15 + 15 by a window edge, where the first half's
+/// window was evaluated (and found nothing) by an earlier run, is alerted over the span.
+#[tokio::test]
+async fn a_scan_split_by_a_window_edge_across_runs_is_alerted_over_the_span() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row_with("198.51.100.1", 9_600, 15, 1..=15));
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(summary["findings"], 0);
+    let summary = handle(at(10_900), "run-2", &deps).await.unwrap();
+    assert_eq!(summary["findings"], 0);
+    // The second half arrives in window 9_900; 9_600 is settled and not evaluated again,
+    // but it is the span's context.
+    deps.store
+        .insert_counter(row_with("198.51.100.1", 9_900, 15, 16..=30));
+    let summary = handle(at(11_200), "run-3", &deps).await.unwrap();
+    assert_eq!(summary["windows"], json!([9_900, 10_200, 10_500, 10_800]));
+    assert_eq!(summary["findings"], 1);
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+    let digest = &deps.publisher.published()[0];
+    let json: Value = serde_json::from_str(&digest.json).unwrap();
+    assert_eq!(json["sources"][0]["rules"], json!(["port-scan"]));
+    assert_eq!(
+        json["sources"][0]["span"],
+        json!({"start": 9_300, "end": 10_200})
+    );
+    assert_eq!(json["sources"][0]["windows"], json!([9_600, 9_900]));
+    assert!(
+        digest
+            .text
+            .contains("over 15 minutes, 1970-01-01T02:35:00Z to 1970-01-01T02:50:00Z"),
+        "{}",
+        digest.text
+    );
+    // Neither half alone is news for the next runs.
+    handle(at(11_500), "run-4", &deps).await.unwrap();
+    assert_eq!(deps.publisher.published().len(), 1);
+}
+
+/// Issue 14: rows under the read limit are read, from the source's own partition, where
+/// with the rows read they could cross a threshold over a span: 18 ports in one window
+/// and one more in each neighbour is a scan of 20.
+#[tokio::test]
+async fn rows_under_the_read_limit_complete_a_span_that_could_cross() {
+    let deps = deps(&[]);
+    deps.store
+        .insert_counter(row_with("198.51.100.1", 9_000, 1, [19]));
+    deps.store
+        .insert_counter(row_with("198.51.100.1", 9_300, 18, 1..=18));
+    deps.store
+        .insert_counter(row_with("198.51.100.1", 9_600, 1, [20]));
+    // A source that cannot reach a threshold in any span is not read whole.
+    deps.store
+        .insert_counter(row_with("198.51.100.2", 9_300, 7, 1..=7));
+    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert_eq!(summary["source_reads"], 1);
+    assert_eq!(summary["findings"], 1);
+    assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+
+    let per_window = self::deps(&[("SCAN_SPAN_MINUTES", "5")]);
+    for row in deps.store.counters() {
+        per_window.store.insert_counter(row);
+    }
+    let summary = handle(at(10_000), "run-1", &per_window).await.unwrap();
+    assert_eq!(
+        (
+            summary["source_reads"].as_u64(),
+            summary["findings"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+}

@@ -782,6 +782,15 @@ impl CounterReader for DynamoCounterStore {
             .await
     }
 
+    async fn source_counters(
+        &self,
+        source: IpAddr,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<StoredCounter>, StoreError> {
+        DynamoCounterStore::source_counters(self, source, from, to).await
+    }
+
     async fn window_gaps(&self, window_start: u64) -> Result<Vec<GapUpdate>, StoreError> {
         let number_of = |item: &HashMap<String, AttributeValue>, name: &str| {
             item.get(name)
