@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test chaos bench bench-ingest bench-coldstart bench-instructions lambda-local check-template deploy fmt lint
+.PHONY: help demo test chaos bench bench-ingest bench-coldstart bench-span-reads bench-instructions lambda-local check-template deploy fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,6 +21,9 @@ bench-ingest: ## DynamoDB requests per 1M records, and RSS ingesting a 75 MB obj
 
 bench-coldstart: ## Init time of both functions against a Runtime API stub, and their sizes
 	cargo bench -p rejectwatch-tests --bench coldstart
+
+bench-span-reads: ## What the span rules cost the evaluator in DynamoDB reads (core only)
+	cargo bench -p rejectwatch-tests --bench span_reads
 
 bench-instructions: ## Instructions per line, inflating alone and end to end (x86_64 and aarch64)
 	./scripts/bench-instructions
