@@ -139,12 +139,11 @@ impl AlertPolicy {
     }
 }
 
-/// Consecutive windows whose rows, merged, crossed a rule that no single row of them did.
+/// Windows within one span whose rows, merged, crossed a rule that no single row of them
+/// did: from the start of the first of them to the end of the last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Span {
-    /// Start of the span's first window.
     pub start: u64,
-    /// End of its last window.
     pub end: u64,
 }
 
@@ -164,8 +163,8 @@ pub struct Finding {
     pub distinct_dst_hosts_exact: bool,
     /// Starts of the windows where a rule fired, alone or in a span.
     pub windows: Vec<u64>,
-    /// The span that fired a rule no single window did (the most severe, then the
-    /// latest), when one did.
+    /// The windows that fired a rule over a span when no single window did (the most
+    /// severe such span, then the earliest), when any did.
     pub span: Option<Span>,
     pub first_seen: u64,
     pub last_seen: u64,
@@ -220,48 +219,45 @@ pub fn evaluate_since(
 }
 
 /// The sources that could cross a threshold over a span ending in an evaluated window
-/// (`evaluated`: the first and last window start) but whose rows in it were not all read
-/// (rows under `read_limit` REJECTs are not), with the first and last window to read all
-/// of their rows from. Read, their rows make [`evaluate_since`] exact: a window at or
-/// above the read limit and others under it can still add up to a threshold.
+/// (`evaluated`: the first and last window start, of `window_seconds` each) but whose rows
+/// in it were not all read (rows under `read_limit` REJECTs are not), with the first and
+/// last window to read all of their rows from. Read, their rows make [`evaluate_since`]
+/// exact: a window at or above the read limit and others under it can still add up to a
+/// threshold.
 pub fn incomplete_spans(
     rows: &[StoredCounter],
     policy: &AlertPolicy,
+    window_seconds: u64,
     evaluated: (u64, u64),
     read_limit: u64,
 ) -> Vec<(IpAddr, u64, u64)> {
     let (first_window, last_window) = evaluated;
+    let window_seconds = window_seconds.max(1);
+    let span_windows = policy.span_windows(window_seconds);
+    if span_windows < 2 {
+        return Vec::new();
+    }
+    let span = span_windows * window_seconds;
     let mut incomplete = Vec::new();
     for (source, rows) in rows_by_source(rows, policy) {
-        let window_seconds = rows[0].window_seconds.max(1);
-        let span_windows = policy.span_windows(window_seconds);
-        if span_windows < 2 {
-            continue;
-        }
-        let span = span_windows * window_seconds;
-        // Every span that ends in an evaluated window and holds a row read.
-        let mut ends: Vec<u64> = rows
-            .iter()
-            .flat_map(|row| (0..span_windows).map(move |k| row.window_start + k * window_seconds))
+        let ends: Vec<u64> = span_ends(&rows, span_windows, window_seconds)
+            .into_iter()
             .filter(|end_window| (first_window..=last_window).contains(end_window))
             .collect();
-        ends.sort_unstable();
-        ends.dedup();
         let could_cross = ends.iter().any(|&end_window| {
             let from = (end_window + window_seconds).saturating_sub(span);
-            let inside: Vec<&StoredCounter> = rows
-                .iter()
-                .copied()
-                .filter(|row| (from..=end_window).contains(&row.window_start))
-                .collect();
-            let unread = span_windows.saturating_sub(inside.len() as u64);
+            let inside = &rows[rows_from(&rows, from)..rows_from(&rows, end_window + 1)];
+            // Windows, not rows: a source's IPv4-mapped and IPv4 rows share a window.
+            let mut windows: Vec<u64> = inside.iter().map(|row| row.window_start).collect();
+            windows.dedup();
+            let unread = span_windows.saturating_sub(windows.len() as u64);
             if unread == 0 {
                 return false;
             }
             // Each unread window holds under `read_limit` REJECTs, and so under as many
             // new ports or hosts.
             let most_unread = unread * read_limit.saturating_sub(1);
-            let read = check(&inside, policy);
+            let read = check(inside, policy);
             [
                 (read.ports.0, policy.port_scan_threshold),
                 (read.hosts.0, policy.host_sweep_threshold),
@@ -278,6 +274,24 @@ pub fn incomplete_spans(
         }
     }
     incomplete
+}
+
+/// The last windows of the spans that hold at least one of `rows` (one source's,
+/// ascending): each row's window and the `span_windows - 1` after it, ascending.
+fn span_ends(rows: &[&StoredCounter], span_windows: u64, window_seconds: u64) -> Vec<u64> {
+    let mut ends: Vec<u64> = rows
+        .iter()
+        .flat_map(|row| (0..span_windows).map(move |k| row.window_start + k * window_seconds))
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    ends
+}
+
+/// The position of the first of `rows` (ascending by window) whose window starts at or
+/// after `window_start`.
+fn rows_from(rows: &[&StoredCounter], window_start: u64) -> usize {
+    rows.partition_point(|row| row.window_start < window_start)
 }
 
 /// Rows by source, as the rules see them: IPv4-mapped IPv6 sources as IPv4, allowlisted
@@ -400,41 +414,45 @@ fn evaluate_source(
             }
         };
     for (index, row) in rows.iter().enumerate() {
-        if row.window_start < first_window {
-            continue;
-        }
-        if !alone[index].fired.is_empty() {
+        if row.window_start >= first_window && !alone[index].fired.is_empty() {
             take(&alone[index], &alone[index].fired, index..=index);
         }
-        // The span of windows ending with this one.
-        let window_seconds = row.window_seconds.max(1);
-        let span_length = policy.span_windows(window_seconds) * window_seconds;
-        if span_length <= window_seconds {
+    }
+    // Every span ending in an evaluated window that holds two rows or more, including
+    // spans ending in a window without a row of the source: a row that fires alone is
+    // left out of the spans that hold it, so a shorter span after it may still fire.
+    let window_seconds = rows.last().map_or(1, |row| row.window_seconds.max(1));
+    let span_windows = policy.span_windows(window_seconds);
+    let span_length = span_windows * window_seconds;
+    let ends = if span_windows > 1 {
+        span_ends(rows, span_windows, window_seconds)
+    } else {
+        Vec::new()
+    };
+    for end in ends.into_iter().filter(|&end| end >= first_window) {
+        let span_start = (end + window_seconds).saturating_sub(span_length);
+        let (first, after) = (rows_from(rows, span_start), rows_from(rows, end + 1));
+        if after < first + 2 {
             continue;
         }
-        let span_start = (row.window_start + window_seconds).saturating_sub(span_length);
-        let first = rows[..index].partition_point(|earlier| earlier.window_start < span_start);
-        if first == index {
-            continue;
-        }
-        let merged = check(&rows[first..=index], policy);
+        let merged = check(&rows[first..after], policy);
         // Only what no row of the span fires alone: a window that explains the alert by
         // itself does not drag its neighbours in.
         let new: Vec<Rule> = merged
             .fired
             .iter()
             .copied()
-            .filter(|rule| !alone[first..=index].iter().any(|a| a.fired.contains(rule)))
+            .filter(|rule| !alone[first..after].iter().any(|a| a.fired.contains(rule)))
             .collect();
         if new.is_empty() {
             continue;
         }
-        take(&merged, &new, first..=index);
+        take(&merged, &new, first..=after - 1);
         let this_span = Span {
-            start: span_start,
-            end: row.window_start + window_seconds,
+            start: rows[first].window_start,
+            end: rows[after - 1].window_start + window_seconds,
         };
-        if span.is_none_or(|(kept, _)| merged.severity >= kept) {
+        if span.is_none_or(|(kept, _)| merged.severity > kept) {
             span = Some((merged.severity, this_span));
         }
     }
@@ -1003,6 +1021,30 @@ mod tests {
     }
 
     #[test]
+    fn a_span_after_a_row_that_fires_alone_still_fires() {
+        // 25 ports fire alone in window 0; 10 new ports in each of the next two windows
+        // make 20 in the span ending at 900, where the source has no row.
+        let rows = [
+            row(S, 0, 25, 1..=25, [1]),
+            row(S, 300, 10, 26..=35, [1]),
+            row(S, 600, 10, 36..=45, [1]),
+        ];
+        let findings = evaluate(&rows, &[], &policy());
+        assert_eq!(findings[0].windows, vec![0, 300, 600]);
+        assert_eq!(
+            findings[0].span,
+            Some(Span {
+                start: 300,
+                end: 900
+            })
+        );
+        // Evaluated from 900 on, the rows before are context: only the span fires.
+        let later = evaluate_since(&rows, &[], &policy(), 900);
+        assert_eq!(later[0].windows, vec![300, 600]);
+        assert_eq!(later[0].rejects, 20);
+    }
+
+    #[test]
     fn a_window_that_fires_alone_does_not_drag_its_neighbours_in() {
         let rows = [row(S, 0, 150, [22], [1]), row(S, 300, 40, [22], [1])];
         let findings = evaluate(&rows, &[], &policy());
@@ -1033,7 +1075,7 @@ mod tests {
         let read = [row(S, 300, 18, 1..=18, [1])];
         assert!(evaluate(&read, &[], &policy).is_empty());
         assert_eq!(
-            incomplete_spans(&read, &policy, (0, 600), 7),
+            incomplete_spans(&read, &policy, 300, (0, 600), 7),
             vec![(S.parse().unwrap(), 0, 600)]
         );
         let all = [
@@ -1043,16 +1085,24 @@ mod tests {
         ];
         let findings = evaluate(&all, &[], &policy);
         assert_eq!(findings[0].rules, vec![Rule::PortScan]);
+        assert_eq!(
+            (findings[0].rejects, findings[0].windows.clone()),
+            (20, vec![0, 300, 600])
+        );
+        // 19 ports and 150 REJECTs: volume fires alone, but a port scan could still come
+        // together over the span, so the rows under the limit are read.
+        let busy = [row(S, 300, 150, 1..=19, [1])];
+        assert_eq!(incomplete_spans(&busy, &policy, 300, (0, 600), 7).len(), 1);
         // Nothing to fetch: no span can cross (7 + 6 + 6 < 20), or every window was read,
         // or the row already fires alone.
         let small = [row(S, 300, 7, 1..=7, [1])];
-        assert!(incomplete_spans(&small, &policy, (0, 600), 7).is_empty());
-        assert!(incomplete_spans(&all, &policy, (0, 600), 1).is_empty());
-        let alone = [row(S, 300, 150, [22], [1])];
-        assert!(incomplete_spans(&alone, &policy, (0, 600), 7).is_empty());
+        assert!(incomplete_spans(&small, &policy, 300, (0, 600), 7).is_empty());
+        assert!(incomplete_spans(&all, &policy, 300, (0, 600), 1).is_empty());
+        let alone = [row(S, 300, 30, 1..=25, [1])];
+        assert!(incomplete_spans(&alone, &policy, 300, (0, 600), 7).is_empty());
         // Spans that end after the evaluated windows are the next runs' to look at.
         assert_eq!(
-            incomplete_spans(&read, &policy, (0, 300), 7),
+            incomplete_spans(&read, &policy, 300, (0, 300), 7),
             vec![(S.parse().unwrap(), 0, 300)]
         );
     }

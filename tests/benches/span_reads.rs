@@ -91,7 +91,7 @@ fn main() {
         .filter(|row| row.rejects >= read_limit)
         .cloned()
         .collect();
-    let incomplete = incomplete_spans(&read, &policy, (last, last), read_limit);
+    let incomplete = incomplete_spans(&read, &policy, WINDOW, (last, last), read_limit);
     let mut source_units = 0.0;
     for (source, from, to) in &incomplete {
         let bytes: u64 = rows
@@ -116,15 +116,18 @@ fn main() {
         read_limit, on.rows, on.bytes, on.units
     );
     println!(
-        "sources read whole over a span     {:>6}              {:>8.1}   (one Query each)",
+        "sources read whole over a span     {:>6}              {:>8.1}   (one Query each, per evaluated window)",
         incomplete.len(),
         source_units
     );
     // A run reads every window that may still change, and with spans the two before.
     let run_off = WINDOWS_PER_RUN as f64 * off.units;
-    let run_on = (WINDOWS_PER_RUN + 2) as f64 * on.units + source_units;
+    // Whole-source reads are counted for the one window with its two windows of
+    // context; a run has as many for each of its windows at this rate.
+    let run_on = (WINDOWS_PER_RUN + 2) as f64 * on.units + WINDOWS_PER_RUN as f64 * source_units;
     let queries_off = WINDOWS_PER_RUN * u64::from(SHARDS);
-    let queries_on = (WINDOWS_PER_RUN + 2) * u64::from(SHARDS) + incomplete.len() as u64;
+    let queries_on =
+        (WINDOWS_PER_RUN + 2) * u64::from(SHARDS) + WINDOWS_PER_RUN * incomplete.len() as u64;
     println!();
     println!(
         "per run ({WINDOWS_PER_RUN} windows at this rate): spans off {run_off:.0} read units in {queries_off} queries; \

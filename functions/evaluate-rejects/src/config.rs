@@ -28,14 +28,14 @@ pub struct Config {
     /// then, so a finding that late data creates is still alerted.
     pub settle_seconds: u64,
     /// `REJECT_THRESHOLD` (500), `PORT_SCAN_THRESHOLD` (20), `HOST_SWEEP_THRESHOLD` (20),
-    /// `SCAN_SPAN_MINUTES` (15: the scan rules also apply to a source's windows merged
-    /// over this long; at most `WINDOW_MINUTES` turns spans off), `ALLOWLIST_CIDRS`,
+    /// `SCAN_SPAN_MINUTES` (15, at most 60: the scan rules also apply to a source's
+    /// windows merged over this long; at most `WINDOW_MINUTES` turns spans off), `ALLOWLIST_CIDRS`,
     /// `VPC_CIDRS`, `INTERNAL_SOURCES`. (`IGNORED_DST_PORTS` is the
     /// ingest function's: ignored ports are never counted.)
     pub policy: AlertPolicy,
     /// `ALERT_COOLDOWN_MINUTES` (60): a source alerted is not alerted again within this
-    /// long unless its severity rises. At least `SETTLE_MINUTES` + `WINDOW_MINUTES`:
-    /// a shorter one is raised to that (see [`Config::requested_cooldown_seconds`]).
+    /// long unless its severity rises. At least `SETTLE_MINUTES` + `WINDOW_MINUTES`, and
+    /// at least `SCAN_SPAN_MINUTES`: a shorter one is raised to that (see [`Config::requested_cooldown_seconds`]).
     pub cooldown_seconds: u64,
     /// `ALERT_COOLDOWN_MINUTES` as set, before any raise (logged at start when it differs).
     pub requested_cooldown_seconds: u64,
@@ -87,7 +87,7 @@ impl Config {
                     20,
                     1..=u64::from(u32::MAX),
                 )?,
-                span_seconds: number(&lookup, "SCAN_SPAN_MINUTES", 15, 0..=1440)? * 60,
+                span_seconds: number(&lookup, "SCAN_SPAN_MINUTES", 15, 0..=60)? * 60,
                 allowlist: list(&lookup, "ALLOWLIST_CIDRS", parse_net)?,
                 internal_ranges: list(&lookup, "VPC_CIDRS", parse_net)?,
                 internal_sources,
@@ -99,10 +99,13 @@ impl Config {
             retention_seconds: number(&lookup, "RETENTION_DAYS", 7, 1..=3650)? * 86_400,
         };
         // A run reads each window again until it settles: a cooldown that ended sooner
-        // would alert again on the very windows it already alerted on.
+        // would alert again on the very windows it already alerted on. And a span reaches
+        // back over windows alerted before: a cooldown shorter than the span would let a
+        // span ending after it count them again.
         config.cooldown_seconds = config
             .requested_cooldown_seconds
-            .max(config.settle_seconds + config.window_seconds);
+            .max(config.settle_seconds + config.window_seconds)
+            .max(config.policy.span_seconds);
         Ok(config)
     }
 }
@@ -172,6 +175,22 @@ mod tests {
             (config.requested_cooldown_seconds, config.cooldown_seconds),
             (3600, 65 * 60)
         );
+    }
+
+    #[test]
+    fn a_cooldown_shorter_than_the_span_is_raised_and_spans_stay_within_an_hour() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.extend([
+            ("SETTLE_MINUTES", "0"),
+            ("SCAN_SPAN_MINUTES", "60"),
+            ("ALERT_COOLDOWN_MINUTES", "30"),
+        ]);
+        let raised = config(&pairs).unwrap();
+        assert_eq!(raised.policy.span_seconds, 3600);
+        assert_eq!(raised.cooldown_seconds, 3600);
+        pairs.push(("SCAN_SPAN_MINUTES", "61"));
+        let error = config(&pairs).unwrap_err();
+        assert!(error.to_string().contains("SCAN_SPAN_MINUTES"), "{error}");
     }
 
     #[test]

@@ -338,7 +338,7 @@ where
     }
     // A source whose span could cross a threshold with the rows under the read limit is
     // read whole over it, from its own partition, so that its spans are exact.
-    let incomplete = incomplete_spans(&rows, policy, (first, last), read_limit);
+    let incomplete = incomplete_spans(&rows, policy, window_seconds, (first, last), read_limit);
     summary.source_reads = incomplete.len() as u64;
     let complete: Vec<(IpAddr, u64, u64, Vec<_>)> = stream::iter(incomplete)
         .map(|(source, from, to)| async move {
@@ -348,10 +348,20 @@ where
         .buffer_unordered(STORE_CONCURRENCY)
         .try_collect()
         .await?;
-    for (source, from, to, source_rows) in complete {
-        rows.retain(|row| row.source != Some(source) || !(from..=to).contains(&row.window_start));
-        rows.extend(source_rows);
-    }
+    // Their rows replace those read by window, in one pass.
+    let replaced: HashMap<IpAddr, (u64, u64)> = complete
+        .iter()
+        .map(|(source, from, to, _)| (*source, (*from, *to)))
+        .collect();
+    rows.retain(|row| {
+        let range = row.source.and_then(|source| replaced.get(&source));
+        range.is_none_or(|&(from, to)| !(from..=to).contains(&row.window_start))
+    });
+    rows.extend(
+        complete
+            .into_iter()
+            .flat_map(|(_, _, _, source_rows)| source_rows),
+    );
     summary.rows = rows.len() as u64;
     let skipped: Vec<u64> = skipped_windows.into_iter().collect();
     let findings = evaluate_since(&rows, &skipped, policy, first);

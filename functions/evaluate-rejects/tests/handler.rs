@@ -774,13 +774,13 @@ async fn a_scan_split_by_a_window_edge_across_runs_is_alerted_over_the_span() {
     assert_eq!(json["sources"][0]["rules"], json!(["port-scan"]));
     assert_eq!(
         json["sources"][0]["span"],
-        json!({"start": 9_300, "end": 10_200})
+        json!({"start": 9_600, "end": 10_200})
     );
     assert_eq!(json["sources"][0]["windows"], json!([9_600, 9_900]));
     assert!(
         digest
             .text
-            .contains("over 15 minutes, 1970-01-01T02:35:00Z to 1970-01-01T02:50:00Z"),
+            .contains("over 10 minutes, 1970-01-01T02:40:00Z to 1970-01-01T02:50:00Z"),
         "{}",
         digest.text
     );
@@ -807,7 +807,13 @@ async fn rows_under_the_read_limit_complete_a_span_that_could_cross() {
     let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(summary["source_reads"], 1);
     assert_eq!(summary["findings"], 1);
+    // The three rows of the source read whole replace the one read by window; the other
+    // source's row stays.
+    assert_eq!(summary["rows"], 4);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
+    let json: Value = serde_json::from_str(&deps.publisher.published()[0].json).unwrap();
+    assert_eq!(json["sources"][0]["rejects"], 20);
+    assert_eq!(json["sources"][0]["windows"], json!([9_000, 9_300, 9_600]));
 
     let per_window = self::deps(&[("SCAN_SPAN_MINUTES", "5")]);
     for row in deps.store.counters() {
