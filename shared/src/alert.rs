@@ -340,17 +340,13 @@ fn check(rows: &[&StoredCounter], policy: &AlertPolicy) -> Check {
     let (ports, hosts) = match rows {
         [row] => (row.distinct_dst_ports(), row.distinct_dst_hosts()),
         _ => {
-            // Sketches merge by the union of their elements, as the store merges
-            // deliveries: the span's distinct count is the count of its union.
+            // Rows merge as the store merges deliveries (sketches by the union of their
+            // elements, exact values by their union): the span's distinct count is the
+            // count of its union, exact while every row's is.
             let mut merged = StoredCounter::default();
             for row in rows {
-                merged.port_sketch.extend_from_slice(&row.port_sketch);
-                merged.host_sketch.extend_from_slice(&row.host_sketch);
+                merged.merge_destinations(row);
             }
-            merged.port_sketch.sort_unstable();
-            merged.port_sketch.dedup();
-            merged.host_sketch.sort_unstable();
-            merged.host_sketch.dedup();
             (merged.distinct_dst_ports(), merged.distinct_dst_hosts())
         }
     };
@@ -931,6 +927,58 @@ mod tests {
         .with_destinations(ports, hosts)
     }
 
+    /// Issue 14: the sketch alone stores 10,698 of the 65,516 contiguous 20-port ranges as
+    /// 19 ports, so a scanner of one of them was missed every time; so were host sweeps of
+    /// 20 addresses that share a register.
+    #[test]
+    fn a_scan_of_exactly_the_threshold_fires_whatever_the_ports_or_hosts() {
+        use crate::sketch::DistinctSketch;
+        let collides = |values: &[u64]| {
+            DistinctSketch::from_values(values.iter().copied()).estimate() != values.len() as u64
+        };
+        let first = (1..=65_516u16)
+            .find(|&f| collides(&(f..=f + 19).map(u64::from).collect::<Vec<_>>()))
+            .unwrap();
+        let hosts: Vec<u64> = (0..1_000u64)
+            .map(|f| {
+                (0..20)
+                    .map(|h| 0x0a00_0000 + f * 20 + h)
+                    .collect::<Vec<_>>()
+            })
+            .find(|hosts| collides(hosts))
+            .unwrap();
+        let rows = [
+            row("198.51.100.1", 0, 20, first..=first + 19, [1]),
+            row("198.51.100.2", 0, 20, [22], hosts.clone()),
+            row("198.51.100.3", 0, 19, first..=first + 18, [1]),
+            row("198.51.100.4", 0, 19, [22], hosts[..19].to_vec()),
+        ];
+        let findings = evaluate(&rows, &[], &policy());
+        let fired: Vec<(String, Vec<Rule>, u64, u64)> = findings
+            .iter()
+            .map(|f| {
+                (
+                    f.source.to_string(),
+                    f.rules.clone(),
+                    f.distinct_dst_ports,
+                    f.distinct_dst_hosts,
+                )
+            })
+            .collect();
+        assert_eq!(
+            fired,
+            vec![
+                ("198.51.100.1".into(), vec![Rule::PortScan], 20, 1),
+                ("198.51.100.2".into(), vec![Rule::HostSweep], 1, 20),
+            ]
+        );
+        assert!(
+            findings
+                .iter()
+                .all(|f| f.distinct_dst_ports_exact && f.distinct_dst_hosts_exact)
+        );
+    }
+
     #[test]
     fn each_rule_fires_on_its_own() {
         let rows = [
@@ -1301,10 +1349,13 @@ mod tests {
             "RejectWatch low: 1 source - top 198.51.100.2 port-scan (30 REJECTs)"
         );
         assert!(digest.text.contains("1. 198.51.100.2 [low] port-scan"));
-        let ports = findings[0].distinct_dst_ports;
-        assert!(crate::sketch::within_expected_error(ports, 30));
-        let counts = format!("30 REJECTs, ~{ports} ports, 1 hosts");
-        assert!(digest.text.contains(&counts), "{}", digest.text);
+        // 30 ports are kept exactly (see `EXACT_VALUES`), so no `~`.
+        assert_eq!(findings[0].distinct_dst_ports, 30);
+        assert!(
+            digest.text.contains("30 REJECTs, 30 ports, 1 hosts"),
+            "{}",
+            digest.text
+        );
         assert!(
             digest
                 .text

@@ -90,6 +90,13 @@ const NAMED_REASONS: usize = 4;
 pub const PORT_EXAMPLES: usize = 10;
 /// Destination addresses kept per row as examples.
 pub const HOST_EXAMPLES: usize = 5;
+/// Distinct destination ports, and destination fingerprints, kept exactly per row before the
+/// row falls back to its sketch: a count at or near any default threshold is exact, where the
+/// 1,024-register sketch stores two values of a register as one (10,698 of the 65,516
+/// contiguous 20-port ranges would count 19). A stored set of exact values never holds more
+/// than this plus one marker, so an item grows by at most about 0.3 KB of ports and 0.7 KB of
+/// IPv6 fingerprints (0.4 KB for IPv4).
+pub const EXACT_VALUES: usize = 64;
 /// Row updates per stored chunk. A chunk and its ledger item are one DynamoDB transaction,
 /// which takes at most 100 actions. Deliveries already partly applied are re-chunked the
 /// same way on retry only while this stays the same, so it must never change.
@@ -112,6 +119,11 @@ pub struct CounterUpdate {
     pub port_sketch: Vec<u16>,
     /// The distinct-destination sketch's elements, over address fingerprints.
     pub host_sketch: Vec<u16>,
+    /// This delivery's destination ports, all of them, when there are at most
+    /// [`EXACT_VALUES`]; `None` when there are more (the row's exact count is then over).
+    pub exact_ports: Option<Vec<u16>>,
+    /// This delivery's destination fingerprints, likewise.
+    pub exact_hosts: Option<Vec<u64>>,
     /// The smallest destination ports, at most [`PORT_EXAMPLES`]: examples for alerts.
     pub sample_ports: Vec<u16>,
     /// The smallest destination-address fingerprints, at most [`HOST_EXAMPLES`].
@@ -246,6 +258,7 @@ fn counter_update(
     shards: u8,
 ) -> CounterUpdate {
     let summary = aggregate.summary();
+    let ports = aggregate.dst_ports();
     // The most frequent few reasons keep their names; the rest count as `other`, so a
     // row never gains more than a few attributes from log text.
     let mut named = summary.reject_reasons;
@@ -274,8 +287,12 @@ fn counter_update(
         last_seen: summary.last_seen,
         port_sketch: aggregate.dst_port_sketch().elements(),
         host_sketch: aggregate.dst_host_sketch().elements(),
+        exact_ports: (ports.len() <= EXACT_VALUES).then(|| ports.clone()),
+        exact_hosts: (aggregate.dst_addrs_exact()
+            && aggregate.distinct_dst_addrs() <= EXACT_VALUES as u64)
+            .then(|| aggregate.dst_host_examples(EXACT_VALUES)),
         sample_ports: {
-            let mut ports = aggregate.dst_ports();
+            let mut ports = ports;
             ports.truncate(PORT_EXAMPLES);
             ports
         },
@@ -501,6 +518,125 @@ mod tests {
         assert_eq!(used.len(), 16);
         assert_eq!(shard_of("10.0.0.1".parse().unwrap(), 0), 0);
     }
+
+    /// The row a store holds after these deliveries, each to ports `ports` of one host.
+    fn stored_after(deliveries: &[Vec<u16>]) -> StoredCounter {
+        let mut stored = StoredCounter::default();
+        for (delivery, ports) in deliveries.iter().enumerate() {
+            let lines: Vec<String> = ports
+                .iter()
+                .map(|port| {
+                    format!("eni-{delivery} 10.0.0.9 10.0.1.1 {port} 6 1700000000 REJECT OK -")
+                })
+                .collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let id = BatchId::for_s3_object("bucket", &format!("key-{delivery}"), None, None);
+            let batch = CounterBatch::from_tally(id, &tally(&lines), 1);
+            stored.merge(&batch.updates[0]);
+        }
+        stored
+    }
+
+    /// Issue 14: the sketch alone stores 10,698 of the 65,516 contiguous 20-port ranges as
+    /// 19 ports, so a scanner sweeping one of them was missed every time.
+    #[test]
+    fn every_contiguous_20_port_range_is_counted_20() {
+        let mut sketch_misses = 0;
+        for first in 1..=65_516u16 {
+            let ports: Vec<u16> = (first..=first + 19).collect();
+            let stored = StoredCounter::default().with_destinations(ports, [1]);
+            assert_eq!(stored.distinct_dst_ports(), (20, true), "ports {first}..");
+            let sketch =
+                DistinctSketch::from_elements(stored.port_sketch.iter().map(|&e| e.into()));
+            sketch_misses += usize::from(sketch.estimate() != 20);
+        }
+        assert_eq!(sketch_misses, 10_698);
+        // And through the tally, the update and the store's merge, for a range that the
+        // sketch alone gets wrong.
+        let missed = (1..=65_516u16)
+            .find(|&first| {
+                DistinctSketch::from_values((first..=first + 19).map(u64::from)).estimate() != 20
+            })
+            .unwrap();
+        let stored = stored_after(&[(missed..=missed + 19).collect()]);
+        assert_eq!(stored.distinct_dst_ports(), (20, true));
+        assert_eq!(stored.distinct_dst_hosts(), (1, true));
+    }
+
+    #[test]
+    fn exact_values_add_up_across_deliveries_until_the_bound() {
+        // 10 + 10 ports, overlapping by 5: 15, exactly.
+        let stored = stored_after(&[(1..=10).collect(), (6..=15).collect()]);
+        assert_eq!(stored.distinct_dst_ports(), (15, true));
+        assert_eq!(stored.exact_ports.values, (1..=15).collect::<Vec<u16>>());
+        // The same 40 ports in every delivery stay 40: the union is what is bounded.
+        let same: Vec<Vec<u16>> = (0..5).map(|_| (100..140).collect()).collect();
+        assert_eq!(stored_after(&same).distinct_dst_ports(), (40, true));
+        // Exactly the bound, then one more.
+        let at_bound = stored_after(&[(1..=40).collect(), (41..=64).collect()]);
+        assert_eq!(at_bound.distinct_dst_ports(), (64, true));
+        let over = stored_after(&[(1..=40).collect(), (41..=65).collect()]);
+        assert!(over.exact_ports.over && over.exact_ports.values.is_empty());
+        let (estimate, _) = over.distinct_dst_ports();
+        assert!(
+            crate::sketch::within_expected_error(estimate, 65),
+            "{estimate}"
+        );
+        // One delivery over the bound on its own offers no values.
+        let update = &CounterBatch::from_tally(
+            BatchId::for_s3_object("b", "k", None, None),
+            &tally(
+                &(1..=65)
+                    .map(|port| format!("eni-1 10.0.0.9 10.0.1.1 {port} 6 1700000000 REJECT OK -"))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            ),
+            1,
+        )
+        .updates[0];
+        assert_eq!(update.exact_ports, None);
+        assert_eq!(update.exact_hosts, Some(vec![0x0a00_0101]));
+    }
+
+    #[test]
+    fn a_stored_set_stays_bounded_however_many_deliveries_add_to_it() {
+        let deliveries: Vec<Vec<u16>> = (0..200u16)
+            .map(|d| (d * 40..d * 40 + 40).collect())
+            .collect();
+        let stored = stored_after(&deliveries);
+        assert!(stored.exact_ports.over);
+        let (estimate, exact) = stored.distinct_dst_ports();
+        assert!(!exact);
+        assert!(
+            crate::sketch::within_expected_error(estimate, 8_000),
+            "{estimate}"
+        );
+    }
+
+    #[test]
+    fn values_that_do_not_explain_the_sketch_give_way_to_it() {
+        // A delivery from a release without exact values added sketch elements only.
+        let mut stored = StoredCounter::default().with_destinations(1..=10, [1]);
+        let older = StoredCounter::default().with_destinations(11..=30, [1]);
+        union_into(&mut stored.port_sketch, older.port_sketch.iter().copied());
+        let (count, _) = stored.distinct_dst_ports();
+        assert!(crate::sketch::within_expected_error(count, 30), "{count}");
+        assert_ne!(count, 10);
+    }
+
+    #[test]
+    fn rows_taken_together_count_the_union_exactly() {
+        let mut span = StoredCounter::default();
+        for first in [1u16, 15, 29] {
+            span.merge_destinations(
+                &StoredCounter::default().with_destinations(first..first + 19, [7]),
+            );
+        }
+        assert_eq!(span.distinct_dst_ports(), (47, true));
+        assert_eq!(span.distinct_dst_hosts(), (1, true));
+    }
 }
 
 /// A (source, window) row as stored: the sum of every delivery's [`CounterUpdate`].
@@ -516,6 +652,10 @@ pub struct StoredCounter {
     pub port_sketch: Vec<u16>,
     /// Union of the deliveries' distinct-destination sketch elements.
     pub host_sketch: Vec<u16>,
+    /// Union of the deliveries' exact ports, while there are few (see [`ExactValues`]).
+    pub exact_ports: ExactValues<u16>,
+    /// Union of the deliveries' exact destination fingerprints, likewise.
+    pub exact_hosts: ExactValues<u64>,
     /// The first delivery's example ports.
     pub sample_ports: Vec<u16>,
     /// The first delivery's example destination fingerprints.
@@ -546,6 +686,8 @@ impl StoredCounter {
         self.bytes += update.bytes;
         union_into(&mut self.port_sketch, update.port_sketch.iter().copied());
         union_into(&mut self.host_sketch, update.host_sketch.iter().copied());
+        self.exact_ports.add(update.exact_ports.as_deref());
+        self.exact_hosts.add(update.exact_hosts.as_deref());
         keep_first(&mut self.sample_ports, &update.sample_ports);
         keep_first(&mut self.sample_hosts, &update.sample_hosts);
         keep_first(&mut self.interfaces, &update.interfaces);
@@ -559,7 +701,7 @@ impl StoredCounter {
     }
 
     /// The row with the destination fields a store holds for exactly these ports and
-    /// host fingerprints (sketches and examples): for fixtures and tests.
+    /// host fingerprints (sketches, exact values and examples): for fixtures and tests.
     pub fn with_destinations(
         mut self,
         ports: impl IntoIterator<Item = u16>,
@@ -568,21 +710,36 @@ impl StoredCounter {
         let destinations = Destinations::of(ports, hosts);
         self.port_sketch = destinations.port_sketch;
         self.host_sketch = destinations.host_sketch;
+        self.exact_ports = ExactValues::default();
+        self.exact_ports.add(destinations.exact_ports.as_deref());
+        self.exact_hosts = ExactValues::default();
+        self.exact_hosts.add(destinations.exact_hosts.as_deref());
         self.sample_ports = destinations.sample_ports;
         self.sample_hosts = destinations.sample_hosts;
         self
     }
 
-    /// Distinct destination ports (a sketch estimate), and whether it is below
-    /// [`EXACT_DISTINCT_BELOW`].
-    pub fn distinct_dst_ports(&self) -> (u64, bool) {
-        estimate(&self.port_sketch)
+    /// Adds another row's destinations (sketches and exact values) the way the store merges
+    /// deliveries: for the distinct counts of rows taken together, as over a span.
+    pub fn merge_destinations(&mut self, other: &StoredCounter) {
+        union_into(&mut self.port_sketch, other.port_sketch.iter().copied());
+        union_into(&mut self.host_sketch, other.host_sketch.iter().copied());
+        self.exact_ports.merge(&other.exact_ports);
+        self.exact_hosts.merge(&other.exact_hosts);
     }
 
-    /// Distinct destination addresses (a sketch estimate), and whether it is below
-    /// [`EXACT_DISTINCT_BELOW`].
+    /// Distinct destination ports, and whether the count is exact: the exact values
+    /// while the row has them (see [`ExactValues`]), else a sketch estimate, taken as
+    /// exact below [`EXACT_DISTINCT_BELOW`].
+    pub fn distinct_dst_ports(&self) -> (u64, bool) {
+        distinct(&self.exact_ports, &self.port_sketch, u64::from)
+    }
+
+    /// Distinct destination addresses, likewise.
     pub fn distinct_dst_hosts(&self) -> (u64, bool) {
-        estimate(&self.host_sketch)
+        distinct(&self.exact_hosts, &self.host_sketch, |fingerprint| {
+            fingerprint
+        })
     }
 
     /// The earliest `start` of any delivery.
@@ -607,6 +764,8 @@ impl CounterUpdate {
         let destinations = Destinations::of(ports, hosts);
         self.port_sketch = destinations.port_sketch;
         self.host_sketch = destinations.host_sketch;
+        self.exact_ports = destinations.exact_ports;
+        self.exact_hosts = destinations.exact_hosts;
         self.sample_ports = destinations.sample_ports;
         self.sample_hosts = destinations.sample_hosts;
         self
@@ -617,6 +776,8 @@ impl CounterUpdate {
 struct Destinations {
     port_sketch: Vec<u16>,
     host_sketch: Vec<u16>,
+    exact_ports: Option<Vec<u16>>,
+    exact_hosts: Option<Vec<u64>>,
     sample_ports: Vec<u16>,
     sample_hosts: Vec<u64>,
 }
@@ -632,20 +793,93 @@ impl Destinations {
         let port_sketch =
             DistinctSketch::from_values(ports.iter().map(|&port| u64::from(port))).elements();
         let host_sketch = DistinctSketch::from_values(hosts.iter().copied()).elements();
+        let exact_ports = (ports.len() <= EXACT_VALUES).then(|| ports.clone());
+        let exact_hosts = (hosts.len() <= EXACT_VALUES).then(|| hosts.clone());
         ports.truncate(PORT_EXAMPLES);
         hosts.truncate(HOST_EXAMPLES);
         Destinations {
             port_sketch,
             host_sketch,
+            exact_ports,
+            exact_hosts,
             sample_ports: ports,
             sample_hosts: hosts,
         }
     }
 }
 
-fn estimate(elements: &[u16]) -> (u64, bool) {
-    let count = DistinctSketch::from_elements(elements.iter().map(|&e| u64::from(e))).estimate();
+/// The exact count while `exact` holds every value the sketch was built from, else the
+/// sketch's estimate.
+fn distinct<T: Copy>(
+    exact: &ExactValues<T>,
+    sketch: &[u16],
+    value_of: impl Fn(T) -> u64,
+) -> (u64, bool) {
+    let stored = DistinctSketch::from_elements(sketch.iter().map(|&e| u64::from(e)));
+    if !exact.over
+        && !exact.values.is_empty()
+        && DistinctSketch::from_values(exact.values.iter().map(|&v| value_of(v))) == stored
+    {
+        return (exact.values.len() as u64, true);
+    }
+    let count = stored.estimate();
     (count, count < EXACT_DISTINCT_BELOW)
+}
+
+/// A row's exact distinct values: the union of its deliveries' values while it stays at
+/// most [`EXACT_VALUES`], else `over` (with no values). The store keeps the same bound: a
+/// delivery adds its values on the condition `size(set) <= EXACT_VALUES - offered`; when
+/// that fails, the item as it was tells whether the union fits, and the retry adds only
+/// the values the set lacks, or marks it over.
+///
+/// The values count only while they explain the row's whole sketch: a delivery stored
+/// without them (an older release) leaves registers they do not, and the sketch decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExactValues<T> {
+    /// Ascending; empty when `over`.
+    pub values: Vec<T>,
+    pub over: bool,
+}
+
+impl<T> Default for ExactValues<T> {
+    fn default() -> Self {
+        ExactValues {
+            values: Vec::new(),
+            over: false,
+        }
+    }
+}
+
+impl<T: Ord + Copy> ExactValues<T> {
+    /// Adds one delivery's values (`None`: more than [`EXACT_VALUES`]) as the store does.
+    pub fn add(&mut self, offered: Option<&[T]>) {
+        if self.over {
+            return;
+        }
+        match offered {
+            Some(values) => {
+                union_into(&mut self.values, values.iter().copied());
+                if self.values.len() > EXACT_VALUES {
+                    self.mark_over();
+                }
+            }
+            None => self.mark_over(),
+        }
+    }
+
+    fn mark_over(&mut self) {
+        self.values.clear();
+        self.over = true;
+    }
+
+    /// The union with another row's values, unbounded: for counting rows together.
+    pub fn merge(&mut self, other: &ExactValues<T>) {
+        if other.over {
+            self.mark_over();
+        } else if !self.over {
+            union_into(&mut self.values, other.values.iter().copied());
+        }
+    }
 }
 
 /// `if_not_exists`: the first delivery's examples stay.

@@ -48,6 +48,8 @@ pub fn counter_update(
         last_seen: window + 280,
         port_sketch: Vec::new(),
         host_sketch: Vec::new(),
+        exact_ports: None,
+        exact_hosts: None,
         sample_ports: Vec::new(),
         sample_hosts: Vec::new(),
         protocols: vec![(6, rejects)],

@@ -15,7 +15,9 @@ use rejectwatch_tests::moto::{MotoServer, create_counters_table};
 use serde_json::{Value, json};
 use shared::aws::dynamodb::{DynamoCounterStore, counter_from_item};
 use shared::aws::s3::S3ObjectSource;
-use shared::counters::{BatchId, CounterBatch, CounterUpdate, ROWS_PER_CHUNK, StoredCounter};
+use shared::counters::{
+    BatchId, CounterBatch, CounterUpdate, EXACT_VALUES, ROWS_PER_CHUNK, StoredCounter,
+};
 use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig};
 use shared::ports::CounterStore;
 use shared::sketch::within_expected_error;
@@ -226,14 +228,20 @@ fn assert_counts_match(rows: &HashMap<(String, u64), StoredCounter>, expected: &
             (truth.rejects, truth.packets, truth.bytes),
             "{key:?}"
         );
-        for ((counted, _), actual) in [
+        for ((counted, exact), actual) in [
             (row.distinct_dst_ports(), truth.dst_ports.len()),
             (row.distinct_dst_hosts(), truth.dst_addrs.len()),
         ] {
-            assert!(
-                within_expected_error(counted, actual as u64),
-                "{key:?}: {counted} for {actual}"
-            );
+            // Up to `EXACT_VALUES` distinct values a row counts exactly; above, the sketch
+            // estimates.
+            if actual <= EXACT_VALUES {
+                assert_eq!((counted, exact), (actual as u64, true), "{key:?}");
+            } else {
+                assert!(
+                    within_expected_error(counted, actual as u64),
+                    "{key:?}: {counted} for {actual}"
+                );
+            }
         }
     }
 }
@@ -601,4 +609,84 @@ async fn an_object_whose_body_breaks_off_is_counted_once_on_redelivery() {
     let response = handle(event, &deps).await.expect("the redelivery");
     assert_eq!(response, json!({"batchItemFailures": []}));
     assert_counts_match(&stack.counters().await, &expected);
+}
+
+/// Issue 14: exact distinct values through DynamoDB's conditional set ADD. Deliveries to
+/// one row that repeat the same ports keep their union exact; the set never holds more than
+/// `EXACT_VALUES` values and the marker, however many deliveries add to it; a row pushed
+/// over counts by its sketch; and the stored rows equal the in-memory store's merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_values_stay_exact_and_bounded_in_dynamodb() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let window = 1_700_000_100;
+    let delivery = |name: &str, source: &str, ports: std::ops::RangeInclusive<u16>| {
+        let mut update = rejectwatch_tests::counter_update(source, window, 1, 1, 1);
+        update = update.with_destinations(ports, [0x0a00_0001]);
+        CounterBatch {
+            id: BatchId::for_s3_object(BUCKET, name, None, Some("e")),
+            updates: vec![update],
+            gaps: Vec::new(),
+        }
+    };
+    let batches = [
+        // The same 40 ports, three times, then 24 more: 64, exactly at the bound.
+        delivery("a1", "198.51.100.1", 1..=40),
+        delivery("a2", "198.51.100.1", 1..=40),
+        delivery("a3", "198.51.100.1", 11..=50),
+        delivery("a4", "198.51.100.1", 41..=64),
+        // 40 then 25 new ones: 65, over.
+        delivery("b1", "198.51.100.2", 1..=40),
+        delivery("b2", "198.51.100.2", 41..=65),
+        // 101 ports in one delivery: over on its own.
+        delivery("c", "198.51.100.3", 1..=101),
+    ];
+    // 50 deliveries of 40 new ports each: over from the second, bounded throughout.
+    let sweep: Vec<CounterBatch> = (0..50u16)
+        .map(|d| delivery(&format!("d{d}"), "198.51.100.4", d * 40 + 1..=d * 40 + 40))
+        .collect();
+    let fake = shared::testing::InMemoryCounterStore::default();
+    for batch in batches.iter().chain(&sweep) {
+        deps.store.apply(batch).await.expect("applying");
+        fake.apply(batch).await.expect("applying in memory");
+        // A redelivery adds nothing.
+        let again = deps.store.apply(batch).await.expect("reapplying");
+        assert_eq!(again.applied, 0);
+    }
+    let rows = stack.counters().await;
+    let row = |source: &str| &rows[&(source.to_owned(), window)];
+    assert_eq!(row("198.51.100.1").distinct_dst_ports(), (64, true));
+    assert_eq!(row("198.51.100.1").distinct_dst_hosts(), (1, true));
+    let over = row("198.51.100.2");
+    assert!(over.exact_ports.over);
+    let (estimate, _) = over.distinct_dst_ports();
+    assert!(within_expected_error(estimate, 65), "{estimate}");
+    assert_eq!(over.distinct_dst_hosts(), (1, true));
+    let (estimate, _) = row("198.51.100.3").distinct_dst_ports();
+    assert!(within_expected_error(estimate, 101), "{estimate}");
+    let (estimate, _) = row("198.51.100.4").distinct_dst_ports();
+    assert!(within_expected_error(estimate, 2_000), "{estimate}");
+    for (key, stored) in &rows {
+        let item = stack
+            .dynamodb
+            .get_item()
+            .table_name(TABLE)
+            .key("pk", AttributeValue::S(format!("SRC#{}", key.0)))
+            .key("sk", AttributeValue::S(format!("WIN#{:010}", key.1)))
+            .send()
+            .await
+            .expect("reading the item")
+            .item
+            .expect("the item");
+        let members = item["port_values"].as_ns().expect("a number set").len();
+        assert!(members <= EXACT_VALUES + 1, "{key:?}: {members} members");
+        let in_memory = fake
+            .counter(stored.source.unwrap(), window)
+            .expect("the fake's row");
+        assert_eq!(
+            (stored.distinct_dst_ports(), &stored.exact_ports),
+            (in_memory.distinct_dst_ports(), &in_memory.exact_ports),
+            "{key:?}"
+        );
+    }
 }

@@ -36,7 +36,8 @@ use sha2::{Digest, Sha256};
 
 use crate::alert::{AlertState, ClaimDecision, cooldown_cutoff, decide_claim};
 use crate::counters::{
-    BatchChunk, BatchId, CounterBatch, CounterUpdate, GapUpdate, RowUpdate, StoredCounter,
+    BatchChunk, BatchId, CounterBatch, CounterUpdate, EXACT_VALUES, ExactValues, GapUpdate,
+    RowUpdate, StoredCounter,
 };
 use crate::ports::{
     AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore, DigestLog,
@@ -60,6 +61,15 @@ pub const BYTES: &str = "bytes";
 pub const PORT_SKETCH: &str = "port_sketch";
 /// Number set: the distinct-destination sketch's elements, a union.
 pub const HOST_SKETCH: &str = "host_sketch";
+/// Number set: the deliveries' exact destination ports, a union kept to at most
+/// [`EXACT_VALUES`] members by a condition on its size, then [`OVER_MARKER`] (see
+/// [`ExactValues`]).
+pub const PORT_VALUES: &str = "port_values";
+/// Number set: the deliveries' exact destination fingerprints, likewise.
+pub const HOST_VALUES: &str = "host_values";
+/// The member of a value set that says the row has more values than it keeps: no port or
+/// fingerprint is negative.
+pub const OVER_MARKER: &str = "-1";
 /// Number set: example destination ports, from the first delivery.
 pub const SAMPLE_PORTS: &str = "sample_ports";
 /// Number set: example destination-address fingerprints, from the first delivery.
@@ -118,6 +128,9 @@ pub const PROGRESS_KEY: &str = "ALERT#evaluator";
 /// [`CONFLICT_BACKOFF`].
 const CONFLICT_ATTEMPTS: u32 = 10;
 const CONFLICT_BACKOFF: Duration = Duration::from_millis(25);
+/// Attempts of a chunk whose value sets had too little room: each narrows the offers of
+/// the rows that failed, so two do unless other deliveries fill the same sets meanwhile.
+const VALUE_ATTEMPTS: u32 = 10;
 
 /// The counter item's partition key for a source.
 pub fn source_key(source: IpAddr) -> String {
@@ -180,6 +193,9 @@ enum Cancelled {
     OtherRows,
     /// A conflicting transaction or throttling: the same request may succeed later.
     Retry,
+    /// Value sets of these rows (indices in the chunk) had no room for the delivery's
+    /// values; the item as it was tells which, when DynamoDB returned it.
+    ValuesFull(Vec<(usize, Option<HashMap<String, AttributeValue>>)>),
     /// Anything else (a validation error): retrying cannot help.
     Fail,
 }
@@ -229,7 +245,13 @@ impl DynamoCounterStore {
         }
     }
 
-    fn counter_update(&self, update: &CounterUpdate) -> Result<Update, BuildError> {
+    /// The update of one counter row, with the exact values `offer` adds (see
+    /// [`ValueOffer`]).
+    fn counter_update(
+        &self,
+        update: &CounterUpdate,
+        offer: &ValueOffer,
+    ) -> Result<Update, BuildError> {
         let mut expression = UpdateExpression::default();
         expression.set(SOURCE, AttributeValue::S(update.source.to_string()));
         expression.set(WINDOW_START, number(update.window_start));
@@ -253,6 +275,8 @@ impl DynamoCounterStore {
         let elements = |elements: &[u16]| numbers(elements.iter().map(|&e| u64::from(e)));
         expression.add_set(PORT_SKETCH, elements(&update.port_sketch));
         expression.add_set(HOST_SKETCH, elements(&update.host_sketch));
+        expression.add_exact_values(PORT_VALUES, &offer.ports);
+        expression.add_exact_values(HOST_VALUES, &offer.hosts);
         expression.set_if_absent(SAMPLE_PORTS, elements(&update.sample_ports));
         expression.set_if_absent(SAMPLE_HOSTS, numbers(update.sample_hosts.iter().copied()));
         expression.set_if_absent(INTERFACES, strings(update.interfaces.iter().cloned()));
@@ -299,6 +323,11 @@ impl DynamoCounterStore {
                     .collect(),
             ))
             .update_expression(expression.render())
+            .set_condition_expression(expression.condition())
+            .set_return_values_on_condition_check_failure(
+                (!expression.conditions.is_empty())
+                    .then_some(ReturnValuesOnConditionCheckFailure::AllOld),
+            )
             .set_expression_attribute_names(Some(expression.names))
             .set_expression_attribute_values(Some(expression.values))
             .build()
@@ -325,28 +354,43 @@ impl DynamoCounterStore {
             .build()
     }
 
+    fn chunk_items(
+        &self,
+        chunk: &BatchChunk<'_>,
+        offers: &[ValueOffer],
+        digest: &str,
+    ) -> Result<Vec<TransactWriteItem>, BuildError> {
+        let mut items = Vec::with_capacity(chunk.rows.len() + 1);
+        for (row, offer) in chunk.rows.iter().zip(offers) {
+            let update = match row {
+                RowUpdate::Counter(update) => self.counter_update(update, offer)?,
+                RowUpdate::Gap(gap) => self.gap_update(gap)?,
+            };
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        items.push(
+            TransactWriteItem::builder()
+                .put(self.ledger_put(chunk, digest)?)
+                .build(),
+        );
+        Ok(items)
+    }
+
     /// Applies one chunk and its ledger item in one transaction, at most once.
     async fn apply_chunk(&self, chunk: &BatchChunk<'_>) -> Result<ApplyReport, StoreError> {
         let action = || format!("applying chunk {} of batch {}", chunk.index, chunk.batch);
-        let mut items = Vec::with_capacity(chunk.rows.len() + 1);
-        for row in &chunk.rows {
-            let update = match row {
-                RowUpdate::Counter(update) => self.counter_update(update),
-                RowUpdate::Gap(gap) => self.gap_update(gap),
-            }
-            .map_err(|error| self.build_error(action(), error))?;
-            items.push(TransactWriteItem::builder().update(update).build());
-        }
         let digest = rows_digest(&chunk.rows);
-        let ledger = self
-            .ledger_put(chunk, &digest)
+        let mut offers: Vec<ValueOffer> = chunk.rows.iter().map(ValueOffer::of).collect();
+        let mut items = self
+            .chunk_items(chunk, &offers, &digest)
             .map_err(|error| self.build_error(action(), error))?;
-        items.push(TransactWriteItem::builder().put(ledger).build());
 
         let rows = chunk.rows.len() as u64;
         let mut report = ApplyReport::default();
         let mut backoff = CONFLICT_BACKOFF;
-        for attempt in 1.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             report.requests += 1;
             let result = self
                 .client
@@ -377,6 +421,27 @@ impl DynamoCounterStore {
                             .into(),
                     });
                 }
+                Cancelled::ValuesFull(full) if attempt < VALUE_ATTEMPTS => {
+                    // Offers shrink to what the sets lack, or to the marker: a set that had
+                    // room for the union takes the rest on the next attempt.
+                    for (index, item) in full {
+                        match offers.get_mut(index) {
+                            Some(offer) => offer.narrow(item.as_ref()),
+                            None => return Err(self.error(action(), error)),
+                        }
+                    }
+                    items = self
+                        .chunk_items(chunk, &offers, &digest)
+                        .map_err(|error| self.build_error(action(), error))?;
+                }
+                Cancelled::ValuesFull(_) => {
+                    return Err(StoreError::Service {
+                        action: format!("{} ({VALUE_ATTEMPTS} attempts)", action()),
+                        table: self.table.clone(),
+                        retryable: true,
+                        source: Box::new(error),
+                    });
+                }
                 Cancelled::Retry if attempt < CONFLICT_ATTEMPTS => {
                     tokio::time::sleep(backoff + jitter(chunk, attempt, backoff)).await;
                     backoff *= 2;
@@ -392,7 +457,56 @@ impl DynamoCounterStore {
                 Cancelled::Fail => return Err(self.error(action(), error)),
             }
         }
-        unreachable!("the attempts loop returns")
+    }
+}
+
+/// The exact values one counter row's update adds to its two value sets (ports, hosts):
+/// `Some(values)`, on the condition that the set keeps at most [`EXACT_VALUES`] members, or
+/// `None`, the [`OVER_MARKER`] without a condition. Gap rows offer nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ValueOffer {
+    ports: Option<Vec<u64>>,
+    hosts: Option<Vec<u64>>,
+}
+
+impl ValueOffer {
+    fn of(row: &RowUpdate<'_>) -> ValueOffer {
+        match row {
+            RowUpdate::Counter(update) => ValueOffer {
+                ports: update
+                    .exact_ports
+                    .as_ref()
+                    .map(|ports| ports.iter().map(|&port| u64::from(port)).collect()),
+                hosts: update.exact_hosts.clone(),
+            },
+            RowUpdate::Gap(_) => ValueOffer {
+                ports: Some(Vec::new()),
+                hosts: Some(Vec::new()),
+            },
+        }
+    }
+
+    /// After the row's condition failed, given the item as it was: each set is offered only
+    /// the values it lacks, or the marker when the union would not fit (or the item is
+    /// not known).
+    fn narrow(&mut self, item: Option<&HashMap<String, AttributeValue>>) {
+        for (name, offer) in [
+            (PORT_VALUES, &mut self.ports),
+            (HOST_VALUES, &mut self.hosts),
+        ] {
+            let Some(values) = offer.as_mut() else {
+                continue;
+            };
+            let Some(item) = item else {
+                *offer = None;
+                continue;
+            };
+            let stored = exact_values_of(item, name, Some);
+            values.retain(|value| stored.values.binary_search(value).is_err());
+            if stored.over || stored.values.len() + values.len() > EXACT_VALUES {
+                *offer = None;
+            }
+        }
     }
 }
 
@@ -424,6 +538,16 @@ fn cancellation(error: &SdkError<TransactWriteItemsError>, rows_digest: &str) ->
             Some(applied) if applied != rows_digest => Cancelled::OtherRows,
             _ => Cancelled::AlreadyApplied,
         }
+    } else if codes.contains(&"ConditionalCheckFailed") {
+        // Only counter rows carry conditions besides the ledger: their value sets were full.
+        Cancelled::ValuesFull(
+            reasons
+                .iter()
+                .enumerate()
+                .filter(|(_, reason)| reason.code() == Some("ConditionalCheckFailed"))
+                .map(|(index, reason)| (index, reason.item().cloned()))
+                .collect(),
+        )
     } else if codes.iter().any(|code| {
         matches!(
             *code,
@@ -1295,6 +1419,8 @@ pub fn counter_from_item(item: &HashMap<String, AttributeValue>) -> Option<Store
         bytes: number_of(BYTES),
         port_sketch: small_numbers_of(PORT_SKETCH),
         host_sketch: small_numbers_of(HOST_SKETCH),
+        exact_ports: exact_values_of(item, PORT_VALUES, |v| u16::try_from(v).ok()),
+        exact_hosts: exact_values_of(item, HOST_VALUES, Some),
         sample_ports: small_numbers_of(SAMPLE_PORTS),
         sample_hosts: numbers_of(SAMPLE_HOSTS),
         first_seen: numbers_of(FIRST_SEEN),
@@ -1305,12 +1431,36 @@ pub fn counter_from_item(item: &HashMap<String, AttributeValue>) -> Option<Store
     })
 }
 
+/// A stored value set: its values, and whether it holds [`OVER_MARKER`] (or anything that is
+/// not a value, which no release writes).
+fn exact_values_of<T: Ord>(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+    value_of: impl Fn(u64) -> Option<T>,
+) -> ExactValues<T> {
+    let mut exact = ExactValues::default();
+    let members = item.get(name).and_then(|value| value.as_ns().ok());
+    for member in members.into_iter().flatten() {
+        match member.parse().ok().and_then(&value_of) {
+            Some(value) => exact.values.push(value),
+            None => exact.over = true,
+        }
+    }
+    if exact.over {
+        exact.values.clear();
+    }
+    exact.values.sort_unstable();
+    exact
+}
+
 /// Builds `SET a = :a, ... ADD b :b, ...` with placeholders for every name and value, so no
 /// attribute name (some are reserved words, some come from log data) is ever spliced in.
 #[derive(Default)]
 struct UpdateExpression {
     sets: Vec<String>,
     adds: Vec<String>,
+    /// Conditions, all of which must hold.
+    conditions: Vec<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
 }
@@ -1357,6 +1507,28 @@ impl UpdateExpression {
         if !is_empty_set(&members) {
             self.add(attribute, members);
         }
+    }
+
+    /// Adds a delivery's exact values to a value set on the condition that it keeps at
+    /// most [`EXACT_VALUES`] members, or (`None`) marks the set over.
+    fn add_exact_values(&mut self, attribute: &str, values: &Option<Vec<u64>>) {
+        match values {
+            Some(values) if values.is_empty() => {}
+            Some(values) => {
+                let room = EXACT_VALUES.saturating_sub(values.len()) as u64;
+                let name = self.name(attribute);
+                let room = self.value(number(room));
+                self.conditions.push(format!(
+                    "(attribute_not_exists({name}) OR size({name}) <= {room})"
+                ));
+                self.add(attribute, numbers(values.iter().copied()));
+            }
+            None => self.add(attribute, AttributeValue::Ns(vec![OVER_MARKER.to_owned()])),
+        }
+    }
+
+    fn condition(&self) -> Option<String> {
+        (!self.conditions.is_empty()).then(|| self.conditions.join(" AND "))
     }
 
     fn render(&self) -> String {
