@@ -17,11 +17,12 @@ use std::net::IpAddr;
 use rejectwatch_tests::tally_object;
 use shared::alert::{AlertPolicy, InternalSources, evaluate_since, incomplete_spans};
 use shared::aws::dynamodb::{
-    BYTES, EXPIRES_AT, FIRST_SEEN, GSI1_PK, HOST_SKETCH, INTERFACES, LAST_SEEN, PACKETS, PK,
-    PORT_SKETCH, PROTOCOL_PREFIX, REASON_PREFIX, REJECTS, SAMPLE_HOSTS, SAMPLE_PORTS, SK, SOURCE,
-    WINDOW_SECONDS, WINDOW_START, source_key, window_key, window_shard_key,
+    BYTES, EXPIRES_AT, FIRST_SEEN, GSI1_PK, HOST_SKETCH, HOST_VALUES, INTERFACES, LAST_SEEN,
+    PACKETS, PK, PORT_SKETCH, PORT_VALUES, PROTOCOL_PREFIX, REASON_PREFIX, REJECTS, SAMPLE_HOSTS,
+    SAMPLE_PORTS, SK, SOURCE, WINDOW_SECONDS, WINDOW_START, source_key, window_key,
+    window_shard_key,
 };
-use shared::counters::{BatchId, CounterBatch, StoredCounter, shard_of};
+use shared::counters::{BatchId, CounterBatch, ExactValues, StoredCounter, shard_of};
 use shared::generate::{FlowLogGenerator, GeneratorConfig};
 use shared::tally::TallyOptions;
 
@@ -135,6 +136,8 @@ fn main() {
         run_on / run_off
     );
 
+    item_sizes(rows.iter().filter(in_last));
+
     let findings_off = evaluate_since(&rows, &[], &per_window, last).len();
     let all_on = evaluate_since(&rows, &[], &policy, last);
     let findings_on = all_on.len();
@@ -195,6 +198,41 @@ fn window_reads<'a>(
     }
 }
 
+/// What the exact value sets (`port_values`, `host_values`) add to the rows of one window:
+/// item bytes, and the write units of one delivery's transactional update (two per KB of
+/// the item).
+fn item_sizes<'a>(rows: impl Iterator<Item = &'a StoredCounter>) {
+    let (mut count, mut with, mut without, mut largest) = (0u64, 0u64, 0u64, (0u64, 0u64));
+    let (mut units_with, mut units_without) = (0u64, 0u64);
+    for row in rows {
+        let bare = StoredCounter {
+            exact_ports: ExactValues::default(),
+            exact_hosts: ExactValues::default(),
+            ..row.clone()
+        };
+        let (a, b) = (item_bytes(row), item_bytes(&bare));
+        count += 1;
+        with += a;
+        without += b;
+        largest = largest.max((a, b));
+        units_with += 2 * a.div_ceil(1024);
+        units_without += 2 * b.div_ceil(1024);
+    }
+    println!();
+    println!(
+        "item sizes of the window's {count} rows: mean {} B with exact values, {} B without; \
+         largest {} B ({} B without)",
+        with / count.max(1),
+        without / count.max(1),
+        largest.0,
+        largest.1
+    );
+    println!(
+        "write units of one delivery's updates: {units_with} with exact values, {units_without} without ({:.3}x)",
+        units_with as f64 / units_without.max(1) as f64
+    );
+}
+
 /// A `Query`'s eventually consistent read units: half a unit per 4 KB returned, rounded
 /// up, and at least half a unit.
 fn read_units(bytes: u64) -> f64 {
@@ -245,12 +283,26 @@ fn item_bytes(row: &StoredCounter) -> u64 {
             &mut row.sample_ports.iter().map(|&v| u64::from(v)),
         ),
         (SAMPLE_HOSTS, &mut row.sample_hosts.iter().copied()),
+        (
+            PORT_VALUES,
+            &mut row.exact_ports.values.iter().map(|&v| u64::from(v)),
+        ),
+        (HOST_VALUES, &mut row.exact_hosts.values.iter().copied()),
         (FIRST_SEEN, &mut row.first_seen.iter().copied()),
         (LAST_SEEN, &mut row.last_seen.iter().copied()),
     ] {
         let members = numbers(values);
         if members > 0 {
             size += name(attribute) + members;
+        }
+    }
+    // A set marked over holds the marker, `-1` (its values are not kept in memory).
+    for (attribute, over) in [
+        (PORT_VALUES, row.exact_ports.over),
+        (HOST_VALUES, row.exact_hosts.over),
+    ] {
+        if over {
+            size += name(attribute) + number(1);
         }
     }
     if !row.interfaces.is_empty() {

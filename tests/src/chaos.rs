@@ -836,11 +836,9 @@ async fn read_alerts(
 }
 
 /// Which sources a rule fires for, by the exact truth: in some window, or (the scan
-/// rules) over a span of `SPAN_WINDOWS` consecutive windows. A distinct count within the sketch's error of its
-/// threshold may go either way: those sources are returned apart, not judged.
-fn sources_to_alert(
-    per_source: &HashMap<SourceWindow, ExpectedSource>,
-) -> (HashSet<IpAddr>, HashSet<IpAddr>) {
+/// rules) over a span of `SPAN_WINDOWS` consecutive windows. Distinct counts up to
+/// `EXACT_VALUES` per row are stored exactly, so a count at a threshold is judged exactly.
+fn sources_to_alert(per_source: &HashMap<SourceWindow, ExpectedSource>) -> HashSet<IpAddr> {
     let mut by_source: BTreeMap<IpAddr, BTreeMap<u64, &ExpectedSource>> = BTreeMap::new();
     for (key, source) in per_source {
         by_source
@@ -849,7 +847,6 @@ fn sources_to_alert(
             .insert(key.window_start, source);
     }
     let mut should = HashSet::new();
-    let mut ambiguous = HashSet::new();
     for (source, windows) in &by_source {
         for &end in windows.keys() {
             let start = end.saturating_sub((SPAN_WINDOWS - 1) * WINDOW_SECONDS);
@@ -867,17 +864,15 @@ fn sources_to_alert(
                 // Volume is a rate per window; only the scan rules apply over a span.
                 let alone = first == end;
                 if (alone && rejects >= REJECT_THRESHOLD)
-                    || ports >= PORT_SCAN_THRESHOLD + 3
-                    || hosts >= HOST_SWEEP_THRESHOLD + 3
+                    || ports >= PORT_SCAN_THRESHOLD
+                    || hosts >= HOST_SWEEP_THRESHOLD
                 {
                     should.insert(*source);
-                } else if ports + 3 >= PORT_SCAN_THRESHOLD || hosts + 3 >= HOST_SWEEP_THRESHOLD {
-                    ambiguous.insert(*source);
                 }
             }
         }
     }
-    (should, ambiguous)
+    should
 }
 
 /// Compares what was stored and alerted with the generator's truth.
@@ -909,8 +904,7 @@ fn judge(
         }
     }
 
-    let (should, mut ambiguous) = sources_to_alert(&expected.per_source);
-    ambiguous.retain(|source| !should.contains(source));
+    let should = sources_to_alert(&expected.per_source);
     let (alerted, digests, duplicate_deliveries) = alerts;
     let missed = should
         .iter()
@@ -918,7 +912,7 @@ fn judge(
         .count();
     let unexpected = alerted
         .keys()
-        .filter(|source| !should.contains(source) && !ambiguous.contains(source))
+        .filter(|source| !should.contains(source))
         .count();
     // A later digest naming a source again tells something new only at a higher severity,
     // or for activity in a window that ended after the earlier alert's cooldown.
@@ -999,7 +993,6 @@ fn judge(
         "requests": ingest_faults["requests"].as_u64().unwrap_or(0) + evaluate_faults["requests"].as_u64().unwrap_or(0),
         "faults": by_kind,
         "alerts_unexpected": unexpected,
-        "alerts_not_judged": ambiguous.len(),
         "realerts_with_news": realerts,
         "digests": digests,
         "digest_deliveries_repeated": duplicate_deliveries,
