@@ -7,6 +7,8 @@
 //! - [`sketch`]: mergeable distinct counts for stored rows.
 //! - [`alert`]: which sources deserve an alert, and its text.
 //! - [`settle`]: when a window stops changing, and which windows an evaluation reads.
+//! - `generate`, `scenarios` (feature `generator`): realistic traffic with planted
+//!   scanners, and the labelled scenario suite.
 //! - `scan` (internal): finds newlines and value separators in decoded text, 64 bytes at a
 //!   time, with AVX2 where the processor has it.
 //!
@@ -29,5 +31,7 @@ pub mod time;
 pub mod aws;
 #[cfg(feature = "generator")]
 pub mod generate;
+#[cfg(feature = "generator")]
+pub mod scenarios;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -4,6 +4,7 @@ pub mod chaos;
 pub mod fault_proxy;
 pub mod moto;
 pub mod runtime_api;
+pub mod scenarios;
 
 use std::net::{IpAddr, Ipv4Addr};
 
