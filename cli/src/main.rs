@@ -109,6 +109,12 @@ enum Command {
         /// Output file; stdout when absent.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Write one labelled scenario of the suite (a planted scan or a benign look-alike)
+        /// in background traffic of `--records` records a window, default format, ordered
+        /// by start time; `list` names them. `--format`, `--start-time`,
+        /// `--duration-seconds` and `--sources` do not apply.
+        #[arg(long)]
+        scenario: Option<String>,
     },
     /// One stage of the core over a file, once, for instruction counts
     /// (scripts/bench-instructions).
@@ -191,6 +197,14 @@ fn main() -> ExitCode {
         Command::Generate {
             records,
             seed,
+            shape,
+            output,
+            scenario: Some(name),
+            ..
+        } => run_scenario(&name, records, seed, shape, output),
+        Command::Generate {
+            records,
+            seed,
             format,
             start_time,
             duration_seconds,
@@ -199,6 +213,7 @@ fn main() -> ExitCode {
             members,
             batch_size,
             output,
+            scenario: None,
         } => {
             let format = match format.as_str() {
                 "default" => Ok(FlowFormat::default()),
@@ -323,6 +338,77 @@ fn raw_stdout() -> Box<dyn Write> {
 #[cfg(not(unix))]
 fn raw_stdout() -> Box<dyn Write> {
     Box::new(io::stdout().lock())
+}
+
+/// `generate --scenario`: see `shared::scenarios`.
+fn run_scenario(
+    name: &str,
+    records: u64,
+    seed: u64,
+    shape: Shape,
+    output: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let all = shared::scenarios::scenarios();
+    if name == "list" {
+        for scenario in &all {
+            let expect = match &scenario.expect {
+                shared::scenarios::Outcome::Alert(rules) => format!("alert ({})", rules.join(", ")),
+                shared::scenarios::Outcome::Internal => "listed apart as internal".into(),
+                shared::scenarios::Outcome::Silent => "no alert".into(),
+            };
+            println!(
+                "{:<36} {:<15} {} ({})",
+                scenario.name, scenario.source, scenario.plants, expect
+            );
+        }
+        return Ok(());
+    }
+    let Some(lines) = shared::scenarios::scenario_log(name, seed, records) else {
+        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+        return Err(CliError::Usage(format!(
+            "no scenario named {name:?}; the scenarios: {}, or `list`",
+            names.join(", ")
+        )));
+    };
+    let path = output
+        .as_ref()
+        .map_or_else(|| "<stdout>".to_owned(), |p| p.display().to_string());
+    let sink: Box<dyn Write> = match &output {
+        Some(file) => Box::new(
+            std::fs::File::create(file).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut text = FlowFormat::default().header_line();
+    text.push('\n');
+    for line in &lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut out = BufWriter::with_capacity(256 << 10, sink);
+    match shape {
+        Shape::S3Text => out.write_all(text.as_bytes()),
+        Shape::S3Gzip => {
+            let mut gzip = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+            gzip.write_all(text.as_bytes())
+                .and_then(|()| gzip.finish().map(drop))
+        }
+        Shape::Cloudwatch => {
+            return Err(CliError::Usage(
+                "a scenario is written as an S3 object (--shape s3-gzip or s3-text)".into(),
+            ));
+        }
+    }
+    .and_then(|()| out.flush())
+    .map_err(CliError::from_write)?;
+    eprintln!(
+        "rejectwatch: wrote scenario {name} in {} lines to {path}",
+        lines.len()
+    );
+    Ok(())
 }
 
 fn run_generate(

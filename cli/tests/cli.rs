@@ -455,3 +455,43 @@ fn pretty_without_json_is_refused() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn generate_writes_a_labelled_scenario_that_tally_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.log.gz").display().to_string();
+    let made = rejectwatch(
+        &[
+            "generate",
+            "--scenario",
+            "window-edge-scan",
+            "--records",
+            "500",
+            "-o",
+            &path,
+        ],
+        None,
+    );
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let report = {
+        let output = rejectwatch(&["tally", "--json", path.as_str()], None);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(report["totals"]["malformed"], 0);
+    // The scan's two rows, 15 ports each side of the window edge.
+    let rows: Vec<&Value> = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["source"] == "100.64.0.2")
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|row| row["distinct_dst_ports"] == 15));
+
+    let listed = rejectwatch(&["generate", "--scenario", "list"], None);
+    assert!(text(&listed.stdout).contains("slow-scan"));
+    let unknown = rejectwatch(&["generate", "--scenario", "no-such"], None);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("no scenario named \"no-such\""));
+}
