@@ -11,8 +11,10 @@ use std::net::IpAddr;
 use evaluate_rejects::config::Config as EvaluateConfig;
 use ingest_flow_logs::config::Config as IngestConfig;
 use serde_json::{Value, json};
+use shared::aws::dynamodb::DynamoCounterStore;
 use shared::decode::LogEntry;
 use shared::generate::subscription_payload;
+use shared::ports::{AlertStateStore, CounterReader, CounterStore, DigestLog};
 use shared::scenarios::{
     Delivery, Outcome, Path, SETTINGS, START, WINDOW_SECONDS, WINDOWS, background, scenarios,
 };
@@ -127,13 +129,49 @@ fn outcome_text(outcome: &Outcome) -> String {
     }
 }
 
-/// Runs the suite over `background_records` records of background traffic a window, with
-/// the suite's settings (`shared::scenarios::SETTINGS`) changed by `overrides`.
+/// Runs the suite with in-memory counters over `background_records` records of background
+/// traffic a window, with the suite's settings (`shared::scenarios::SETTINGS`) changed by
+/// `overrides`.
 pub async fn run_in_memory(
     seed: u64,
     background_records: u64,
     overrides: &[(&str, &str)],
 ) -> SuiteReport {
+    // The store passes from ingest to the evaluator and back, as if both reached one table.
+    run(
+        seed,
+        background_records,
+        overrides,
+        (
+            InMemoryCounterStore::default(),
+            InMemoryCounterStore::default(),
+        ),
+        std::mem::swap,
+    )
+    .await
+}
+
+/// Runs the suite with counters in DynamoDB (moto, say): two stores on one table.
+pub async fn run_in_dynamodb(
+    seed: u64,
+    background_records: u64,
+    stores: (DynamoCounterStore, DynamoCounterStore),
+) -> SuiteReport {
+    run(seed, background_records, &[], stores, |_, _| {}).await
+}
+
+/// The suite's run. `hand_over` gives the evaluator's store what ingest wrote before each
+/// evaluation, and back after it (a swap for in-memory stores, nothing for one table).
+async fn run<S>(
+    seed: u64,
+    background_records: u64,
+    overrides: &[(&str, &str)],
+    (ingest_store, evaluate_store): (S, S),
+    hand_over: fn(&mut S, &mut S),
+) -> SuiteReport
+where
+    S: CounterStore + CounterReader + AlertStateStore + DigestLog + Sync,
+{
     let settings = |extra: &[(&str, &str)]| -> HashMap<String, String> {
         SETTINGS
             .iter()
@@ -144,7 +182,7 @@ pub async fn run_in_memory(
     };
     let ingest_settings = settings(&[("COUNTERS_TABLE_NAME", "counters")]);
     let mut ingest = ingest_flow_logs::Deps {
-        store: InMemoryCounterStore::default(),
+        store: ingest_store,
         objects: InMemoryObjectSource::new(),
         config: IngestConfig::from_lookup(|name| ingest_settings.get(name).cloned())
             .expect("the suite's ingest settings"),
@@ -159,7 +197,7 @@ pub async fn run_in_memory(
         ("SETTLE_MINUTES", &settle),
     ]);
     let mut evaluate = evaluate_rejects::Deps::new(
-        InMemoryCounterStore::default(),
+        evaluate_store,
         RecordingPublisher::default(),
         EvaluateConfig::from_lookup(|name| evaluate_settings.get(name).cloned())
             .expect("the suite's evaluator settings"),
@@ -211,15 +249,14 @@ pub async fn run_in_memory(
                 .await
                 .unwrap_or_else(|error| panic!("ingesting {}: {error}", delivery.name));
         }
-        // The store passes from ingest to the evaluator and back, as both reach one table.
-        evaluate.store = std::mem::take(&mut ingest.store);
+        hand_over(&mut ingest.store, &mut evaluate.store);
         evaluate.wall_clock = Box::new(move || now);
         let at = json!({"detail-type": "Scheduled Event", "source": "aws.events",
                         "time": shared::time::format_utc(now)});
         evaluate_rejects::handle(at, &format!("run-{now}"), &evaluate)
             .await
             .unwrap_or_else(|error| panic!("evaluating at {now}: {error}"));
-        ingest.store = std::mem::take(&mut evaluate.store);
+        hand_over(&mut evaluate.store, &mut ingest.store);
         evaluations += 1;
         now += WINDOW_SECONDS;
     }

@@ -674,3 +674,26 @@ async fn take_overs_and_cooldowns_follow_the_core_rule_in_dynamodb() {
         ClaimOutcome::Won
     );
 }
+
+/// Issue 14: the labelled scenario suite with its counters, claims and progress in DynamoDB
+/// (objects in memory, digests recorded): every planted scan alerted, no look-alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_suite_alerts_every_scan_and_no_look_alike_in_dynamodb() {
+    let stack = Stack::start().await;
+    let report =
+        rejectwatch_tests::scenarios::run_in_dynamodb(1, 300, (stack.store(), stack.store())).await;
+    println!("{}", report.table());
+    let summary = report.summary();
+    println!("{summary}");
+    for result in &report.results {
+        assert!(
+            result.ok(),
+            "{}: expected {:?}, got {:?}",
+            result.name,
+            result.expect,
+            result.got
+        );
+    }
+    assert_eq!(summary["recall"], 1.0, "{summary}");
+    assert_eq!(summary["false_alerts"], 0, "{summary}");
+}
