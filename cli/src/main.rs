@@ -370,6 +370,11 @@ fn run_scenario(
             names.join(", ")
         )));
     };
+    if matches!(shape, Shape::Cloudwatch) {
+        return Err(CliError::Usage(
+            "a scenario is written as an S3 object (--shape s3-gzip or s3-text)".into(),
+        ));
+    }
     let path = output
         .as_ref()
         .map_or_else(|| "<stdout>".to_owned(), |p| p.display().to_string());
@@ -396,11 +401,7 @@ fn run_scenario(
             gzip.write_all(text.as_bytes())
                 .and_then(|()| gzip.finish().map(drop))
         }
-        Shape::Cloudwatch => {
-            return Err(CliError::Usage(
-                "a scenario is written as an S3 object (--shape s3-gzip or s3-text)".into(),
-            ));
-        }
+        Shape::Cloudwatch => unreachable!("refused above"),
     }
     .and_then(|()| out.flush())
     .map_err(CliError::from_write)?;

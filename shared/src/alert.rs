@@ -432,13 +432,19 @@ fn evaluate_source(
             continue;
         }
         let merged = check(&rows[first..after], policy);
-        // Only what no row of the span fires alone: a window that explains the alert by
-        // itself does not drag its neighbours in.
+        // Only what no evaluated row of the span fires alone: a window that explains the
+        // alert by itself does not drag its neighbours in. A context row (evaluated by an
+        // earlier run) that fires alone now crossed after that run, with rows that came
+        // late; leaving its rules out would make them unalertable, so the span may fire
+        // them (a source alerted before is held by its cooldown).
         let new: Vec<Rule> = merged
             .fired
             .iter()
             .copied()
-            .filter(|rule| !alone[first..after].iter().any(|a| a.fired.contains(rule)))
+            .filter(|rule| {
+                !(first..after)
+                    .any(|i| rows[i].window_start >= first_window && alone[i].fired.contains(rule))
+            })
             .collect();
         if new.is_empty() {
             continue;
@@ -1109,6 +1115,18 @@ mod tests {
         // Window 0 was evaluated (and alerted) by an earlier run.
         assert!(evaluate_since(std::slice::from_ref(&context), &[], &policy(), 300).is_empty());
         let findings = evaluate_since(&[context, evaluated], &[], &policy(), 300);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rules, vec![Rule::PortScan]);
+        assert_eq!(findings[0].span, Some(Span { start: 0, end: 600 }));
+    }
+
+    /// Late rows put a window that an earlier run evaluated (now context) over a threshold:
+    /// the span that holds it and an evaluated window alerts it, rather than no run ever.
+    #[test]
+    fn a_context_window_that_crossed_with_late_rows_is_alerted_over_a_span() {
+        let crossed_late = row(S, 0, 20, 1..=20, [1]);
+        let quiet = row(S, 300, 1, [22], [1]);
+        let findings = evaluate_since(&[crossed_late, quiet], &[], &policy(), 300);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].rules, vec![Rule::PortScan]);
         assert_eq!(findings[0].span, Some(Span { start: 0, end: 600 }));

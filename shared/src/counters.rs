@@ -624,6 +624,17 @@ mod tests {
         let (count, _) = stored.distinct_dst_ports();
         assert!(crate::sketch::within_expected_error(count, 30), "{count}");
         assert_ne!(count, 10);
+        // Nor does a span with such a row count exactly.
+        let mut span = StoredCounter::default().with_destinations(1..=10, [1]);
+        let mut old_row = StoredCounter::default().with_destinations(11..=30, [1]);
+        old_row.exact_ports = ExactValues::default();
+        span.merge_destinations(&old_row);
+        let (count, exact) = span.distinct_dst_ports();
+        assert!(
+            !exact && crate::sketch::within_expected_error(count, 30),
+            "{count}"
+        );
+        assert_eq!(span.distinct_dst_hosts(), (1, true));
     }
 
     #[test]
@@ -724,8 +735,10 @@ impl StoredCounter {
     pub fn merge_destinations(&mut self, other: &StoredCounter) {
         union_into(&mut self.port_sketch, other.port_sketch.iter().copied());
         union_into(&mut self.host_sketch, other.host_sketch.iter().copied());
-        self.exact_ports.merge(&other.exact_ports);
-        self.exact_hosts.merge(&other.exact_hosts);
+        self.exact_ports
+            .merge(&known_values(&other.exact_ports, &other.port_sketch));
+        self.exact_hosts
+            .merge(&known_values(&other.exact_hosts, &other.host_sketch));
     }
 
     /// Distinct destination ports, and whether the count is exact: the exact values
@@ -809,21 +822,44 @@ impl Destinations {
 }
 
 /// The exact count while `exact` holds every value the sketch was built from, else the
-/// sketch's estimate.
+/// sketch's estimate. The values must explain the stored elements one by one (each is the
+/// element of some value) and rebuild the same registers: a delivery stored without values
+/// (an older release) shows as an element no value has, unless it matches one exactly.
 fn distinct<T: Copy>(
     exact: &ExactValues<T>,
     sketch: &[u16],
     value_of: impl Fn(T) -> u64,
 ) -> (u64, bool) {
     let stored = DistinctSketch::from_elements(sketch.iter().map(|&e| u64::from(e)));
-    if !exact.over
-        && !exact.values.is_empty()
-        && DistinctSketch::from_values(exact.values.iter().map(|&v| value_of(v))) == stored
-    {
-        return (exact.values.len() as u64, true);
+    if !exact.over && !exact.values.is_empty() {
+        let mut elements: Vec<u16> = exact
+            .values
+            .iter()
+            .map(|&v| DistinctSketch::element_of(value_of(v)))
+            .collect();
+        elements.sort_unstable();
+        let explained = sketch.iter().all(|e| elements.binary_search(e).is_ok());
+        if explained
+            && DistinctSketch::from_values(exact.values.iter().map(|&v| value_of(v))) == stored
+        {
+            return (exact.values.len() as u64, true);
+        }
     }
     let count = stored.estimate();
     (count, count < EXACT_DISTINCT_BELOW)
+}
+
+/// A row's values, or over when it has a sketch but no values (stored by an older
+/// release): values that a union with other rows cannot know.
+fn known_values<T: Clone>(exact: &ExactValues<T>, sketch: &[u16]) -> ExactValues<T> {
+    if exact.values.is_empty() && !exact.over && !sketch.is_empty() {
+        ExactValues {
+            values: Vec::new(),
+            over: true,
+        }
+    } else {
+        exact.clone()
+    }
 }
 
 /// A row's exact distinct values: the union of its deliveries' values while it stays at

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::generate::{FlowLogGenerator, GeneratorConfig};
+use crate::sketch::DistinctSketch;
 
 /// The first window's start (window-aligned for 5-minute windows).
 pub const START: u64 = 1_714_521_600;
@@ -267,6 +268,67 @@ pub fn scenarios() -> Vec<Scenario> {
         ],
     });
 
+    // At exactly the thresholds, with values the 1,024-register sketch alone counts as 19.
+    let collides = |values: &[u64]| {
+        DistinctSketch::from_values(values.iter().copied()).estimate() != values.len() as u64
+    };
+    let first_port = (1_000..60_000u16)
+        .find(|&first| collides(&(first..first + 20).map(u64::from).collect::<Vec<_>>()))
+        .unwrap_or(1_000);
+    let source = outside(10);
+    let at_threshold: Vec<Reject> = (0..20u16)
+        .map(|i| Reject {
+            interface: 1,
+            src: source,
+            dst: target,
+            src_port: 50_010,
+            dst_port: first_port + i,
+            start: window(3) + 40 + u64::from(i) * 4,
+        })
+        .collect();
+    all.push(Scenario {
+        name: "port-scan-at-the-threshold",
+        plants: "20 ports of one host in one window, a range the sketch alone counts 19",
+        source,
+        expect: Outcome::Alert(vec!["port-scan"]),
+        why: "exactly 20 ports: counted exactly, so it crosses",
+        deliveries: vec![object(
+            "port-scan-at-the-threshold".into(),
+            3,
+            &at_threshold,
+        )],
+    });
+    let fingerprint = |index: u32| match vpc_host(index) {
+        IpAddr::V4(v4) => u64::from(v4.to_bits()),
+        IpAddr::V6(_) => 0,
+    };
+    let first_host = (400..4_000u32)
+        .find(|&first| collides(&(first..first + 20).map(fingerprint).collect::<Vec<_>>()))
+        .unwrap_or(400);
+    let source = outside(11);
+    let sweep_at_threshold: Vec<Reject> = (0..20u32)
+        .map(|i| Reject {
+            interface: first_host + i,
+            src: source,
+            dst: vpc_host(first_host + i),
+            src_port: 50_011,
+            dst_port: 3389,
+            start: window(4) + 40 + u64::from(i) * 4,
+        })
+        .collect();
+    all.push(Scenario {
+        name: "host-sweep-at-the-threshold",
+        plants: "20 hosts in one window, addresses the sketch alone counts 19",
+        source,
+        expect: Outcome::Alert(vec!["host-sweep"]),
+        why: "exactly 20 hosts: counted exactly, so it crosses",
+        deliveries: vec![object(
+            "host-sweep-at-the-threshold".into(),
+            4,
+            &sweep_at_threshold,
+        )],
+    });
+
     let source = outside(6);
     let teardown = (0..WINDOWS)
         .map(|w| {
@@ -358,7 +420,7 @@ pub fn scenarios() -> Vec<Scenario> {
         plants: "99 REJECTs, 19 ports, 19 hosts in one window",
         source,
         expect: Outcome::Silent,
-        why: "one under 100, 20 and 20; exact counts, so never rounded up",
+        why: "one under 100, 20 and 20 (the threshold scenarios above are the other side)",
         deliveries: vec![object("one-under".into(), 2, &under)],
     });
 
@@ -452,6 +514,28 @@ mod tests {
                     assert!(start_of(line) >= START, "{line}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_threshold_scenarios_are_ones_the_sketch_alone_gets_wrong() {
+        for name in ["port-scan-at-the-threshold", "host-sweep-at-the-threshold"] {
+            let scenario = scenarios().into_iter().find(|s| s.name == name).unwrap();
+            let lines = &scenario.deliveries[0].lines;
+            let values: Vec<u64> = lines
+                .iter()
+                .map(|line| {
+                    let fields: Vec<&str> = line.split(' ').collect();
+                    if name.starts_with("port") {
+                        fields[6].parse().unwrap()
+                    } else {
+                        let address: Ipv4Addr = fields[4].parse().unwrap();
+                        u64::from(address.to_bits())
+                    }
+                })
+                .collect();
+            assert_eq!(values.len(), 20);
+            assert_eq!(DistinctSketch::from_values(values).estimate(), 19, "{name}");
         }
     }
 

@@ -99,6 +99,14 @@ impl DistinctSketch {
         sketch
     }
 
+    /// The element one value contributes: `register * 64 + rank`. A stored set's elements
+    /// are each the element of one of the values it was built from.
+    pub fn element_of(value: u64) -> u16 {
+        let mut one = DistinctSketch::default();
+        one.insert(value);
+        one.elements()[0]
+    }
+
     /// The stored form: `register * 64 + rank` for every non-zero register, ascending.
     pub fn elements(&self) -> Vec<u16> {
         self.registers

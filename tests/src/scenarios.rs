@@ -52,7 +52,7 @@ impl ScenarioResult {
 #[derive(Debug)]
 pub struct SuiteReport {
     pub results: Vec<ScenarioResult>,
-    /// Outside sources of the background traffic that were alerted.
+    /// Sources of the background traffic that a digest named (outside or internal).
     pub background_alerts: Vec<IpAddr>,
     pub digests: usize,
     pub evaluations: usize,

@@ -646,13 +646,24 @@ async fn exact_values_stay_exact_and_bounded_in_dynamodb() {
         .map(|d| delivery(&format!("d{d}"), "198.51.100.4", d * 40 + 1..=d * 40 + 40))
         .collect();
     let fake = shared::testing::InMemoryCounterStore::default();
+    let mut sweep_requests = Vec::new();
     for batch in batches.iter().chain(&sweep) {
-        deps.store.apply(batch).await.expect("applying");
+        let report = deps.store.apply(batch).await.expect("applying");
+        if batch.updates[0].source.to_string() == "198.51.100.4" {
+            sweep_requests.push(report.requests);
+        }
         fake.apply(batch).await.expect("applying in memory");
         // A redelivery adds nothing.
         let again = deps.store.apply(batch).await.expect("reapplying");
         assert_eq!(again.applied, 0);
     }
+    // The manifest and one chunk; the second delivery's condition fails once, and the
+    // store remembers the set is over, so later ones offer the marker straight away.
+    assert_eq!(sweep_requests[..3], [2, 3, 2], "{sweep_requests:?}");
+    assert!(
+        sweep_requests[3..].iter().all(|&r| r == 2),
+        "{sweep_requests:?}"
+    );
     let rows = stack.counters().await;
     let row = |source: &str| &rows[&(source.to_owned(), window)];
     assert_eq!(row("198.51.100.1").distinct_dst_ports(), (64, true));

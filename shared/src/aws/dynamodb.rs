@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
@@ -182,6 +183,60 @@ pub struct DynamoCounterStore {
     concurrency: usize,
     /// Partitions per window in the `by-window` index and of the capture gaps.
     index_shards: u8,
+    /// What this process learnt of value sets from failed conditions (see [`KnownSets`]).
+    known_sets: KnownSets,
+}
+
+type SetKey = (String, String, &'static str);
+
+/// Value sets (by item `pk`, `sk` and attribute) as failed conditions returned them. Sets
+/// only grow, so a delivery may offer only what a set lacked then, or the marker to a set
+/// that was over, and a busy row does not cancel a transaction on every delivery. Kept for
+/// the warm container's life; forgotten when it grows large.
+#[derive(Clone, Debug, Default)]
+struct KnownSets(Arc<Mutex<HashMap<SetKey, ExactValues<u64>>>>);
+
+/// Sets remembered at most; then the memory starts over.
+const KNOWN_SETS: usize = 20_000;
+
+impl KnownSets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SetKey, ExactValues<u64>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Narrows a row's offers by what is known of its sets.
+    fn narrow(&self, row: &RowUpdate<'_>, offer: &mut ValueOffer) {
+        if !matches!(row, RowUpdate::Counter(_)) {
+            return;
+        }
+        let (pk, sk) = row_key(row);
+        let known = self.lock();
+        for (name, values) in [
+            (PORT_VALUES, &mut offer.ports),
+            (HOST_VALUES, &mut offer.hosts),
+        ] {
+            if let Some(stored) = known.get(&(pk.clone(), sk.clone(), name)) {
+                narrow_set(values, stored);
+            }
+        }
+    }
+
+    /// Remembers a row's sets as a failed condition returned its item.
+    fn learn(&self, row: &RowUpdate<'_>, item: &HashMap<String, AttributeValue>) {
+        let (pk, sk) = row_key(row);
+        let mut known = self.lock();
+        if known.len() >= KNOWN_SETS {
+            known.clear();
+        }
+        for name in [PORT_VALUES, HOST_VALUES] {
+            known.insert(
+                (pk.clone(), sk.clone(), name),
+                exact_values_of(item, name, Some),
+            );
+        }
+    }
 }
 
 /// How a cancelled chunk transaction is handled.
@@ -213,6 +268,7 @@ impl DynamoCounterStore {
             retention_seconds,
             concurrency: concurrency.max(1),
             index_shards: 16,
+            known_sets: KnownSets::default(),
         }
     }
 
@@ -381,6 +437,9 @@ impl DynamoCounterStore {
         let action = || format!("applying chunk {} of batch {}", chunk.index, chunk.batch);
         let digest = rows_digest(&chunk.rows);
         let mut offers: Vec<ValueOffer> = chunk.rows.iter().map(ValueOffer::of).collect();
+        for (row, offer) in chunk.rows.iter().zip(&mut offers) {
+            self.known_sets.narrow(row, offer);
+        }
         let mut items = self
             .chunk_items(chunk, &offers, &digest)
             .map_err(|error| self.build_error(action(), error))?;
@@ -388,7 +447,7 @@ impl DynamoCounterStore {
         let rows = chunk.rows.len() as u64;
         let mut report = ApplyReport::default();
         let mut backoff = CONFLICT_BACKOFF;
-        let mut attempt = 0;
+        let (mut attempt, mut value_attempts) = (0, 0);
         loop {
             attempt += 1;
             report.requests += 1;
@@ -421,13 +480,20 @@ impl DynamoCounterStore {
                             .into(),
                     });
                 }
-                Cancelled::ValuesFull(full) if attempt < VALUE_ATTEMPTS => {
+                Cancelled::ValuesFull(full) if value_attempts < VALUE_ATTEMPTS => {
                     // Offers shrink to what the sets lack, or to the marker: a set that had
-                    // room for the union takes the rest on the next attempt.
+                    // room for the union takes the rest on the next attempt. Not a conflict.
+                    attempt -= 1;
+                    value_attempts += 1;
                     for (index, item) in full {
-                        match offers.get_mut(index) {
-                            Some(offer) => offer.narrow(item.as_ref()),
-                            None => return Err(self.error(action(), error)),
+                        let (Some(offer), Some(row)) =
+                            (offers.get_mut(index), chunk.rows.get(index))
+                        else {
+                            return Err(self.error(action(), error));
+                        };
+                        offer.narrow(item.as_ref());
+                        if let Some(item) = &item {
+                            self.known_sets.learn(row, item);
                         }
                     }
                     items = self
@@ -473,11 +539,16 @@ impl ValueOffer {
     fn of(row: &RowUpdate<'_>) -> ValueOffer {
         match row {
             RowUpdate::Counter(update) => ValueOffer {
+                // More than the bound (a hand-built update) is over, as in the fake.
                 ports: update
                     .exact_ports
                     .as_ref()
+                    .filter(|ports| ports.len() <= EXACT_VALUES)
                     .map(|ports| ports.iter().map(|&port| u64::from(port)).collect()),
-                hosts: update.exact_hosts.clone(),
+                hosts: update
+                    .exact_hosts
+                    .clone()
+                    .filter(|hosts| hosts.len() <= EXACT_VALUES),
             },
             RowUpdate::Gap(_) => ValueOffer {
                 ports: Some(Vec::new()),
@@ -494,19 +565,23 @@ impl ValueOffer {
             (PORT_VALUES, &mut self.ports),
             (HOST_VALUES, &mut self.hosts),
         ] {
-            let Some(values) = offer.as_mut() else {
-                continue;
-            };
-            let Some(item) = item else {
-                *offer = None;
-                continue;
-            };
-            let stored = exact_values_of(item, name, Some);
-            values.retain(|value| stored.values.binary_search(value).is_err());
-            if stored.over || stored.values.len() + values.len() > EXACT_VALUES {
-                *offer = None;
+            match item {
+                Some(item) => narrow_set(offer, &exact_values_of(item, name, Some)),
+                None => *offer = None,
             }
         }
+    }
+}
+
+/// An offer to a set that held `stored`: only the values it lacks, or the marker when the
+/// union would pass [`EXACT_VALUES`] or the set was over.
+fn narrow_set(offer: &mut Option<Vec<u64>>, stored: &ExactValues<u64>) {
+    let Some(values) = offer.as_mut() else {
+        return;
+    };
+    values.retain(|value| stored.values.binary_search(value).is_err());
+    if stored.over || stored.values.len() + values.len() > EXACT_VALUES {
+        *offer = None;
     }
 }
 
