@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test chaos bench bench-ingest bench-coldstart bench-span-reads bench-instructions lambda-local check-template deploy fmt lint
+.PHONY: help demo test chaos scenarios bench bench-ingest bench-coldstart bench-span-reads bench-instructions lambda-local check-template deploy fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -12,6 +12,12 @@ test: ## Every check CI runs: fmt, clippy, all tests
 
 chaos: ## The pipeline under injected faults and kills (200k records; prints the judgement)
 	./scripts/chaos
+
+scenarios: ## The labelled scenario suite (planted scans, look-alikes): the table, recall, false alerts
+	@mkdir -p target; status=0; \
+	cargo test -p rejectwatch-tests --test scenarios -- --nocapture > target/scenarios.log 2>&1 || status=$$?; \
+	grep -E '^\| |^\{"background_alerts"' target/scenarios.log; \
+	[ $$status -eq 0 ] || { tail -30 target/scenarios.log; exit $$status; }
 
 bench: ## Throughput and peak RSS of the core on a 1M-record object
 	cargo bench -p rejectwatch-tests --bench throughput
