@@ -163,8 +163,8 @@ pub struct Finding {
     pub distinct_dst_hosts_exact: bool,
     /// Starts of the windows where a rule fired, alone or in a span.
     pub windows: Vec<u64>,
-    /// The windows that fired a rule over a span when no single window did (the most
-    /// severe such span, then the earliest), when any did.
+    /// The windows that fired a rule over a span when no single evaluated window did (the
+    /// most severe such span, then the earliest), when any did.
     pub span: Option<Span>,
     pub first_seen: u64,
     pub last_seen: u64,
@@ -806,7 +806,7 @@ fn render_text(listed: &[Finding], all: &[Finding], context: &DigestContext<'_>)
         if let Some(span) = finding.span {
             let _ = writeln!(
                 text,
-                "   over {} minutes, {} to {}: no single window crossed",
+                "   over {} minutes, {} to {}: the windows crossed together",
                 (span.end - span.start) / 60,
                 format_utc(span.start),
                 format_utc(span.end)
