@@ -1,15 +1,18 @@
 //! Opening the CLI's inputs and feeding them to the core: S3-style objects (plain or gzip)
-//! are streamed through the core's decoder; CloudWatch Logs payload JSON is decoded whole.
+//! are streamed through the core's decoder, Parquet objects are read a row group at a
+//! time into the same decoder, and CloudWatch Logs payload JSON is decoded whole.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use shared::decode::{
     DecodeError, DecodeLimits, ObjectDecoder, ObjectLines, RecordSink, SubscriptionEvent,
-    is_parquet_key, parse_log_data,
+    is_parquet_key, parse_log_data, starts_as_parquet,
 };
 use shared::flow_log::{FlowFormat, RecordParser};
+use shared::parquet_object::{Columns, read_parquet};
 
 use crate::CliError;
 
@@ -76,11 +79,12 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// subscription event JSON (one payload, or several separated by newlines); anything else
 /// is an S3-style object, plain or gzip, whose header line (if any) sets the format.
 ///
-/// Parquet is refused by name (`.parquet`) as well as by its magic bytes, so that a
-/// Parquet file is never read as text whatever it starts with.
+/// Parquet is told by name (`.parquet`) or by its magic bytes, and only `columns` are
+/// read from it; a Parquet file is never read as text.
 pub fn read_records<R: InputAware>(
     source: Source,
     format: &FlowFormat,
+    columns: Columns,
     records: &mut R,
 ) -> Result<(), CliError> {
     let name = source.name();
@@ -89,14 +93,38 @@ pub fn read_records<R: InputAware>(
         source: error,
     };
     let mut reader = source.open().map_err(read_error)?;
-    if source.is_parquet_name() {
-        return Err(CliError::Decode {
-            path: name,
-            source: DecodeError::Parquet,
-        });
-    }
     let mut chunk = vec![0u8; CHUNK_BYTES];
-    let first = read_some(&mut reader, &mut chunk).map_err(read_error)?;
+    let first = if source.is_parquet_name() {
+        0
+    } else {
+        read_some(&mut reader, &mut chunk).map_err(read_error)?
+    };
+    if source.is_parquet_name() || starts_as_parquet(&chunk[..first]) {
+        records.set_source(name.clone());
+        let lines = ObjectLines::new(format.clone(), &mut *records);
+        let mut decoder = ObjectDecoder::new(lines, DecodeLimits::default());
+        let decode_error = |error| CliError::Decode {
+            path: name.clone(),
+            source: error,
+        };
+        let feed = |text: &[u8]| decoder.write(text);
+        match &source {
+            // A file is read as Parquet is meant to be: footer, then the chunks it needs.
+            Source::File(path) => {
+                let file = File::open(path).map_err(read_error)?;
+                read_parquet(file, columns, feed)
+            }
+            // Standard input cannot seek: held whole.
+            Source::Stdin => {
+                let mut bytes = chunk[..first].to_vec();
+                reader.read_to_end(&mut bytes).map_err(read_error)?;
+                read_parquet(Bytes::from(bytes), columns, feed)
+            }
+        }
+        .map_err(decode_error)?;
+        decoder.finish().map_err(decode_error)?;
+        return Ok(());
+    }
     let starts_with_brace = chunk[..first]
         .iter()
         .find(|byte| !byte.is_ascii_whitespace())

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use shared::flow_log::{FlowFormat, FormatError};
 use shared::generate::{CUSTOM_25_FIELDS, FlowLogGenerator, GeneratorConfig};
+use shared::parquet_object::Columns;
 use shared::tally::{RejectTally, SourceAttribution, TallyOptions};
 
 #[derive(Parser)]
@@ -106,6 +107,9 @@ enum Command {
         /// Log events per CloudWatch Logs payload for `cloudwatch`.
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Rows per row group for `s3-parquet`.
+        #[arg(long, default_value_t = 100_000)]
+        row_group_rows: usize,
         /// Output file; stdout when absent.
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -146,6 +150,9 @@ enum Shape {
     S3Text,
     /// CloudWatch Logs subscription payloads (Lambda event JSON), one per line.
     Cloudwatch,
+    /// An S3 object in Parquet, as a flow log with `FileFormat: parquet` writes it (gzip
+    /// pages, `--row-group-rows` rows per row group).
+    S3Parquet,
 }
 
 fn parse_format(text: &str) -> Result<FlowFormat, FormatError> {
@@ -212,6 +219,7 @@ fn main() -> ExitCode {
             shape,
             members,
             batch_size,
+            row_group_rows,
             output,
             scenario: None,
         } => {
@@ -231,7 +239,7 @@ fn main() -> ExitCode {
                         benign_sources: sources,
                         ..GeneratorConfig::default()
                     };
-                    run_generate(config, shape, members, batch_size, output)
+                    run_generate(config, shape, members, batch_size, row_group_rows, output)
                 }
                 Err(error) => Err(CliError::Usage(error.to_string())),
             }
@@ -286,7 +294,7 @@ fn run_parse(input: InputArgs) -> Result<(), CliError> {
     let mut printer = output::RecordPrinter::new(BufWriter::with_capacity(64 << 10, stdout));
     let format = input.format.unwrap_or_default();
     for source in input::sources(&input.files) {
-        input::read_records(source, &format, &mut printer)?;
+        input::read_records(source, &format, Columns::All, &mut printer)?;
         printer.check().map_err(CliError::from_write)?;
     }
     printer.finish().map_err(CliError::from_write)
@@ -308,7 +316,7 @@ fn run_tally(
     let format = input.format.unwrap_or_default();
     let mut tally = output::LabelledTally::new(RejectTally::new(options));
     for source in input::sources(&input.files) {
-        input::read_records(source, &format, &mut tally)?;
+        input::read_records(source, &format, Columns::Tally, &mut tally)?;
     }
     let mut tally = tally.into_inner();
     // The report reads every row, and each read of a row otherwise looks through the
@@ -370,9 +378,9 @@ fn run_scenario(
             names.join(", ")
         )));
     };
-    if matches!(shape, Shape::Cloudwatch) {
+    if matches!(shape, Shape::Cloudwatch | Shape::S3Parquet) {
         return Err(CliError::Usage(
-            "a scenario is written as an S3 object (--shape s3-gzip or s3-text)".into(),
+            "a scenario is written as an S3 text object (--shape s3-gzip or s3-text)".into(),
         ));
     }
     let path = output
@@ -401,7 +409,7 @@ fn run_scenario(
             gzip.write_all(text.as_bytes())
                 .and_then(|()| gzip.finish().map(drop))
         }
-        Shape::Cloudwatch => unreachable!("refused above"),
+        Shape::Cloudwatch | Shape::S3Parquet => unreachable!("refused above"),
     }
     .and_then(|()| out.flush())
     .map_err(CliError::from_write)?;
@@ -417,25 +425,28 @@ fn run_generate(
     shape: Shape,
     members: u32,
     batch_size: usize,
+    row_group_rows: usize,
     output: Option<PathBuf>,
 ) -> Result<(), CliError> {
     let name = output
         .as_ref()
         .map_or_else(|| "<stdout>".to_owned(), |p| p.display().to_string());
-    let sink: Box<dyn Write> = match &output {
+    let sink: Box<dyn Write + Send> = match &output {
         Some(path) => Box::new(
             std::fs::File::create(path).map_err(|source| CliError::Read {
                 path: name.clone(),
                 source,
             })?,
         ),
-        None => Box::new(io::stdout().lock()),
+        // Not locked: the Parquet writer wants a sink it could send to another thread.
+        None => Box::new(io::stdout()),
     };
     let mut out = BufWriter::with_capacity(256 << 10, sink);
     let mut generator = FlowLogGenerator::new(config);
     match shape {
         Shape::S3Gzip => generator.write_gzip(&mut out, members),
         Shape::S3Text => generator.write_text(&mut out),
+        Shape::S3Parquet => generator.write_parquet(&mut out, row_group_rows),
         Shape::Cloudwatch => {
             let mut result = Ok(());
             for payload in generator.cloudwatch_payloads(batch_size, "/rejectwatch/demo/flow-logs")

@@ -155,30 +155,96 @@ fn corrupt_gzip_fails_naming_the_file() {
     );
 }
 
+/// `rejectwatch generate` writes a text object and its Parquet twin from one seed.
+fn generated_twins(dir: &Path) -> (String, String) {
+    let paths = [
+        ("flows.log.gz", "s3-gzip"),
+        ("flows.log.parquet", "s3-parquet"),
+    ]
+    .map(|(name, shape)| {
+        let path = dir.join(name).display().to_string();
+        let output = rejectwatch(
+            &[
+                "generate",
+                "--records",
+                "20000",
+                "--seed",
+                "3",
+                "--format",
+                "custom",
+                "--shape",
+                shape,
+                "--row-group-rows",
+                "3000",
+                "--output",
+                &path,
+            ],
+            None,
+        );
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        path
+    });
+    let [text_path, parquet_path] = paths;
+    (text_path, parquet_path)
+}
+
 #[test]
-fn parquet_is_refused_with_a_clear_error() {
+fn a_parquet_file_tallies_and_parses_as_its_text_twin() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "flows.log.parquet",
-        b"PAR1\x15\x04\x15\x10\x15\x14",
-    );
-    let output = rejectwatch(&["parse", &path], None);
-    assert!(!output.status.success());
+    let (text_path, parquet_path) = generated_twins(dir.path());
+    let tally = |path: &str| {
+        let output = rejectwatch(&["tally", "--json", path], None);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let mut report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        report.as_object_mut().unwrap().remove("malformed_samples");
+        report
+    };
+    let from_parquet = tally(&parquet_path);
+    assert_eq!(from_parquet["totals"]["records"], 20_000);
+    assert_eq!(from_parquet, tally(&text_path));
+
+    let parse = |path: &str| rejectwatch(&["parse", path], None);
+    let (from_parquet, from_text) = (parse(&parquet_path), parse(&text_path));
     assert!(
-        text(&output.stderr).contains("Parquet"),
+        from_parquet.status.success(),
         "{}",
-        text(&output.stderr)
+        text(&from_parquet.stderr)
+    );
+    assert_eq!(
+        from_parquet.stdout.iter().filter(|&&b| b == b'\n').count(),
+        20_000
+    );
+    assert!(
+        from_parquet.stdout == from_text.stdout,
+        "parse output differs"
     );
 }
 
 #[test]
-fn parquet_file_name_is_refused_whatever_the_file_starts_with() {
+fn parquet_on_standard_input_is_told_by_its_magic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text_path, parquet_path) = generated_twins(dir.path());
+    let parquet = std::fs::read(&parquet_path).unwrap();
+    let from_stdin = rejectwatch(&["tally", "--json"], Some(&parquet));
+    assert!(from_stdin.status.success(), "{}", text(&from_stdin.stderr));
+    let from_text = rejectwatch(&["tally", "--json", &text_path], None);
+    let totals = |output: &Output| {
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["totals"].clone()
+    };
+    assert_eq!(totals(&from_stdin), totals(&from_text));
+}
+
+#[test]
+fn a_parquet_file_name_is_never_read_as_text() {
     let dir = tempfile::tempdir().unwrap();
     let plain = format!("{HEADER}\n{REJECT}\n");
     for (name, bytes) in [
         ("plain.log.parquet", plain.as_bytes().to_vec()),
         ("gzip.log.parquet", gzip(&plain)),
+        (
+            "broken.log.parquet",
+            b"PAR1\x15\x04\x15\x10\x15\x14".to_vec(),
+        ),
     ] {
         let path = write(dir.path(), name, &bytes);
         for command in ["parse", "tally"] {
@@ -187,7 +253,7 @@ fn parquet_file_name_is_refused_whatever_the_file_starts_with() {
             assert!(output.stdout.is_empty(), "{command} {name}");
             let stderr = text(&output.stderr);
             assert!(
-                stderr.contains(&path) && stderr.contains("Parquet, which is not supported"),
+                stderr.contains(&path) && stderr.contains("Parquet data is corrupt"),
                 "{command} {name}: {stderr}"
             );
         }

@@ -48,10 +48,25 @@ impl Default for DecodeLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error(
-        "object is Apache Parquet, which is not supported: create the flow log with \
-         file format plain-text (the default)"
+        "object is Apache Parquet but is not named `.parquet`: Parquet objects are read \
+         only under their AWS name (`....log.parquet`)"
     )]
-    Parquet,
+    UnexpectedParquet,
+    #[error("Parquet data is corrupt or cannot be read")]
+    ParquetFile(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("Parquet column {column:?} has type {data_type}, not an integer or a string")]
+    ParquetColumnType { column: String, data_type: String },
+    #[error("Parquet object has none of the flow-log columns that are read")]
+    ParquetNoFlowLogColumns,
+    #[error(
+        "Parquet row group {row_group} needs {bytes} bytes of column chunks, over the \
+         limit of {limit}"
+    )]
+    ParquetRowGroupTooLarge {
+        row_group: usize,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("gzip data is corrupt or truncated")]
     Gzip(#[source] io::Error),
     #[error("decompressed data exceeds the limit of {limit} bytes")]
@@ -171,6 +186,11 @@ pub fn is_parquet_key(key: &str) -> bool {
     key.ends_with(".parquet")
 }
 
+/// Whether bytes begin as a Parquet file does.
+pub fn starts_as_parquet(bytes: &[u8]) -> bool {
+    bytes.starts_with(&PARQUET_MAGIC)
+}
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const PARQUET_MAGIC: [u8; 4] = *b"PAR1";
 
@@ -242,8 +262,8 @@ impl<S: LineSink> ObjectDecoder<S> {
         else {
             return Ok(());
         };
-        if head.starts_with(&PARQUET_MAGIC) {
-            return Err(DecodeError::Parquet);
+        if starts_as_parquet(head) {
+            return Err(DecodeError::UnexpectedParquet);
         }
         self.stage = if head.starts_with(&GZIP_MAGIC) {
             Stage::Gzip(Box::new(MultiGzDecoder::new(splitter)))
@@ -966,10 +986,13 @@ mod tests {
     }
 
     #[test]
-    fn parquet_is_refused_by_magic_and_by_key() {
+    fn parquet_is_told_by_magic_and_by_key() {
+        // The text decoder never reads Parquet as text; Parquet is read by its own path.
         let error = decode(b"PAR1\x15\x04\x15\x10").map(|_| ()).unwrap_err();
-        assert!(matches!(error, DecodeError::Parquet));
-        assert!(error.to_string().contains("plain-text"));
+        assert!(matches!(error, DecodeError::UnexpectedParquet));
+        assert!(error.to_string().contains(".parquet"));
+        assert!(starts_as_parquet(b"PAR1\x15"));
+        assert!(!starts_as_parquet(b"version account-id"));
         assert!(is_parquet_key(
             "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/x_fe123456.log.parquet"
         ));

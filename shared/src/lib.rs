@@ -7,6 +7,8 @@
 //! - [`sketch`]: mergeable distinct counts for stored rows.
 //! - [`alert`]: which sources deserve an alert, and its text.
 //! - [`settle`]: when a window stops changing, and which windows an evaluation reads.
+//! - `parquet_object` (feature `parquet`): Parquet flow-log objects, read a row group at a
+//!   time (through the [`ports::ObjectSource`] port's ranged reads) into the text decoder.
 //! - `generate`, `scenarios` (feature `generator`): realistic traffic with planted
 //!   scanners, and the labelled scenario suite.
 //! - `scan` (internal): finds newlines and value separators in decoded text, 64 bytes at a
@@ -31,6 +33,8 @@ pub mod time;
 pub mod aws;
 #[cfg(feature = "generator")]
 pub mod generate;
+#[cfg(feature = "parquet")]
+pub mod parquet_object;
 #[cfg(feature = "generator")]
 pub mod scenarios;
 #[cfg(feature = "testing")]

@@ -111,6 +111,23 @@ pub trait ObjectBody: Send {
     ) -> impl Future<Output = Result<Option<bytes::Bytes>, FetchError>> + Send;
 }
 
+/// Which bytes of an object to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// The last `n` bytes (all of them when the object is shorter).
+    Suffix(u64),
+    /// The bytes from `start` up to, not including, `end`.
+    Span { start: u64, end: u64 },
+}
+
+/// Bytes read from part of an object.
+#[derive(Clone, Debug)]
+pub struct ObjectRange {
+    pub bytes: bytes::Bytes,
+    /// The size of the whole object.
+    pub object_size: u64,
+}
+
 /// Where flow-log objects are read from.
 pub trait ObjectSource {
     type Body: ObjectBody;
@@ -120,6 +137,14 @@ pub trait ObjectSource {
         &self,
         object: &ObjectRef,
     ) -> impl Future<Output = Result<Self::Body, FetchError>> + Send;
+
+    /// Reads part of an object (Parquet objects are read footer first, then the column
+    /// chunks they need), under the same version or ETag condition as [`Self::open`].
+    fn read_range(
+        &self,
+        object: &ObjectRef,
+        range: ByteRange,
+    ) -> impl Future<Output = Result<ObjectRange, FetchError>> + Send;
 }
 
 /// Reads counters back: what the evaluator needs each run.

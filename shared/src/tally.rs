@@ -691,6 +691,24 @@ impl Default for RejectTally {
 }
 
 impl RejectTally {
+    /// The documented fields [`RejectTally::add`] reads; the rest of a record is never
+    /// looked at. Parquet objects are read with only these columns.
+    pub const FIELDS_READ: &'static [Field] = &[
+        Field::LogStatus,
+        Field::Action,
+        Field::SrcAddr,
+        Field::PktSrcAddr,
+        Field::Start,
+        Field::End,
+        Field::DstPort,
+        Field::DstAddr,
+        Field::Protocol,
+        Field::Packets,
+        Field::Bytes,
+        Field::InterfaceId,
+        Field::RejectReason,
+    ];
+
     /// An empty tally.
     pub fn new(options: TallyOptions) -> Self {
         RejectTally {

@@ -12,8 +12,9 @@ use bytes::Bytes;
 use crate::alert::{AlertState, ClaimDecision, Digest, decide_claim};
 use crate::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
 use crate::ports::{
-    AlertPublisher, AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore,
-    DigestLog, FetchError, ObjectBody, ObjectRef, ObjectSource, PublishError, StoreError,
+    AlertPublisher, AlertStateStore, ApplyReport, ByteRange, Claim, ClaimOutcome, CounterReader,
+    CounterStore, DigestLog, FetchError, ObjectBody, ObjectRange, ObjectRef, ObjectSource,
+    PublishError, StoreError,
 };
 
 #[derive(Default)]
@@ -541,5 +542,35 @@ impl ObjectSource for InMemoryObjectSource {
             .map(Bytes::copy_from_slice)
             .collect();
         Ok(InMemoryBody { chunks })
+    }
+
+    async fn read_range(
+        &self,
+        object: &ObjectRef,
+        range: ByteRange,
+    ) -> Result<ObjectRange, FetchError> {
+        let objects = self
+            .objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = objects
+            .get(&(object.bucket.clone(), object.key.clone()))
+            .ok_or_else(|| FetchError::NotFound {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+            })?;
+        let size = bytes.len();
+        // Clamped as S3 clamps a range that runs past the end.
+        let (start, end) = match range {
+            ByteRange::Suffix(length) => (size.saturating_sub(length as usize), size),
+            ByteRange::Span { start, end } => (
+                (start as usize).min(size),
+                (end as usize).min(size).max((start as usize).min(size)),
+            ),
+        };
+        Ok(ObjectRange {
+            bytes: Bytes::copy_from_slice(&bytes[start..end]),
+            object_size: size as u64,
+        })
     }
 }

@@ -1,9 +1,13 @@
 //! The ingest handler's cost: DynamoDB write requests for a 1M-record object against a
-//! per-record writer, and the peak RSS of a fresh process ingesting a 75 MB gzip object.
-//! Both run the whole handler through the real SDK adapters (S3 and DynamoDB) against moto
-//! on loopback, so the requests counted are the requests sent.
+//! per-record writer, and the peak RSS of a fresh process ingesting a 75 MB gzip object,
+//! the Parquet twin of the 1M-record object, and a 75 MB Parquet object. These run the
+//! whole handler through the real SDK adapters (S3 and DynamoDB) against moto on
+//! loopback, so the requests counted are the requests sent. Beside them, the core's time
+//! to read and tally the 1M-record object as gzip text and as Parquet, interleaved rounds
+//! in one run, compared as a ratio.
 //!
-//! Run: `cargo bench -p rejectwatch-tests --bench ingest` (needs `./scripts/setup-tools`).
+//! Run: `cargo bench -p rejectwatch-tests --bench ingest` (needs `./scripts/setup-tools`);
+//! `-- --parquet` runs only the Parquet measures (moto takes about ten minutes per object).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,15 +17,27 @@ use aws_sdk_s3::primitives::ByteStream;
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, handle};
 use rejectwatch_tests::moto::{MotoServer, create_counters_table};
+use rejectwatch_tests::tally_object;
 use serde_json::{Value, json};
 use shared::aws::dynamodb::DynamoCounterStore;
 use shared::aws::s3::S3ObjectSource;
 use shared::counters::ROWS_PER_CHUNK;
+use shared::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
+use shared::flow_log::FlowFormat;
 use shared::generate::{FlowLogGenerator, GeneratorConfig};
+use shared::parquet_object::{Columns, read_parquet_object};
+use shared::ports::ObjectRef;
+use shared::tally::{RejectTally, TallyOptions};
+use shared::testing::InMemoryObjectSource;
 
 const CHILD_ENV: &str = "REJECTWATCH_INGEST_BENCH_CHILD";
+const CHILD_KEY_ENV: &str = "REJECTWATCH_INGEST_BENCH_KEY";
 const BUCKET: &str = "flow-logs";
 const KEY: &str = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/bench.log.gz";
+const PARQUET_KEY: &str = "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/bench.log.parquet";
+/// Rows per row group of the generated Parquet objects.
+const ROW_GROUP_ROWS: usize = 100_000;
+const ROUNDS: usize = 5;
 const TABLE: &str = "counters";
 /// The ceiling the issue sets: the function runs in a 128 MB Lambda.
 const RSS_LIMIT_KIB: u64 = 64 << 10;
@@ -31,24 +47,48 @@ fn config() -> Config {
     Config::from_lookup(|name| settings.get(name).map(|value| value.to_string())).expect("config")
 }
 
-fn s3_event() -> Value {
+fn s3_event(key: &str) -> Value {
     json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": BUCKET}, "object": {"key": KEY}}}]})
+        "s3": {"bucket": {"name": BUCKET}, "object": {"key": key}}}]})
 }
 
 /// Five minutes of flow logs (one S3 delivery) of the given size.
-fn object(records: u64) -> Vec<u8> {
-    let config = GeneratorConfig {
+fn generator(records: u64) -> FlowLogGenerator {
+    FlowLogGenerator::new(GeneratorConfig {
         records,
         seed: 9,
         duration_seconds: 300,
         ..GeneratorConfig::default()
-    };
+    })
+}
+
+fn object(records: u64) -> Vec<u8> {
     let mut object = Vec::new();
-    FlowLogGenerator::new(config)
+    generator(records)
         .write_gzip(&mut object, 1)
         .expect("generating");
     object
+}
+
+/// The Parquet twin of [`object`]: the same records.
+fn parquet_object(records: u64) -> Vec<u8> {
+    let mut object = Vec::new();
+    generator(records)
+        .write_parquet(&mut object, ROW_GROUP_ROWS)
+        .expect("generating");
+    object
+}
+
+/// `make(records)` grown to just over 75 MB, the size at which VPC Flow Logs rolls an
+/// object; returns it with its record count.
+fn object_of_75_mb(make: fn(u64) -> Vec<u8>) -> (Vec<u8>, u64) {
+    let mut records = 3_000_000;
+    let mut bytes = make(records);
+    while bytes.len() < 75_000_000 {
+        records = records * 75_000_000 / bytes.len() as u64 + 50_000;
+        bytes = make(records);
+    }
+    (bytes, records)
 }
 
 fn deps(sdk: &SdkConfig) -> Deps<DynamoCounterStore, S3ObjectSource> {
@@ -65,8 +105,8 @@ fn deps(sdk: &SdkConfig) -> Deps<DynamoCounterStore, S3ObjectSource> {
     }
 }
 
-/// A fresh bucket and counters table on `moto`, holding `object` at [`KEY`].
-async fn stage(moto: &MotoServer, object: Vec<u8>) {
+/// A fresh bucket and counters table on `moto`, holding `object` at `key`.
+async fn stage(moto: &MotoServer, key: &str, object: Vec<u8>) {
     let sdk = moto.sdk_config().await;
     create_counters_table(&aws_sdk_dynamodb::Client::new(&sdk), TABLE).await;
     let s3 = aws_sdk_s3::Client::new(&sdk);
@@ -77,7 +117,7 @@ async fn stage(moto: &MotoServer, object: Vec<u8>) {
         .expect("bucket");
     s3.put_object()
         .bucket(BUCKET)
-        .key(KEY)
+        .key(key)
         .body(ByteStream::from(object))
         .send()
         .await
@@ -93,12 +133,70 @@ fn main() {
         return runtime.block_on(child());
     }
 
+    let parquet_only = std::env::args().any(|arg| arg == "--parquet");
+    if !parquet_only {
+        write_requests(&runtime);
+    }
+    println!("the core reading and tallying the 1M-record object, gzip text and its Parquet twin:");
+    let text = object(1_000_000);
+    let parquet = parquet_object(1_000_000);
+    let (mut text_times, mut parquet_times) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let from_text = tally_object(&text, TallyOptions::default()).expect("text");
+        text_times.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let from_parquet = runtime.block_on(tally_parquet(&parquet));
+        parquet_times.push(started.elapsed().as_secs_f64());
+        assert_eq!(from_parquet.totals(), from_text.totals(), "twins differ");
+    }
+    let (text_time, parquet_time) = (median(&mut text_times), median(&mut parquet_times));
+    println!(
+        "  gzip text {:.1} MB: {:.2} s, {:.2} M records/s; Parquet {:.1} MB ({} rows per row \
+         group): {:.2} s, {:.2} M records/s; Parquet/text time {:.2}x (median of {ROUNDS} \
+         interleaved rounds, one thread)",
+        text.len() as f64 / 1e6,
+        text_time,
+        1.0 / text_time,
+        parquet.len() as f64 / 1e6,
+        ROW_GROUP_ROWS,
+        parquet_time,
+        1.0 / parquet_time,
+        parquet_time / text_time
+    );
+
+    println!(
+        "peak RSS of a fresh process ingesting an object from S3 into DynamoDB (both on moto):"
+    );
+    if !parquet_only {
+        let (gzip_75, gzip_records) = object_of_75_mb(object);
+        peak_rss(&runtime, "gzip text", KEY, gzip_75, gzip_records);
+    }
+    peak_rss(
+        &runtime,
+        "Parquet, twin of the 1M-record object",
+        PARQUET_KEY,
+        parquet,
+        1_000_000,
+    );
+    let (parquet_75, parquet_records) = object_of_75_mb(parquet_object);
+    peak_rss(
+        &runtime,
+        "Parquet",
+        PARQUET_KEY,
+        parquet_75,
+        parquet_records,
+    );
+}
+
+/// DynamoDB write requests for the 1M-record object, against a per-record writer.
+fn write_requests(runtime: &tokio::runtime::Runtime) {
     println!("DynamoDB write requests for one S3 object of 1M records (5 minutes of traffic):");
     let moto = MotoServer::start();
     let started = Instant::now();
     let summary = runtime.block_on(async {
-        stage(&moto, object(1_000_000)).await;
-        handle(s3_event(), &deps(&moto.sdk_config().await))
+        stage(&moto, KEY, object(1_000_000)).await;
+        handle(s3_event(KEY), &deps(&moto.sdk_config().await))
             .await
             .expect("ingesting")
     });
@@ -117,23 +215,50 @@ fn main() {
         summary["rejects"]
     );
     drop(moto);
+}
 
-    println!(
-        "peak RSS of a fresh process ingesting a 75 MB gzip object (S3 and DynamoDB on moto):"
+/// Reads and tallies a Parquet object as ingest does, through ranged reads.
+async fn tally_parquet(parquet: &[u8]) -> RejectTally {
+    let source = InMemoryObjectSource::new();
+    source.put(BUCKET, PARQUET_KEY, parquet.to_vec());
+    let object = ObjectRef {
+        bucket: BUCKET.into(),
+        key: PARQUET_KEY.into(),
+        version_id: None,
+        etag: None,
+    };
+    let lines = ObjectLines::new(
+        FlowFormat::default(),
+        RejectTally::new(TallyOptions::default()),
     );
+    let mut decoder = ObjectDecoder::new(lines, DecodeLimits::default());
+    read_parquet_object(&source, &object, Columns::Tally, |text| decoder.write(text))
+        .await
+        .expect("reading the Parquet object");
+    decoder.finish().expect("decoding").into_records()
+}
+
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Ingests `object` in a fresh child process against a fresh moto, prints and checks
+/// its peak RSS.
+fn peak_rss(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    key: &str,
+    object: Vec<u8>,
+    records: u64,
+) {
     let moto = MotoServer::start();
-    let mut records = 3_000_000;
-    let mut bytes = object(records);
-    // Grow to just over 75 MB, the size at which VPC Flow Logs rolls an object.
-    while bytes.len() < 75_000_000 {
-        records = records * 75_000_000 / bytes.len() as u64 + 50_000;
-        bytes = object(records);
-    }
-    let size = bytes.len();
-    runtime.block_on(stage(&moto, bytes));
+    let size = object.len();
+    runtime.block_on(stage(&moto, key, object));
     let started = Instant::now();
     let output = std::process::Command::new(std::env::current_exe().expect("this binary"))
         .env(CHILD_ENV, &moto.endpoint)
+        .env(CHILD_KEY_ENV, key)
         .output()
         .expect("running the child");
     assert!(
@@ -144,7 +269,7 @@ fn main() {
     let report = String::from_utf8_lossy(&output.stdout);
     let report = report.lines().last().unwrap_or_default();
     println!(
-        "  {:.1} MB gzip, {records} records: {report} (in {:.1} s)",
+        "  {name}, {:.1} MB, {records} records: {report} (in {:.1} s)",
         size as f64 / 1e6,
         started.elapsed().as_secs_f64()
     );
@@ -155,7 +280,7 @@ fn main() {
         .expect("the child's peak RSS");
     assert!(
         peak_kib < RSS_LIMIT_KIB,
-        "peak RSS {peak_kib} KiB is over the {RSS_LIMIT_KIB} KiB limit"
+        "{name}: peak RSS {peak_kib} KiB is over the {RSS_LIMIT_KIB} KiB limit"
     );
 }
 
@@ -170,7 +295,10 @@ async fn child() {
         ))
         .load()
         .await;
-    let summary = handle(s3_event(), &deps(&sdk)).await.expect("ingesting");
+    let key = std::env::var(CHILD_KEY_ENV).expect("key");
+    let summary = handle(s3_event(&key), &deps(&sdk))
+        .await
+        .expect("ingesting");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let peak = status
         .lines()

@@ -199,17 +199,21 @@ impl Stack {
 /// about a hundred updates a second, so the row count, not the record count, sets the
 /// test's duration.
 fn generate(records: u64, seed: u64) -> (Vec<u8>, Expected) {
-    let mut generator = FlowLogGenerator::new(GeneratorConfig {
+    let mut generator = generator(records, seed);
+    let mut object = Vec::new();
+    generator.write_gzip(&mut object, 1).expect("generating");
+    (object, generator.into_expected())
+}
+
+fn generator(records: u64, seed: u64) -> FlowLogGenerator {
+    FlowLogGenerator::new(GeneratorConfig {
         records,
         seed,
         benign_sources: 300,
         start_time: 1_700_000_100,
         duration_seconds: 290,
         ..GeneratorConfig::default()
-    });
-    let mut object = Vec::new();
-    generator.write_gzip(&mut object, 1).expect("generating");
-    (object, generator.into_expected())
+    })
 }
 
 fn flow_log_key(name: &str) -> String {
@@ -700,4 +704,24 @@ async fn exact_values_stay_exact_and_bounded_in_dynamodb() {
             "{key:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_object_is_read_by_ranged_gets_and_counted_exactly() {
+    let stack = Stack::start().await;
+    let deps = stack.deps(&[]);
+    let mut generator = generator(20_000, 31);
+    let mut parquet = Vec::new();
+    generator.write_parquet(&mut parquet, 4_000).unwrap();
+    let key = flow_log_key("parquet").replace(".log.gz", ".log.parquet");
+    stack.put_object(&key, parquet).await;
+    let event = stack.receive_sqs_event(1).await;
+    let response = handle(event.clone(), &deps)
+        .await
+        .expect("handling the message");
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    assert_counts_match(&stack.counters().await, generator.expected());
+    // A redelivery is a duplicate, as for text objects.
+    handle(event, &deps).await.expect("a redelivery");
+    assert_counts_match(&stack.counters().await, generator.expected());
 }

@@ -590,3 +590,19 @@ fn only_the_counted_path_invokes_ingest() {
     assert!(notifications.contains("ConsumeObjects"), "{notifications}");
     requires("ConsumeObjects", "CountS3");
 }
+
+#[test]
+fn the_s3_flow_log_file_format_is_a_parameter_ingest_reads_either_way() {
+    let template = template();
+    let options = &properties(&template, "S3FlowLog")["DestinationOptions"];
+    assert!(is_ref(&options["FileFormat"], "FlowLogFileFormat"));
+    let parameter = &template["Parameters"]["FlowLogFileFormat"];
+    assert_eq!(parameter["Default"].as_str(), Some("plain-text"));
+    let allowed: Vec<&str> = parameter["AllowedValues"]
+        .as_sequence()
+        .expect("AllowedValues")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(allowed, ["plain-text", "parquet"]);
+}

@@ -22,6 +22,7 @@ use shared::decode::{
 };
 use shared::flow_log::RecordParser;
 use shared::metrics::emf_line;
+use shared::parquet_object::{Columns, ParquetObjectError, read_parquet_object};
 use shared::ports::{CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError};
 use shared::tally::{RejectTally, TallyOptions};
 use tracing::{info, warn};
@@ -434,12 +435,6 @@ where
         return Ok(());
     }
     let location = format!("s3://{bucket}/{key}");
-    if is_parquet_key(&key) {
-        return Err(IngestError::Decode {
-            location,
-            source: DecodeError::Parquet,
-        });
-    }
     let object = ObjectRef {
         bucket: bucket.clone(),
         key: key.clone(),
@@ -490,6 +485,17 @@ where
     };
     let lines = ObjectLines::new(config.default_format.clone(), new_tally(config));
     let mut decoder = ObjectDecoder::new(lines, limits);
+    if is_parquet_key(&object.key) {
+        let read = read_parquet_object(&deps.objects, object, Columns::Tally, |text| {
+            decoder.write(text)
+        });
+        match read.await {
+            Ok(_) => {}
+            Err(ParquetObjectError::Fetch(error)) => return Err(error.into()),
+            Err(ParquetObjectError::Decode(error)) => return Err(decode_error(error)),
+        }
+        return Ok(decoder.finish().map_err(decode_error)?.into_records());
+    }
     let mut body = deps.objects.open(object).await?;
     while let Some(chunk) = body.next_chunk().await? {
         decoder.write(&chunk).map_err(decode_error)?;

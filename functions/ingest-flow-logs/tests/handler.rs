@@ -227,14 +227,60 @@ async fn corrupt_gzip_fails_the_invocation_for_a_retry() {
 }
 
 #[tokio::test]
-async fn parquet_objects_fail_with_a_clear_error() {
+async fn a_parquet_object_counts_exactly_as_its_text_twin() {
+    let generator = || {
+        FlowLogGenerator::new(GeneratorConfig {
+            records: 20_000,
+            seed: 12,
+            ..GeneratorConfig::default()
+        })
+    };
+    let mut text = Vec::new();
+    generator().write_gzip(&mut text, 1).unwrap();
+    let mut parquet = Vec::new();
+    generator().write_parquet(&mut parquet, 3_000).unwrap();
+    let parquet_key = KEY.replace(".log.gz", ".log.parquet");
+
+    let text_deps = deps(&[]);
+    text_deps.objects.put(BUCKET, KEY, text);
+    let text_summary = handle(s3_event(BUCKET, KEY, "t"), &text_deps)
+        .await
+        .unwrap();
+    let parquet_deps = deps(&[]);
+    parquet_deps.objects.put(BUCKET, &parquet_key, parquet);
+    let parquet_summary = handle(s3_event(BUCKET, &parquet_key, "p"), &parquet_deps)
+        .await
+        .unwrap();
+
+    for field in [
+        "records",
+        "rejects",
+        "sources",
+        "nodata",
+        "skipdata",
+        "malformed",
+        "rows",
+    ] {
+        assert_eq!(parquet_summary[field], text_summary[field], "{field}");
+    }
+    assert_eq!(parquet_summary["records"], 20_000);
+    assert_eq!(parquet_deps.store.counters(), text_deps.store.counters());
+    assert!(!parquet_deps.store.counters().is_empty());
+}
+
+#[tokio::test]
+async fn a_corrupt_parquet_object_fails_with_a_clear_error() {
     let deps = deps(&[]);
     let key = KEY.replace(".log.gz", ".log.parquet");
+    deps.objects
+        .put(BUCKET, &key, b"PAR1 not really parquet PAR1".to_vec());
     let error = handle(s3_event(BUCKET, &key, "p"), &deps)
         .await
         .unwrap_err();
     assert!(matches!(error, IngestError::Decode { .. }));
-    assert!(ingest_flow_logs::error_chain(&error).contains("Parquet"));
+    let chain = ingest_flow_logs::error_chain(&error);
+    assert!(chain.contains(&key) && chain.contains("Parquet"), "{chain}");
+    assert_eq!(deps.store.requests(), 0, "nothing written");
 }
 
 #[tokio::test]

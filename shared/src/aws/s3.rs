@@ -3,10 +3,13 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::ports::{FetchError, ObjectBody, ObjectRef, ObjectSource};
+use crate::ports::{ByteRange, FetchError, ObjectBody, ObjectRange, ObjectRef, ObjectSource};
+
+type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 
 /// Objects in S3.
 #[derive(Clone, Debug)]
@@ -31,11 +34,77 @@ impl ObjectSource for S3ObjectSource {
     type Body = S3Body;
 
     async fn open(&self, object: &ObjectRef) -> Result<S3Body, FetchError> {
+        let output = self
+            .get(object, None)
+            .await
+            .map_err(|error| fetch_error(object, error))?;
+        Ok(S3Body {
+            body: output.body,
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+        })
+    }
+
+    async fn read_range(
+        &self,
+        object: &ObjectRef,
+        range: ByteRange,
+    ) -> Result<ObjectRange, FetchError> {
+        let header = match range {
+            ByteRange::Suffix(length) => format!("bytes=-{length}"),
+            // An empty span cannot be asked for; S3 would answer with the whole object.
+            ByteRange::Span { start, end } if end <= start => {
+                return Err(FetchError::Service {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    retryable: false,
+                    source: format!("empty byte range {start}..{end}").into(),
+                });
+            }
+            ByteRange::Span { start, end } => format!("bytes={start}-{}", end - 1),
+        };
+        let output = self
+            .get(object, Some(header))
+            .await
+            .map_err(|error| fetch_error(object, error))?;
+        let content_range = output.content_range.clone();
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|error| FetchError::Service {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                retryable: true,
+                source: Box::new(error),
+            })?
+            .into_bytes();
+        // `bytes 100-199/1234`: the size after the slash. Without a Content-Range (a
+        // server that ignored the range) the body is the whole object.
+        let object_size = content_range
+            .as_deref()
+            .and_then(|range| range.rsplit_once('/'))
+            .and_then(|(_, size)| size.parse().ok())
+            .unwrap_or(body.len() as u64);
+        Ok(ObjectRange {
+            bytes: body,
+            object_size,
+        })
+    }
+}
+
+impl S3ObjectSource {
+    async fn get(
+        &self,
+        object: &ObjectRef,
+        range: Option<String>,
+    ) -> Result<GetObjectOutput, SdkError<GetObjectError, HttpResponse>> {
         let mut request = self
             .client
             .get_object()
             .bucket(&object.bucket)
-            .key(&object.key);
+            .key(&object.key)
+            .set_range(range);
         match (&object.version_id, &object.etag) {
             (Some(version), _) => request = request.version_id(version),
             // Without versioning, read only the object the notification named: its ETag is
@@ -43,35 +112,32 @@ impl ObjectSource for S3ObjectSource {
             (None, Some(etag)) => request = request.if_match(quoted_etag(etag)),
             (None, None) => {}
         }
-        let output = request.send().await.map_err(|error| {
-            let code = error
-                .as_service_error()
-                .and_then(|e| e.code())
-                .unwrap_or_default()
-                .to_owned();
-            let status = error.raw_response().map(|raw| raw.status().as_u16());
-            match (code.as_str(), status) {
-                ("NoSuchKey" | "NoSuchVersion", _) | (_, Some(404)) => FetchError::NotFound {
-                    bucket: object.bucket.clone(),
-                    key: object.key.clone(),
-                },
-                ("PreconditionFailed", _) | (_, Some(412)) => FetchError::Changed {
-                    bucket: object.bucket.clone(),
-                    key: object.key.clone(),
-                },
-                _ => FetchError::Service {
-                    bucket: object.bucket.clone(),
-                    key: object.key.clone(),
-                    retryable: is_retryable(&error),
-                    source: Box::new(error),
-                },
-            }
-        })?;
-        Ok(S3Body {
-            body: output.body,
+        request.send().await
+    }
+}
+
+fn fetch_error(object: &ObjectRef, error: SdkError<GetObjectError, HttpResponse>) -> FetchError {
+    let code = error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default()
+        .to_owned();
+    let status = error.raw_response().map(|raw| raw.status().as_u16());
+    match (code.as_str(), status) {
+        ("NoSuchKey" | "NoSuchVersion", _) | (_, Some(404)) => FetchError::NotFound {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
-        })
+        },
+        ("PreconditionFailed", _) | (_, Some(412)) => FetchError::Changed {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+        },
+        _ => FetchError::Service {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            retryable: is_retryable(&error),
+            source: Box::new(error),
+        },
     }
 }
 
