@@ -6,6 +6,8 @@ mod output;
 mod probe;
 #[cfg(feature = "table")]
 mod query;
+#[cfg(feature = "table")]
+mod replay;
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -79,6 +81,14 @@ enum Command {
         /// Since when: unix seconds, an RFC 3339 UTC time, or a duration back like 24h.
         #[arg(long, default_value = "24h", value_parser = query::parse_time)]
         since: u64,
+    },
+    /// Hand flow-log objects already in a bucket to the ingest function (backfill): as S3
+    /// notifications through its queue, or by invoking it. An object already counted is
+    /// not counted again.
+    #[cfg(feature = "table")]
+    Replay {
+        #[command(flatten)]
+        args: replay::ReplayArgs,
     },
     /// Write synthetic flow logs (seeded, realistic) for tests, demos and benchmarks.
     Generate {
@@ -200,6 +210,8 @@ fn main() -> ExitCode {
             address,
             since,
         } => query::source(table, address, since),
+        #[cfg(feature = "table")]
+        Command::Replay { args } => replay::run(args),
         Command::BenchProbe { case, file } => probe::run(case, &file),
         Command::Generate {
             records,
@@ -274,6 +286,10 @@ pub enum CliError {
     },
     #[error("writing output: {0}")]
     Write(#[source] io::Error),
+    /// A request to AWS (or the endpoint standing in for it) failed; the message names the
+    /// bucket, key, queue, function or table.
+    #[error("{0}")]
+    Service(String),
     /// The reader of our output went away (`| head`): not an error worth reporting.
     #[error("output closed")]
     BrokenPipe,

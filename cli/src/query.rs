@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, SdkConfig};
 use serde_json::json;
 use shared::aws::dynamodb::DynamoCounterStore;
 use shared::counters::StoredCounter;
@@ -66,22 +66,27 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     }
 }
 
-async fn store(args: &TableArgs) -> DynamoCounterStore {
+/// The SDK settings from the usual AWS sources, with every service at `endpoint_url` when
+/// one is given.
+pub(crate) async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(endpoint) = &args.endpoint_url {
+    if let Some(endpoint) = endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
-    let sdk = loader.load().await;
-    DynamoCounterStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        args.table.clone(),
-        0,
-        1,
-    )
-    .with_index_shards(args.shards)
+    loader.load().await
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+/// The counters table as a store that only reads (it never writes, so no retention).
+pub(crate) fn reader(sdk: &SdkConfig, table: &str) -> DynamoCounterStore {
+    DynamoCounterStore::new(aws_sdk_dynamodb::Client::new(sdk), table, 0, 1)
+}
+
+async fn store(args: &TableArgs) -> DynamoCounterStore {
+    let sdk = sdk_config(args.endpoint_url.as_deref()).await;
+    reader(&sdk, &args.table).with_index_shards(args.shards)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -3,6 +3,8 @@
 //! - [`flow_log`]: field names, formats and the record parser.
 //! - [`decode`]: S3 objects (plain or gzip, streamed) and CloudWatch Logs payloads to records.
 //! - [`tally`]: REJECT aggregates per (source, window).
+//! - [`object_key`]: flow-log object keys: which keys hold flow logs, their time, their
+//!   encoding in S3 notifications.
 //! - [`counters`]: what one delivery adds to the stored counters, and the stored rows.
 //! - [`sketch`]: mergeable distinct counts for stored rows.
 //! - [`alert`]: which sources deserve an alert, and its text.
@@ -21,6 +23,7 @@ pub mod counters;
 pub mod decode;
 pub mod flow_log;
 pub mod metrics;
+pub mod object_key;
 pub mod ports;
 mod scan;
 pub mod settings;

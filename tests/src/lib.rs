@@ -2,15 +2,19 @@
 
 pub mod chaos;
 pub mod fault_proxy;
+pub mod lambda_invoke;
 pub mod moto;
 pub mod runtime_api;
 pub mod scenarios;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use shared::counters::{CounterUpdate, shard_of};
+use shared::counters::{CounterUpdate, EXACT_VALUES, StoredCounter, shard_of};
 use shared::decode::{DecodeError, DecodeLimits, ObjectDecoder, ObjectLines};
 use shared::flow_log::FlowFormat;
+use shared::generate::Expected;
+use shared::sketch::within_expected_error;
 use shared::tally::{RejectTally, TallyOptions};
 
 /// Bytes handed to the decoder per call, as an S3 body or a file read delivers them.
@@ -61,4 +65,33 @@ pub fn counter_update(
         1..=ports,
         (1..=hosts).map(|host| u64::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + host)),
     )
+}
+
+/// The stored rows (keyed by source and window, as `moto::counter_rows` reads them) equal
+/// the generator's truth, row by row.
+pub fn assert_counts_match(rows: &HashMap<(String, u64), StoredCounter>, expected: &Expected) {
+    assert_eq!(rows.len(), expected.per_source.len(), "rows");
+    for (key, truth) in &expected.per_source {
+        let row = &rows[&(key.source.to_string(), key.window_start)];
+        assert_eq!(
+            (row.rejects, row.packets, row.bytes),
+            (truth.rejects, truth.packets, truth.bytes),
+            "{key:?}"
+        );
+        for ((counted, exact), actual) in [
+            (row.distinct_dst_ports(), truth.dst_ports.len()),
+            (row.distinct_dst_hosts(), truth.dst_addrs.len()),
+        ] {
+            // Up to `EXACT_VALUES` distinct values a row counts exactly; above, the sketch
+            // estimates.
+            if actual <= EXACT_VALUES {
+                assert_eq!((counted, exact), (actual as u64, true), "{key:?}");
+            } else {
+                assert!(
+                    within_expected_error(counted, actual as u64),
+                    "{key:?}: {counted} for {actual}"
+                );
+            }
+        }
+    }
 }

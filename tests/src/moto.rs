@@ -6,6 +6,7 @@
 //! that file). When moto is not installed the test fails with the command that installs
 //! it; it never skips.
 
+use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +15,13 @@ use std::time::{Duration, Instant};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use shared::aws::dynamodb::{BY_WINDOW_INDEX, EXPIRES_AT, GSI1_PK, PK, REJECTS, SK};
+use shared::aws::dynamodb::{
+    BY_WINDOW_INDEX, EXPIRES_AT, GSI1_PK, PK, REJECTS, SK, counter_from_item,
+};
+use shared::counters::StoredCounter;
 
 /// A running moto server.
 pub struct MotoServer {
@@ -163,4 +167,31 @@ pub async fn create_counters_table(client: &aws_sdk_dynamodb::Client, table: &st
         .send()
         .await
         .expect("enabling TTL");
+}
+
+/// Every counter row of the table, keyed by (source, window start), read back the way a
+/// user would (a scan).
+pub async fn counter_rows(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> HashMap<(String, u64), StoredCounter> {
+    let items: Vec<HashMap<String, AttributeValue>> = client
+        .scan()
+        .table_name(table)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .expect("scanning the table");
+    items
+        .iter()
+        .filter_map(counter_from_item)
+        .map(|row| {
+            (
+                (row.source.expect("a source").to_string(), row.window_start),
+                row,
+            )
+        })
+        .collect()
 }

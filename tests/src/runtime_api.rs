@@ -265,10 +265,10 @@ fn unix_millis() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) body: Vec<u8>,
 }
 
 fn serve_connection(stream: TcpStream, shared: &Shared) {
@@ -390,7 +390,7 @@ fn record(shared: &Shared, answer: Option<(String, AnswerKind)>, body: &[u8]) {
 }
 
 /// Reads one request; `Ok(None)` when the client closed the connection between requests.
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -465,7 +465,7 @@ fn write_accepted(writer: &mut impl Write) -> io::Result<()> {
     write_response(writer, "202 Accepted", &[], br#"{"status":"OK"}"#)
 }
 
-fn write_response(
+pub(crate) fn write_response(
     writer: &mut impl Write,
     status: &str,
     headers: &[(&str, String)],

@@ -10,10 +10,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, handle};
+use rejectwatch_tests::assert_counts_match;
 use rejectwatch_tests::fault_proxy::FaultProxy;
-use rejectwatch_tests::moto::{MotoServer, create_counters_table};
+use rejectwatch_tests::moto::{MotoServer, counter_rows, create_counters_table};
 use serde_json::{Value, json};
-use shared::aws::dynamodb::{DynamoCounterStore, counter_from_item};
+use shared::aws::dynamodb::DynamoCounterStore;
 use shared::aws::s3::S3ObjectSource;
 use shared::counters::{
     BatchId, CounterBatch, CounterUpdate, EXACT_VALUES, ROWS_PER_CHUNK, StoredCounter,
@@ -172,26 +173,7 @@ impl Stack {
 
     /// Every counter row, read back the way a user would.
     async fn counters(&self) -> HashMap<(String, u64), StoredCounter> {
-        let items: Vec<HashMap<String, AttributeValue>> = self
-            .dynamodb
-            .scan()
-            .table_name(TABLE)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("scanning the table");
-        items
-            .iter()
-            .filter_map(counter_from_item)
-            .map(|row| {
-                (
-                    (row.source.expect("a source").to_string(), row.window_start),
-                    row,
-                )
-            })
-            .collect()
+        counter_rows(&self.dynamodb, TABLE).await
     }
 }
 
@@ -220,34 +202,6 @@ fn flow_log_key(name: &str) -> String {
     format!(
         "AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=us-east-1/year=2024/month=05/day=01/{name}.log.gz"
     )
-}
-
-/// The stored rows equal the generator's truth, row by row.
-fn assert_counts_match(rows: &HashMap<(String, u64), StoredCounter>, expected: &Expected) {
-    assert_eq!(rows.len(), expected.per_source.len(), "rows");
-    for (key, truth) in &expected.per_source {
-        let row = &rows[&(key.source.to_string(), key.window_start)];
-        assert_eq!(
-            (row.rejects, row.packets, row.bytes),
-            (truth.rejects, truth.packets, truth.bytes),
-            "{key:?}"
-        );
-        for ((counted, exact), actual) in [
-            (row.distinct_dst_ports(), truth.dst_ports.len()),
-            (row.distinct_dst_hosts(), truth.dst_addrs.len()),
-        ] {
-            // Up to `EXACT_VALUES` distinct values a row counts exactly; above, the sketch
-            // estimates.
-            if actual <= EXACT_VALUES {
-                assert_eq!((counted, exact), (actual as u64, true), "{key:?}");
-            } else {
-                assert!(
-                    within_expected_error(counted, actual as u64),
-                    "{key:?}: {counted} for {actual}"
-                );
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,9 @@ use shared::settle::DEFAULT_SETTLE_MINUTES;
 use shared::tally::SourceAttribution;
 
 /// Matches the keys VPC Flow Logs writes, in the plain and the Hive-compatible layouts
-/// (and the transit gateway guide's `service=` spelling), under any bucket prefix.
-pub const DEFAULT_KEY_PATTERN: &str =
-    r"(^|/)AWSLogs/(aws-account-id=)?[0-9]{12}/((aws-)?service=)?vpcflowlogs/";
+/// (and the transit gateway guide's `service=` spelling), under any bucket prefix; shared
+/// with `rejectwatch replay`, which lists the same keys.
+pub use shared::object_key::FLOW_LOG_KEY_PATTERN as DEFAULT_KEY_PATTERN;
 
 /// Settings of the ingest function.
 #[derive(Clone, Debug)]
@@ -260,6 +260,7 @@ mod tests {
             "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20240501T1620Z_fe123456.log.gz",
             "prefix/AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=us-east-1/year=2024/month=05/day=01/x.log.gz",
             "AWSLogs/aws-account-id=123456789012/service=vpcflowlogs/aws-region=us-east-1/year=2024/x.log.gz",
+            "AWSLogs/123456789012/vpcflowlogs/us-east-1/2024/05/01/123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20240501T1620Z_fe123456.log.parquet",
         ] {
             assert!(config.key_pattern.is_match(key), "{key}");
         }
