@@ -23,7 +23,7 @@ use shared::aws::s3::S3ObjectSource;
 use shared::counters::StoredCounter;
 use shared::decode::decode_s3_key;
 use shared::flow_log::FlowFormat;
-use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig};
+use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig, write_parquet_lines};
 
 const TABLE: &str = "rejectwatch-counters";
 const BUCKET: &str = "rejectwatch-flow-logs";
@@ -56,7 +56,7 @@ fn bucket_keys() -> (Vec<String>, Vec<String>) {
         plain_key("20240501T1205Z", "a1b2c3d4"),
         plain_key("20240501T1210Z", "e5f6 a7b8"),
         hive_key("20240501T1215Z", "c9d0e1f2"),
-        hive_key("20240501T1220Z", "a3b4c5d6"),
+        hive_key("20240501T1220Z", "a3b4c5d6").replace(".log.gz", ".log.parquet"),
     ];
     let others = vec![
         plain_key("20240430T2355Z", "f7e8d9c0"),
@@ -66,8 +66,14 @@ fn bucket_keys() -> (Vec<String>, Vec<String>) {
 }
 
 /// `parts` gzip objects sharing one generated delivery's records round robin, and the
-/// truth about all of them.
-fn generated_objects(parts: usize, records: u64, seed: u64) -> (Vec<Vec<u8>>, Expected) {
+/// truth about all of them; the object at `parquet`, if any, is Parquet instead (the
+/// fourth key of [`bucket_keys`] ends in `.log.parquet`).
+fn generated_objects(
+    parts: usize,
+    records: u64,
+    seed: u64,
+    parquet: Option<usize>,
+) -> (Vec<Vec<u8>>, Expected) {
     let mut generator = FlowLogGenerator::new(GeneratorConfig {
         records,
         seed,
@@ -88,7 +94,15 @@ fn generated_objects(parts: usize, records: u64, seed: u64) -> (Vec<Vec<u8>>, Ex
     }
     let objects = texts
         .iter()
-        .map(|text| {
+        .enumerate()
+        .map(|(index, text)| {
+            if Some(index) == parquet {
+                let mut parquet = Vec::new();
+                let records = text.lines().skip(1);
+                write_parquet_lines(&FlowFormat::default(), records, &mut parquet, 1_000)
+                    .expect("writing Parquet");
+                return parquet;
+            }
             let mut gzip = GzEncoder::new(Vec::new(), flate2::Compression::fast());
             gzip.write_all(text.as_bytes()).expect("compressing");
             gzip.finish().expect("compressing")
@@ -299,9 +313,9 @@ const TALLY: [&str; 5] = [
 fn replay_through_the_queue_counts_each_object_once_and_a_second_replay_sends_nothing() {
     let stack = Stack::start();
     let (in_range, others) = bucket_keys();
-    let (objects, expected) = generated_objects(4, 4_000, 31);
+    let (objects, expected) = generated_objects(4, 4_000, 31, Some(3));
     stack.put_objects(&in_range, &objects);
-    let (stray, _) = generated_objects(2, 200, 32);
+    let (stray, _) = generated_objects(2, 200, 32, None);
     stack.put_objects(&others, &stray);
     let queue_url = stack.queue_url.clone();
     let args = [
@@ -375,7 +389,7 @@ fn replay_through_the_queue_counts_each_object_once_and_a_second_replay_sends_no
 fn a_dry_run_lists_what_it_would_send_and_sends_nothing() {
     let stack = Stack::start();
     let (in_range, others) = bucket_keys();
-    let (objects, _) = generated_objects(4, 400, 33);
+    let (objects, _) = generated_objects(4, 400, 33, Some(3));
     stack.put_objects(&in_range, &objects);
     stack.put_objects(&others, &objects);
     let queue_url = stack.queue_url.clone();
@@ -498,7 +512,7 @@ fn an_interrupted_function_replay_resumes_after_its_checkpoint() {
             )
         })
         .collect();
-    let (objects, expected) = generated_objects(keys.len(), 3_000, 34);
+    let (objects, expected) = generated_objects(keys.len(), 3_000, 34, None);
     stack.put_objects(&keys, &objects);
     let api = stack.invoke_api("h10");
     let (_directory, checkpoint) = checkpoint_path();

@@ -453,30 +453,10 @@ impl FlowLogGenerator {
         out: W,
         rows_per_group: usize,
     ) -> io::Result<()> {
-        let mut columns = ParquetColumns::new(&self.config.format);
-        let properties = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::GZIP(Default::default()))
-            .set_max_row_group_row_count(Some(rows_per_group.max(1)))
-            .build();
-        let mut writer =
-            parquet::arrow::ArrowWriter::try_new(out, columns.schema.clone(), Some(properties))
-                .map_err(io::Error::other)?;
+        let format = self.config.format.clone();
         let mut line = String::with_capacity(256);
-        while self.next_line(&mut line) {
-            columns.push_line(&line)?;
-            if columns.rows == 8192 {
-                writer
-                    .write(&columns.finish_batch()?)
-                    .map_err(io::Error::other)?;
-            }
-        }
-        if columns.rows > 0 {
-            writer
-                .write(&columns.finish_batch()?)
-                .map_err(io::Error::other)?;
-        }
-        writer.close().map_err(io::Error::other)?;
-        Ok(())
+        let lines = std::iter::from_fn(|| self.next_line(&mut line).then(|| line.clone()));
+        write_parquet_lines(&format, lines, out, rows_per_group)
     }
 
     /// Produces every record as CloudWatch Logs subscription payloads (the Lambda event
@@ -668,6 +648,40 @@ fn render_field(
         // Outposts and Local Zones, AWS service ranges) are absent.
         _ => line.push('-'),
     }
+    Ok(())
+}
+
+/// Writes records given as text lines of `format` (no header) as a Parquet object laid out
+/// as AWS writes them (see [`FlowLogGenerator::write_parquet`]).
+#[cfg(feature = "parquet")]
+pub fn write_parquet_lines<W: Write + Send>(
+    format: &FlowFormat,
+    lines: impl IntoIterator<Item = impl AsRef<str>>,
+    out: W,
+    rows_per_group: usize,
+) -> io::Result<()> {
+    let mut columns = ParquetColumns::new(format);
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::GZIP(Default::default()))
+        .set_max_row_group_row_count(Some(rows_per_group.max(1)))
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(out, columns.schema.clone(), Some(properties))
+            .map_err(io::Error::other)?;
+    for line in lines {
+        columns.push_line(line.as_ref())?;
+        if columns.rows == 8192 {
+            writer
+                .write(&columns.finish_batch()?)
+                .map_err(io::Error::other)?;
+        }
+    }
+    if columns.rows > 0 {
+        writer
+            .write(&columns.finish_batch()?)
+            .map_err(io::Error::other)?;
+    }
+    writer.close().map_err(io::Error::other)?;
     Ok(())
 }
 
