@@ -110,12 +110,12 @@ pub fn read_records<R: InputAware>(
         let feed = |text: &[u8]| decoder.write(text);
         match &source {
             // A file is read as Parquet is meant to be: footer, then the chunks it needs.
-            Source::File(path) => {
+            Source::File(path) if std::fs::metadata(path).is_ok_and(|meta| meta.is_file()) => {
                 let file = File::open(path).map_err(read_error)?;
                 read_parquet(file, columns, feed)
             }
-            // Standard input cannot seek: held whole.
-            Source::Stdin => {
+            // Standard input, a pipe (`<(aws s3 cp ... -)`): no seeking, so held whole.
+            _ => {
                 let mut bytes = chunk[..first].to_vec();
                 reader.read_to_end(&mut bytes).map_err(read_error)?;
                 read_parquet(Bytes::from(bytes), columns, feed)

@@ -193,7 +193,7 @@ pub fn run(args: ReplayArgs) -> Result<(), CliError> {
     }
     let started_after = match &args.checkpoint {
         Some(path) => Checkpoint::read(path)?
-            .map(|checkpoint| checkpoint.resume_key(path, &args.bucket, &args.prefix))
+            .map(|checkpoint| checkpoint.resume_key(path, &Checkpoint::of(&args, "")))
             .transpose()?,
         None => None,
     };
@@ -636,15 +636,32 @@ fn print_planned(args: &ReplayArgs, listed: &Listed, action: &str) -> Result<(),
     .map_err(CliError::from_write)
 }
 
-/// The checkpoint file: the last key a replay of one bucket and prefix dealt with.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The checkpoint file: the last key a replay of one bucket, prefix and selection dealt with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub bucket: String,
     pub prefix: String,
+    /// The selection the run made: a resume must make the same one, or the keys passed
+    /// over as out of range or not flow logs would never be looked at again.
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    pub key_pattern: String,
     pub last_key: String,
 }
 
 impl Checkpoint {
+    /// The checkpoint of this run, at `last_key`.
+    fn of(args: &ReplayArgs, last_key: &str) -> Checkpoint {
+        Checkpoint {
+            bucket: args.bucket.clone(),
+            prefix: args.prefix.clone(),
+            since: args.since,
+            until: args.until,
+            key_pattern: args.key_pattern.clone(),
+            last_key: last_key.to_owned(),
+        }
+    }
+
     /// The file's checkpoint; `None` when there is no file yet.
     fn read(path: &Path) -> Result<Option<Checkpoint>, CliError> {
         let text = match std::fs::read_to_string(path) {
@@ -665,15 +682,29 @@ impl Checkpoint {
         })
     }
 
-    /// The key to resume after, if the checkpoint is of this bucket and prefix.
-    fn resume_key(self, path: &Path, bucket: &str, prefix: &str) -> Result<String, CliError> {
-        if self.bucket != bucket || self.prefix != prefix {
+    /// The key to resume after, if the checkpoint is of this bucket and prefix and made
+    /// the same selection.
+    fn resume_key(self, path: &Path, run: &Checkpoint) -> Result<String, CliError> {
+        let (bucket, prefix) = (&run.bucket, &run.prefix);
+        if &self.bucket != bucket || &self.prefix != prefix {
             return Err(CliError::Usage(format!(
                 "checkpoint {} is of s3://{}/{}, not s3://{bucket}/{prefix}; use another file \
                  or delete it to start over",
                 path.display(),
                 self.bucket,
                 self.prefix
+            )));
+        }
+        if (self.since, self.until) != (run.since, run.until) || self.key_pattern != run.key_pattern
+        {
+            let time = |time: Option<u64>| time.map_or_else(|| "-".to_owned(), format_utc);
+            return Err(CliError::Usage(format!(
+                "checkpoint {} was made with --since {} --until {} --key-pattern {:?}; resume \
+                 with the same (absolute times), or delete it to start over",
+                path.display(),
+                time(self.since),
+                time(self.until),
+                self.key_pattern
             )));
         }
         Ok(self.last_key)
@@ -700,13 +731,9 @@ fn save_checkpoint(args: &ReplayArgs, report: &Report) -> Result<(), CliError> {
     else {
         return Ok(());
     };
-    Checkpoint {
-        bucket: args.bucket.clone(),
-        prefix: args.prefix.clone(),
-        last_key: last_key.clone(),
-    }
-    .write(path)
-    .map_err(|error| CliError::Usage(format!("writing checkpoint {}: {error}", path.display())))
+    Checkpoint::of(args, last_key)
+        .write(path)
+        .map_err(|error| CliError::Usage(format!("writing checkpoint {}: {error}", path.display())))
 }
 
 /// A progress bar on standard error when it is a terminal; nothing otherwise.
@@ -927,6 +954,9 @@ mod tests {
         let checkpoint = Checkpoint {
             bucket: "b".into(),
             prefix: "AWSLogs/".into(),
+            since: Some(1_714_521_600),
+            until: None,
+            key_pattern: FLOW_LOG_KEY_PATTERN.into(),
             last_key: KEY.into(),
         };
         checkpoint.write(&path).unwrap();
@@ -937,25 +967,53 @@ mod tests {
         assert_eq!(names, vec!["replay.json"], "no temporary file left");
         let read = Checkpoint::read(&path).unwrap().unwrap();
         assert_eq!(read, checkpoint);
-        assert_eq!(read.resume_key(&path, "b", "AWSLogs/").unwrap(), KEY);
+        let run = read.clone();
+        assert_eq!(read.resume_key(&path, &run).unwrap(), KEY);
     }
 
     #[test]
-    fn a_checkpoint_of_another_bucket_or_prefix_is_refused() {
+    fn a_checkpoint_of_another_bucket_prefix_or_selection_is_refused() {
         let path = Path::new("replay.json");
         let checkpoint = || Checkpoint {
             bucket: "b".into(),
             prefix: "AWSLogs/".into(),
+            since: None,
+            until: Some(1_714_608_000),
+            key_pattern: FLOW_LOG_KEY_PATTERN.into(),
             last_key: KEY.into(),
         };
+        let run = |change: fn(&mut Checkpoint)| {
+            let mut run = checkpoint();
+            change(&mut run);
+            run
+        };
         let error = checkpoint()
-            .resume_key(path, "other", "AWSLogs/")
+            .resume_key(path, &run(|run| run.bucket = "other".into()))
             .unwrap_err();
         assert_eq!(
             error.to_string(),
             "checkpoint replay.json is of s3://b/AWSLogs/, not s3://other/AWSLogs/; use another \
              file or delete it to start over"
         );
-        assert!(checkpoint().resume_key(path, "b", "").is_err());
+        assert!(
+            checkpoint()
+                .resume_key(path, &run(|run| run.prefix.clear()))
+                .is_err()
+        );
+        // A run that stopped at --until, resumed with --since from there, would skip every
+        // key after the checkpoint that the first run passed over as out of range.
+        let error = checkpoint()
+            .resume_key(path, &run(|run| (run.since, run.until) = (run.until, None)))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("--since - --until 2024-05-02"),
+            "{error}"
+        );
+        assert!(
+            checkpoint()
+                .resume_key(path, &run(|run| run.key_pattern = "x".into()))
+                .is_err()
+        );
+        assert_eq!(checkpoint().resume_key(path, &checkpoint()).unwrap(), KEY);
     }
 }

@@ -232,6 +232,17 @@ fn parquet_on_standard_input_is_told_by_its_magic() {
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["totals"].clone()
     };
     assert_eq!(totals(&from_stdin), totals(&from_text));
+    // A pipe named as a file (process substitution) cannot seek either.
+    let from_pipe = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} tally --json <(cat {parquet_path})",
+            env!("CARGO_BIN_EXE_rejectwatch")
+        ))
+        .output()
+        .unwrap();
+    assert!(from_pipe.status.success(), "{}", text(&from_pipe.stderr));
+    assert_eq!(totals(&from_pipe), totals(&from_text));
 }
 
 #[test]

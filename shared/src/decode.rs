@@ -58,6 +58,8 @@ pub enum DecodeError {
     ParquetColumnType { column: String, data_type: String },
     #[error("Parquet object has none of the flow-log columns that are read")]
     ParquetNoFlowLogColumns,
+    #[error("Parquet footer of {bytes} bytes is over the limit of {limit}")]
+    ParquetFooterTooLarge { bytes: u64, limit: u64 },
     #[error(
         "Parquet row group {row_group} needs {bytes} bytes of column chunks, over the \
          limit of {limit}"

@@ -708,15 +708,26 @@ impl ParquetColumns {
         let mut fields = Vec::new();
         let mut builders = Vec::new();
         for column in format.columns() {
-            let kind = match column {
-                Column::Known(field) => Some(field.kind()),
-                _ => None,
-            };
-            let (data_type, builder) = match kind {
-                Some(FieldKind::Number { max }) if max <= i32::MAX as u64 => {
+            // AWS's table: INT_32 for these, INT_64 for the other numbers and times,
+            // STRING for the rest.
+            let int_32 = [
+                Field::Version,
+                Field::SrcPort,
+                Field::DstPort,
+                Field::Protocol,
+                Field::TcpFlags,
+                Field::TrafficPath,
+            ];
+            let (data_type, builder) = match column {
+                Column::Known(field) if int_32.contains(field) => {
                     (DataType::Int32, ColumnBuilder::Int32(Int32Builder::new()))
                 }
-                Some(FieldKind::Number { .. } | FieldKind::Timestamp) => {
+                Column::Known(field)
+                    if matches!(
+                        field.kind(),
+                        FieldKind::Number { .. } | FieldKind::Timestamp
+                    ) =>
+                {
                     (DataType::Int64, ColumnBuilder::Int64(Int64Builder::new()))
                 }
                 _ => (DataType::Utf8, ColumnBuilder::Text(StringBuilder::new())),
@@ -735,16 +746,19 @@ impl ParquetColumns {
         }
     }
 
+    /// One record; a line that is not a well-formed record of the format (a value too few
+    /// or too many, a number that is not one) is refused, as its Parquet twin could not
+    /// be malformed the same way.
     fn push_line(&mut self, line: &str) -> io::Result<()> {
-        let mut values = line.split(' ');
-        for builder in &mut self.builders {
-            let value = values.next().filter(|value| *value != "-");
-            let bad = || {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("not a number in {line:?}"),
-                )
-            };
+        let bad =
+            |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what} in {line:?}"));
+        let values: Vec<&str> = line.split_ascii_whitespace().collect();
+        if values.len() != self.builders.len() {
+            return Err(bad("not one value per column"));
+        }
+        for (builder, value) in self.builders.iter_mut().zip(values) {
+            let value = Some(value).filter(|value| *value != "-");
+            let bad = || bad("not a number");
             match builder {
                 ColumnBuilder::Int32(column) => {
                     column.append_option(value.map(str::parse).transpose().map_err(|_| bad())?)

@@ -8,9 +8,10 @@
 //! Each row is written out as the text line it would be in a plain-text object, after a
 //! header line naming the columns, and that text goes through [`ObjectDecoder`] and the
 //! record parser. So a Parquet object counts exactly as its text twin does, by
-//! construction: the same checks, the same malformed lines, the same normalisation
-//! (millisecond times, IPv4-mapped IPv6). The text costs less than decoding the Parquet
-//! pages themselves.
+//! construction: the same checks on every column read, the same malformed lines, the same
+//! normalisation (millisecond times, IPv4-mapped IPv6). Columns that are not read are not
+//! checked: a row whose only bad value is in one of them is counted, where its text line
+//! would be malformed. The text costs less than decoding the Parquet pages themselves.
 //!
 //! Objects in S3 are read row group by row group with ranged reads: the footer first,
 //! then the projected column chunks of one row group at a time, so memory holds one row
@@ -67,6 +68,10 @@ const BATCH_ROWS: usize = 4096;
 /// The last bytes of an object read first: the footer of a flow-log object (a few KiB
 /// per row group) usually fits, so one request gets it.
 const FOOTER_PREFETCH: u64 = 64 << 10;
+
+/// The longest footer read. A flow-log object's footer is a few KiB per row group; a
+/// longer one is refused rather than held in memory.
+pub const MAX_FOOTER_BYTES: u64 = 16 << 20;
 
 /// Projected column chunks closer than this are fetched in one request.
 const COALESCE_GAP: u64 = 1 << 20;
@@ -165,8 +170,9 @@ fn is_supported(data_type: &DataType) -> bool {
 }
 
 /// Appends the rows of a batch to `text` as lines of space-separated values, `-` for a
-/// null. A newline or carriage return inside a string becomes a space, so one row stays
-/// one line (and, having one value too many, is a malformed line as in text).
+/// null or an empty string (a text token is never empty). A newline or carriage return
+/// inside a string becomes a space, so one row stays one line (and, having one value too
+/// many, is a malformed line).
 fn write_rows(batch: &RecordBatch, text: &mut Vec<u8>) {
     let columns: Vec<&ArrayRef> = batch.columns().iter().collect();
     let mut number = itoa::Buffer::new();
@@ -212,8 +218,13 @@ fn write_rows(batch: &RecordBatch, text: &mut Vec<u8>) {
 }
 
 fn push_value(text: &mut Vec<u8>, value: impl AsRef<[u8]>) {
+    let value = value.as_ref();
+    if value.is_empty() {
+        text.push(b'-');
+        return;
+    }
     let start = text.len();
-    text.extend_from_slice(value.as_ref());
+    text.extend_from_slice(value);
     for byte in &mut text[start..] {
         if matches!(*byte, b'\n' | b'\r') {
             *byte = b' ';
@@ -296,6 +307,13 @@ pub async fn read_parquet_object<O: ObjectSource>(
         match reader.try_parse_sized(&tail, size) {
             Ok(()) => break reader.finish().map_err(parquet_error)?,
             // The footer is longer than the prefetch: read the rest of it before the tail.
+            Err(ParquetError::NeedMoreData(needed)) if needed as u64 > MAX_FOOTER_BYTES => {
+                return Err(DecodeError::ParquetFooterTooLarge {
+                    bytes: needed as u64,
+                    limit: MAX_FOOTER_BYTES,
+                }
+                .into());
+            }
             Err(ParquetError::NeedMoreData(needed)) if needed as u64 > tail.len() as u64 => {
                 let start = size.saturating_sub(needed as u64);
                 let end = size - tail.len() as u64;
@@ -665,6 +683,18 @@ mod tests {
         ]);
         let records = read_all(parquet).unwrap();
         assert_eq!((records.0.len(), records.1), (1, 2));
+    }
+
+    #[test]
+    fn an_empty_string_is_an_absent_value_not_a_short_line() {
+        let parquet = parquet_of(vec![
+            ("srcaddr", Arc::new(StringArray::from(vec!["198.51.100.7"]))),
+            ("reject_reason", Arc::new(StringArray::from(vec![""]))),
+            ("action", Arc::new(StringArray::from(vec!["REJECT"]))),
+        ]);
+        let records = read_all(parquet).unwrap();
+        assert_eq!((records.0.len(), records.1), (1, 0));
+        assert_eq!(records.0[0].matches("None").count(), Field::ALL.len() - 2);
     }
 
     #[test]

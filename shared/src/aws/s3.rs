@@ -63,10 +63,20 @@ impl ObjectSource for S3ObjectSource {
             }
             ByteRange::Span { start, end } => format!("bytes={start}-{}", end - 1),
         };
-        let output = self
-            .get(object, Some(header))
-            .await
-            .map_err(|error| fetch_error(object, error))?;
+        let output = match self.get(object, Some(header)).await {
+            Ok(output) => output,
+            // S3 answers 416 to a suffix of an empty object: there are no bytes to read.
+            Err(error)
+                if matches!(range, ByteRange::Suffix(_))
+                    && error.raw_response().map(|raw| raw.status().as_u16()) == Some(416) =>
+            {
+                return Ok(ObjectRange {
+                    bytes: Bytes::new(),
+                    object_size: 0,
+                });
+            }
+            Err(error) => return Err(fetch_error(object, error)),
+        };
         let content_range = output.content_range.clone();
         let body = output
             .body
@@ -79,18 +89,64 @@ impl ObjectSource for S3ObjectSource {
                 source: Box::new(error),
             })?
             .into_bytes();
-        // `bytes 100-199/1234`: the size after the slash. Without a Content-Range (a
-        // server that ignored the range) the body is the whole object.
-        let object_size = content_range
-            .as_deref()
-            .and_then(|range| range.rsplit_once('/'))
-            .and_then(|(_, size)| size.parse().ok())
-            .unwrap_or(body.len() as u64);
-        Ok(ObjectRange {
-            bytes: body,
-            object_size,
+        ranged_answer(&range, content_range.as_deref(), body).map_err(|problem| {
+            FetchError::Service {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                retryable: false,
+                source: problem.into(),
+            }
         })
     }
+}
+
+/// The bytes asked for, from a `GetObject` answer to a ranged request: with its
+/// `Content-Range` (`bytes 100-199/1234`), which must be the range asked for, or without
+/// one, from a server that ignored the range and sent the whole object.
+fn ranged_answer(
+    range: &ByteRange,
+    content_range: Option<&str>,
+    body: Bytes,
+) -> Result<ObjectRange, String> {
+    let Some(content_range) = content_range else {
+        let size = body.len() as u64;
+        let (start, end) = match *range {
+            ByteRange::Suffix(length) => (size.saturating_sub(length), size),
+            ByteRange::Span { start, end } => (start.min(size), end.min(size)),
+        };
+        return Ok(ObjectRange {
+            bytes: body.slice(start as usize..end.max(start) as usize),
+            object_size: size,
+        });
+    };
+    let parsed = content_range
+        .strip_prefix("bytes ")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(span, size)| {
+            let (first, last) = span.split_once('-')?;
+            Some((
+                first.parse::<u64>().ok()?,
+                last.parse::<u64>().ok()?,
+                size.parse::<u64>().ok()?,
+            ))
+        });
+    let Some((first, last, size)) = parsed else {
+        return Err(format!("unreadable Content-Range {content_range:?}"));
+    };
+    let (start, end) = match *range {
+        ByteRange::Suffix(length) => (size.saturating_sub(length), size),
+        ByteRange::Span { start, end } => (start, end.min(size)),
+    };
+    if first != start || last + 1 != end || body.len() as u64 != end - start {
+        return Err(format!(
+            "asked for bytes {start}..{end}, got {} bytes as {content_range:?}",
+            body.len()
+        ));
+    }
+    Ok(ObjectRange {
+        bytes: body,
+        object_size: size,
+    })
 }
 
 impl S3ObjectSource {
@@ -180,7 +236,40 @@ fn is_retryable<E>(error: &SdkError<E>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::quoted_etag;
+    use bytes::Bytes;
+
+    use super::{ByteRange, quoted_etag, ranged_answer};
+
+    #[test]
+    fn a_ranged_answer_must_be_the_range_asked_for() {
+        let span = ByteRange::Span { start: 10, end: 20 };
+        let ten = Bytes::from(vec![7u8; 10]);
+        let read = ranged_answer(&span, Some("bytes 10-19/100"), ten.clone()).unwrap();
+        assert_eq!((read.bytes.len(), read.object_size), (10, 100));
+        // A suffix longer than the object is the whole object.
+        let read = ranged_answer(&ByteRange::Suffix(64), Some("bytes 0-9/10"), ten.clone());
+        assert_eq!(read.unwrap().object_size, 10);
+        for wrong in [
+            "bytes 0-9/100",
+            "bytes 10-29/100",
+            "bytes */100",
+            "10-19/100",
+        ] {
+            assert!(
+                ranged_answer(&span, Some(wrong), ten.clone()).is_err(),
+                "{wrong}"
+            );
+        }
+        // A server that ignored the range sent the whole object: the span is cut from it.
+        let whole = Bytes::from((0u8..100).collect::<Vec<_>>());
+        let read = ranged_answer(&span, None, whole.clone()).unwrap();
+        assert_eq!(
+            (read.bytes[0], read.bytes.len(), read.object_size),
+            (10, 10, 100)
+        );
+        let read = ranged_answer(&ByteRange::Suffix(5), None, whole).unwrap();
+        assert_eq!(&read.bytes[..], &[95, 96, 97, 98, 99]);
+    }
 
     #[test]
     fn etags_are_quoted_once() {
