@@ -512,6 +512,21 @@ impl InMemoryObjectSource {
     }
 }
 
+impl InMemoryObjectSource {
+    /// `read` of the object's bytes, or `NotFound` as S3 answers.
+    fn read<T>(&self, object: &ObjectRef, read: impl FnOnce(&[u8]) -> T) -> Result<T, FetchError> {
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(object.bucket.clone(), object.key.clone()))
+            .map(|bytes| read(bytes))
+            .ok_or_else(|| FetchError::NotFound {
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+            })
+    }
+}
+
 /// The chunks of an in-memory object.
 pub struct InMemoryBody {
     chunks: VecDeque<Bytes>,
@@ -527,20 +542,12 @@ impl ObjectSource for InMemoryObjectSource {
     type Body = InMemoryBody;
 
     async fn open(&self, object: &ObjectRef) -> Result<InMemoryBody, FetchError> {
-        let objects = self
-            .objects
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bytes = objects
-            .get(&(object.bucket.clone(), object.key.clone()))
-            .ok_or_else(|| FetchError::NotFound {
-                bucket: object.bucket.clone(),
-                key: object.key.clone(),
-            })?;
-        let chunks = bytes
-            .chunks(self.chunk_bytes.max(1))
-            .map(Bytes::copy_from_slice)
-            .collect();
+        let chunks = self.read(object, |bytes| {
+            bytes
+                .chunks(self.chunk_bytes.max(1))
+                .map(Bytes::copy_from_slice)
+                .collect()
+        })?;
         Ok(InMemoryBody { chunks })
     }
 
@@ -549,28 +556,20 @@ impl ObjectSource for InMemoryObjectSource {
         object: &ObjectRef,
         range: ByteRange,
     ) -> Result<ObjectRange, FetchError> {
-        let objects = self
-            .objects
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let bytes = objects
-            .get(&(object.bucket.clone(), object.key.clone()))
-            .ok_or_else(|| FetchError::NotFound {
-                bucket: object.bucket.clone(),
-                key: object.key.clone(),
-            })?;
-        let size = bytes.len();
-        // Clamped as S3 clamps a range that runs past the end.
-        let (start, end) = match range {
-            ByteRange::Suffix(length) => (size.saturating_sub(length as usize), size),
-            ByteRange::Span { start, end } => (
-                (start as usize).min(size),
-                (end as usize).min(size).max((start as usize).min(size)),
-            ),
-        };
-        Ok(ObjectRange {
-            bytes: Bytes::copy_from_slice(&bytes[start..end]),
-            object_size: size as u64,
+        self.read(object, |bytes| {
+            let size = bytes.len();
+            // Clamped as S3 clamps a range that runs past the end.
+            let (start, end) = match range {
+                ByteRange::Suffix(length) => (size.saturating_sub(length as usize), size),
+                ByteRange::Span { start, end } => (
+                    (start as usize).min(size),
+                    (end as usize).min(size).max((start as usize).min(size)),
+                ),
+            };
+            ObjectRange {
+                bytes: Bytes::copy_from_slice(&bytes[start..end]),
+                object_size: size as u64,
+            }
         })
     }
 }
