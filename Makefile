@@ -1,5 +1,5 @@
 # Front door for day-to-day work; CI runs `bash .ci/run`, which runs `scripts/test`.
-.PHONY: help demo test chaos scenarios bench bench-ingest bench-coldstart bench-span-reads bench-instructions lambda-local check-template deploy fmt lint
+.PHONY: help demo test check chaos scenarios bench bench-ingest bench-coldstart bench-span-reads bench-instructions lambda-local check-template deploy fmt lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -7,8 +7,13 @@ help: ## List the targets
 demo: ## The main job: the whole pipeline locally (moto, both triggers, evaluator, the alert)
 	./scripts/demo
 
-test: ## Every check CI runs: fmt, clippy, all tests
+test: ## Every check CI runs: fmt, cargo-deny, clippy, all tests
 	./scripts/test
+
+check: ## The quick check before a commit: fmt, clippy, unit tests (no moto, no arm64)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked --lib --bins
 
 chaos: ## The pipeline under injected faults and kills (200k records; prints the judgement)
 	./scripts/chaos
