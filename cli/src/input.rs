@@ -7,12 +7,12 @@ use std::io::{self, Read};
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use shared::decode::{
+use rejectwatch_core::decode::{
     DecodeError, DecodeLimits, ObjectDecoder, ObjectLines, RecordSink, SubscriptionEvent,
     is_parquet_key, parse_log_data, starts_as_parquet,
 };
-use shared::flow_log::{FlowFormat, RecordParser};
-use shared::parquet_object::{Columns, read_parquet};
+use rejectwatch_core::flow_log::{FlowFormat, RecordParser};
+use rejectwatch_core::parquet_object::{Columns, read_parquet};
 
 use crate::CliError;
 

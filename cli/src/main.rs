@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use shared::flow_log::{FlowFormat, FormatError};
-use shared::generate::{CUSTOM_25_FIELDS, FlowLogGenerator, GeneratorConfig};
-use shared::parquet_object::Columns;
-use shared::tally::{RejectTally, SourceAttribution, TallyOptions};
+use rejectwatch_core::flow_log::{FlowFormat, FormatError};
+use rejectwatch_core::parquet_object::Columns;
+use rejectwatch_core::tally::{RejectTally, SourceAttribution, TallyOptions};
+use rejectwatch_testkit::generate::{CUSTOM_25_FIELDS, FlowLogGenerator, GeneratorConfig};
 
 #[derive(Parser)]
 #[command(
@@ -282,7 +282,7 @@ pub enum CliError {
     Decode {
         path: String,
         #[source]
-        source: shared::decode::DecodeError,
+        source: rejectwatch_core::decode::DecodeError,
     },
     #[error("writing output: {0}")]
     Write(#[source] io::Error),
@@ -364,7 +364,7 @@ fn raw_stdout() -> Box<dyn Write> {
     Box::new(io::stdout().lock())
 }
 
-/// `generate --scenario`: see `shared::scenarios`.
+/// `generate --scenario`: see `rejectwatch_testkit::scenarios`.
 fn run_scenario(
     name: &str,
     records: u64,
@@ -372,13 +372,17 @@ fn run_scenario(
     shape: Shape,
     output: Option<PathBuf>,
 ) -> Result<(), CliError> {
-    let all = shared::scenarios::scenarios();
+    let all = rejectwatch_testkit::scenarios::scenarios();
     if name == "list" {
         for scenario in &all {
             let expect = match &scenario.expect {
-                shared::scenarios::Outcome::Alert(rules) => format!("alert ({})", rules.join(", ")),
-                shared::scenarios::Outcome::Internal => "listed apart as internal".into(),
-                shared::scenarios::Outcome::Silent => "no alert".into(),
+                rejectwatch_testkit::scenarios::Outcome::Alert(rules) => {
+                    format!("alert ({})", rules.join(", "))
+                }
+                rejectwatch_testkit::scenarios::Outcome::Internal => {
+                    "listed apart as internal".into()
+                }
+                rejectwatch_testkit::scenarios::Outcome::Silent => "no alert".into(),
             };
             println!(
                 "{:<36} {:<15} {} ({})",
@@ -387,7 +391,7 @@ fn run_scenario(
         }
         return Ok(());
     }
-    let Some(lines) = shared::scenarios::scenario_log(name, seed, records) else {
+    let Some(lines) = rejectwatch_testkit::scenarios::scenario_log(name, seed, records) else {
         let names: Vec<&str> = all.iter().map(|s| s.name).collect();
         return Err(CliError::Usage(format!(
             "no scenario named {name:?}; the scenarios: {}, or `list`",

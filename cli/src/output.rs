@@ -8,12 +8,12 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 
+use rejectwatch_core::decode::RecordSink;
+use rejectwatch_core::flow_log::{FlowRecord, MalformedLine};
+use rejectwatch_core::tally::{AggregateSummary, Ranking, RejectTally, Totals};
+use rejectwatch_core::time::format_utc;
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
-use shared::decode::RecordSink;
-use shared::flow_log::{FlowRecord, MalformedLine};
-use shared::tally::{AggregateSummary, Ranking, RejectTally, Totals};
-use shared::time::format_utc;
 
 use crate::input::InputAware;
 
@@ -504,10 +504,10 @@ pub fn write_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
-    use shared::flow_log::FlowFormat;
-    use shared::generate::{FlowLogGenerator, GeneratorConfig};
-    use shared::tally::TallyOptions;
+    use rejectwatch_core::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
+    use rejectwatch_core::flow_log::FlowFormat;
+    use rejectwatch_core::tally::TallyOptions;
+    use rejectwatch_testkit::generate::{FlowLogGenerator, GeneratorConfig};
 
     /// A generated object's tally, with a malformed line and a capture gap or two.
     fn generated_tally(records: u64) -> RejectTally {

@@ -7,9 +7,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use flate2::write::MultiGzDecoder;
-use shared::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
-use shared::flow_log::FlowFormat;
-use shared::tally::RejectTally;
+use rejectwatch_core::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
+use rejectwatch_core::flow_log::FlowFormat;
+use rejectwatch_core::tally::RejectTally;
 
 use crate::CliError;
 

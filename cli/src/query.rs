@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_core::counters::StoredCounter;
+use rejectwatch_core::ports::error_chain;
+use rejectwatch_core::tally::fingerprint_address;
+use rejectwatch_core::time::{format_utc, parse_utc};
 use serde_json::json;
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::counters::StoredCounter;
-use shared::ports::error_chain;
-use shared::tally::fingerprint_address;
-use shared::time::{format_utc, parse_utc};
 
 use crate::CliError;
 
@@ -96,7 +96,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         })
 }
 
-fn query_error(table: &str, error: shared::ports::StoreError) -> CliError {
+fn query_error(table: &str, error: rejectwatch_core::ports::StoreError) -> CliError {
     CliError::Usage(format!("reading table {table}: {}", error_chain(&error)))
 }
 

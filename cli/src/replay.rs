@@ -17,13 +17,13 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use regex_lite::Regex;
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_core::counters::BatchId;
+use rejectwatch_core::object_key::{FLOW_LOG_KEY_PATTERN, encode_s3_key, key_time};
+use rejectwatch_core::ports::{CounterStore, error_chain};
+use rejectwatch_core::time::format_utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::counters::BatchId;
-use shared::object_key::{FLOW_LOG_KEY_PATTERN, encode_s3_key, key_time};
-use shared::ports::{CounterStore, error_chain};
-use shared::time::format_utc;
 
 use crate::CliError;
 use crate::query::{parse_time, reader, runtime, sdk_config};

@@ -6,10 +6,10 @@ use std::process::{Command, Output, Stdio};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use rejectwatch_core::decode::{LogData, LogEntry, encode_subscription_event};
+use rejectwatch_core::flow_log::FlowFormat;
+use rejectwatch_testkit::generate::{FlowLogGenerator, GeneratorConfig};
 use serde_json::Value;
-use shared::decode::{LogData, LogEntry, encode_subscription_event};
-use shared::flow_log::FlowFormat;
-use shared::generate::{FlowLogGenerator, GeneratorConfig};
 
 const HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status";
 const REJECT: &str = "2 123456789010 eni-1235b8ca123456789 172.31.9.69 172.31.9.12 49761 3389 6 20 4249 1418530010 1418530070 REJECT OK";
@@ -370,7 +370,8 @@ fn generate_writes_what_tally_reads_in_every_shape() {
         );
         assert!(made.status.success(), "{}", text(&made.stderr));
         let mut args = vec!["tally", "--json", path.as_str()];
-        let format = FlowFormat::from_fields(&shared::generate::CUSTOM_25_FIELDS).to_string();
+        let format =
+            FlowFormat::from_fields(&rejectwatch_testkit::generate::CUSTOM_25_FIELDS).to_string();
         if shape == "cloudwatch" {
             args.extend(["--format", format.as_str()]);
         }

@@ -3,12 +3,12 @@
 
 use std::process::Command;
 
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_core::counters::{BatchId, CounterBatch};
+use rejectwatch_core::ports::CounterStore;
 use rejectwatch_tests::counter_update;
 use rejectwatch_tests::moto::{MotoServer, create_counters_table};
 use serde_json::Value;
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::counters::{BatchId, CounterBatch};
-use shared::ports::CounterStore;
 
 const TABLE: &str = "rejectwatch-counters";
 const WINDOW: u64 = 1_714_566_000;
@@ -86,7 +86,10 @@ fn top_lists_a_windows_sources_most_rejects_first_and_source_lists_its_windows()
     );
     let scanner = &top["sources"][0];
     let ports = scanner["distinct_dst_ports"].as_u64().unwrap();
-    assert!(shared::sketch::within_expected_error(ports, 40), "{ports}");
+    assert!(
+        rejectwatch_core::sketch::within_expected_error(ports, 40),
+        "{ports}"
+    );
     assert_eq!(scanner["sample_ports"].as_array().unwrap().len(), 10);
     assert_eq!(scanner["sample_hosts"], serde_json::json!(["10.0.0.1"]));
 

@@ -14,16 +14,18 @@ use aws_sdk_s3::primitives::ByteStream;
 use flate2::write::GzEncoder;
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, error_chain, handle};
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::s3::S3ObjectSource;
+use rejectwatch_core::counters::StoredCounter;
+use rejectwatch_core::decode::decode_s3_key;
+use rejectwatch_core::flow_log::FlowFormat;
+use rejectwatch_testkit::generate::{
+    Expected, FlowLogGenerator, GeneratorConfig, write_parquet_lines,
+};
 use rejectwatch_tests::assert_counts_match;
 use rejectwatch_tests::lambda_invoke::InvokeApi;
 use rejectwatch_tests::moto::{MotoServer, counter_rows, create_counters_table};
 use serde_json::{Value, json};
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::aws::s3::S3ObjectSource;
-use shared::counters::StoredCounter;
-use shared::decode::decode_s3_key;
-use shared::flow_log::FlowFormat;
-use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig, write_parquet_lines};
 
 const TABLE: &str = "rejectwatch-counters";
 const BUCKET: &str = "rejectwatch-flow-logs";

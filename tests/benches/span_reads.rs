@@ -14,17 +14,17 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use rejectwatch_tests::tally_object;
-use shared::alert::{AlertPolicy, InternalSources, evaluate_since, incomplete_spans};
-use shared::aws::dynamodb::{
+use rejectwatch_aws::dynamodb::{
     BYTES, EXPIRES_AT, FIRST_SEEN, GSI1_PK, HOST_SKETCH, HOST_VALUES, INTERFACES, LAST_SEEN,
     PACKETS, PK, PORT_SKETCH, PORT_VALUES, PROTOCOL_PREFIX, REASON_PREFIX, REJECTS, SAMPLE_HOSTS,
     SAMPLE_PORTS, SK, SOURCE, WINDOW_SECONDS, WINDOW_START, source_key, window_key,
     window_shard_key,
 };
-use shared::counters::{BatchId, CounterBatch, ExactValues, StoredCounter, shard_of};
-use shared::generate::{FlowLogGenerator, GeneratorConfig};
-use shared::tally::TallyOptions;
+use rejectwatch_core::alert::{AlertPolicy, InternalSources, evaluate_since, incomplete_spans};
+use rejectwatch_core::counters::{BatchId, CounterBatch, ExactValues, StoredCounter, shard_of};
+use rejectwatch_core::tally::TallyOptions;
+use rejectwatch_testkit::generate::{FlowLogGenerator, GeneratorConfig};
+use rejectwatch_tests::tally_object;
 
 const RECORDS: u64 = 1_000_000;
 const WINDOW: u64 = 300;

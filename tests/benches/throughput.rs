@@ -20,12 +20,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use flate2::write::MultiGzDecoder;
+use rejectwatch_core::decode::{DecodeLimits, ObjectDecoder, ObjectLines, RecordSink};
+use rejectwatch_core::flow_log::{FlowFormat, FlowRecord, MalformedLine};
+use rejectwatch_core::tally::{RejectTally, TallyOptions};
+use rejectwatch_testkit::generate::{CUSTOM_25_FIELDS, FlowLogGenerator, GeneratorConfig};
 use rejectwatch_tests::runtime_api::function_binary;
 use rejectwatch_tests::{CHUNK_BYTES, tally_object};
-use shared::decode::{DecodeLimits, ObjectDecoder, ObjectLines, RecordSink};
-use shared::flow_log::{FlowFormat, FlowRecord, MalformedLine};
-use shared::generate::{CUSTOM_25_FIELDS, FlowLogGenerator, GeneratorConfig};
-use shared::tally::{RejectTally, TallyOptions};
 
 const ROUNDS: usize = 7;
 const CHILD_ENV: &str = "REJECTWATCH_BENCH_CHILD";

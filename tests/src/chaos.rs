@@ -31,13 +31,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde_json::{Value, json};
-use shared::aws::dynamodb::counter_from_item;
-use shared::decode::LogEntry;
-use shared::generate::{
+use rejectwatch_aws::dynamodb::counter_from_item;
+use rejectwatch_core::decode::LogEntry;
+use rejectwatch_core::tally::SourceWindow;
+use rejectwatch_testkit::generate::{
     Expected, ExpectedSource, FlowLogGenerator, GeneratorConfig, subscription_payload,
 };
-use shared::tally::SourceWindow;
+use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 
 const TABLE: &str = "rejectwatch-counters";
@@ -448,7 +448,7 @@ pub fn run(options: &Options) -> Value {
                 pending.push(message);
             }
         }
-        let event_time = shared::time::format_utc(now);
+        let event_time = rejectwatch_core::time::format_utc(now);
         let schedule = json!({
             "version": "0", "id": format!("schedule-{now}"), "detail-type": "Scheduled Event",
             "source": "aws.events", "account": ACCOUNT, "time": event_time,
@@ -605,7 +605,7 @@ fn generate(options: &Options, rng: &mut Rng) -> (Vec<Delivery>, Expected) {
         interfaces: 40,
         ..GeneratorConfig::default()
     });
-    let header = shared::flow_log::FlowFormat::default().header_line();
+    let header = rejectwatch_core::flow_log::FlowFormat::default().header_line();
     let per_delivery = (options.records / (options.windows * 4)).max(200);
     let mut deliveries = Vec::new();
     let mut line = String::new();

@@ -10,12 +10,12 @@ pub mod scenarios;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use shared::counters::{CounterUpdate, EXACT_VALUES, StoredCounter, shard_of};
-use shared::decode::{DecodeError, DecodeLimits, ObjectDecoder, ObjectLines};
-use shared::flow_log::FlowFormat;
-use shared::generate::Expected;
-use shared::sketch::within_expected_error;
-use shared::tally::{RejectTally, TallyOptions};
+use rejectwatch_core::counters::{CounterUpdate, EXACT_VALUES, StoredCounter, shard_of};
+use rejectwatch_core::decode::{DecodeError, DecodeLimits, ObjectDecoder, ObjectLines};
+use rejectwatch_core::flow_log::FlowFormat;
+use rejectwatch_core::sketch::within_expected_error;
+use rejectwatch_core::tally::{RejectTally, TallyOptions};
+use rejectwatch_testkit::generate::Expected;
 
 /// Bytes handed to the decoder per call, as an S3 body or a file read delivers them.
 pub const CHUNK_BYTES: usize = 256 << 10;

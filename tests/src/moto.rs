@@ -18,10 +18,10 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
-use shared::aws::dynamodb::{
+use rejectwatch_aws::dynamodb::{
     BY_WINDOW_INDEX, EXPIRES_AT, GSI1_PK, PK, REJECTS, SK, counter_from_item,
 };
-use shared::counters::StoredCounter;
+use rejectwatch_core::counters::StoredCounter;
 
 /// A running moto server.
 pub struct MotoServer {

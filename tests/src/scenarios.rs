@@ -1,4 +1,4 @@
-//! The labelled scenario suite (`shared::scenarios`) through the ingest handler and the
+//! The labelled scenario suite (`rejectwatch_testkit::scenarios`) through the ingest handler and the
 //! evaluate handler, with in-memory fakes, on the schedule AWS would keep: each delivery
 //! is ingested when it arrives, and the evaluator runs every five minutes until every
 //! window has settled. Judged per scenario (expected against alerted) and overall (recall
@@ -10,15 +10,15 @@ use std::net::IpAddr;
 
 use evaluate_rejects::config::Config as EvaluateConfig;
 use ingest_flow_logs::config::Config as IngestConfig;
-use serde_json::{Value, json};
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::decode::LogEntry;
-use shared::generate::subscription_payload;
-use shared::ports::{AlertStateStore, CounterReader, CounterStore, DigestLog};
-use shared::scenarios::{
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_core::decode::LogEntry;
+use rejectwatch_core::ports::{AlertStateStore, CounterReader, CounterStore, DigestLog};
+use rejectwatch_testkit::fakes::{InMemoryCounterStore, InMemoryObjectSource, RecordingPublisher};
+use rejectwatch_testkit::generate::subscription_payload;
+use rejectwatch_testkit::scenarios::{
     Delivery, Outcome, Path, SETTINGS, START, WINDOW_SECONDS, WINDOWS, background, scenarios,
 };
-use shared::testing::{InMemoryCounterStore, InMemoryObjectSource, RecordingPublisher};
+use serde_json::{Value, json};
 
 const BUCKET: &str = "rejectwatch-flow-logs";
 const LOG_GROUP: &str = "/vpc/flow-logs";
@@ -130,7 +130,7 @@ fn outcome_text(outcome: &Outcome) -> String {
 }
 
 /// Runs the suite with in-memory counters over `background_records` records of background
-/// traffic a window, with the suite's settings (`shared::scenarios::SETTINGS`) changed by
+/// traffic a window, with the suite's settings (`rejectwatch_testkit::scenarios::SETTINGS`) changed by
 /// `overrides`.
 pub async fn run_in_memory(
     seed: u64,
@@ -252,7 +252,7 @@ where
         hand_over(&mut ingest.store, &mut evaluate.store);
         evaluate.wall_clock = Box::new(move || now);
         let at = json!({"detail-type": "Scheduled Event", "source": "aws.events",
-                        "time": shared::time::format_utc(now)});
+                        "time": rejectwatch_core::time::format_utc(now)});
         evaluate_rejects::handle(at, &format!("run-{now}"), &evaluate)
             .await
             .unwrap_or_else(|error| panic!("evaluating at {now}: {error}"));

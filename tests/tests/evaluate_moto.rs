@@ -10,14 +10,14 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use evaluate_rejects::config::Config as EvaluateConfig;
 use ingest_flow_logs::config::Config as IngestConfig;
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::s3::S3ObjectSource;
+use rejectwatch_aws::sns::SnsAlertPublisher;
+use rejectwatch_core::counters::{BatchId, CounterBatch, CounterUpdate};
+use rejectwatch_core::ports::CounterStore;
+use rejectwatch_testkit::generate::{FlowLogGenerator, GeneratorConfig};
 use rejectwatch_tests::moto::{MotoServer, create_counters_table};
 use serde_json::{Value, json};
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::aws::s3::S3ObjectSource;
-use shared::aws::sns::SnsAlertPublisher;
-use shared::counters::{BatchId, CounterBatch, CounterUpdate};
-use shared::generate::{FlowLogGenerator, GeneratorConfig};
-use shared::ports::CounterStore;
 
 const TABLE: &str = "rejectwatch-counters";
 const TOPIC: &str = "rejectwatch-alerts";
@@ -156,7 +156,7 @@ impl Stack {
 }
 
 fn at(seconds: u64) -> Value {
-    json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "time": shared::time::format_utc(seconds), "detail": {}})
+    json!({"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "time": rejectwatch_core::time::format_utc(seconds), "detail": {}})
 }
 
 fn update(source: &str, window: u64, rejects: u64, ports: u16, hosts: u32) -> CounterUpdate {
@@ -205,7 +205,10 @@ async fn each_rule_alerts_through_sns_to_the_queue() {
     );
     assert_eq!(body["sources"][1]["rules"], json!(["port-scan"]));
     let ports = body["sources"][1]["distinct_dst_ports"].as_u64().unwrap();
-    assert!(shared::sketch::within_expected_error(ports, 40), "{ports}");
+    assert!(
+        rejectwatch_core::sketch::within_expected_error(ports, 40),
+        "{ports}"
+    );
     assert_eq!(body["sources"][2]["rules"], json!(["host-sweep"]));
     assert_eq!(body["sources"][2]["sample_hosts"][0], "10.0.0.1");
     assert_eq!(attributes["severity"]["Value"], "low");
@@ -499,7 +502,7 @@ async fn ingest_then_evaluate_alerts_every_planted_scanner_once_and_no_one_else(
 /// still holds it unpublished; digest records say which runs published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_are_held_to_their_deadline_then_taken_over_once() {
-    use shared::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
+    use rejectwatch_core::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
     let stack = Stack::start().await;
     let store = stack.store();
     let source = "198.51.100.1".parse().unwrap();
@@ -572,8 +575,8 @@ async fn claims_are_held_to_their_deadline_then_taken_over_once() {
 /// the retry must read as this run's own success, not as another run's claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_and_take_overs_whose_answers_were_lost_are_still_won() {
+    use rejectwatch_core::ports::{AlertStateStore, Claim, ClaimOutcome};
     use rejectwatch_tests::fault_proxy::FaultProxy;
-    use shared::ports::{AlertStateStore, Claim, ClaimOutcome};
     let stack = Stack::start().await;
     let proxy = FaultProxy::start(&stack._moto.endpoint, 1, 0.0);
     let store = DynamoCounterStore::new(
@@ -624,7 +627,7 @@ async fn claims_and_take_overs_whose_answers_were_lost_are_still_won() {
 /// holder's own retry, and a cooldown holds against windows from before it ran out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn take_overs_and_cooldowns_follow_the_core_rule_in_dynamodb() {
-    use shared::ports::{AlertStateStore, Claim, ClaimOutcome};
+    use rejectwatch_core::ports::{AlertStateStore, Claim, ClaimOutcome};
     let stack = Stack::start().await;
     let store = stack.store();
     let source = "198.51.100.1".parse().unwrap();

@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
+use rejectwatch_core::decode::{decode_subscription_event, parse_log_data};
+use rejectwatch_core::flow_log::{FlowFormat, RecordParser};
+use rejectwatch_core::tally::{RejectTally, SourceWindow, TallyOptions};
+use rejectwatch_testkit::generate::{
+    CUSTOM_25_FIELDS, Expected, FlowLogGenerator, GeneratorConfig,
+};
 use rejectwatch_tests::tally_object;
-use shared::decode::{decode_subscription_event, parse_log_data};
-use shared::flow_log::{FlowFormat, RecordParser};
-use shared::generate::{CUSTOM_25_FIELDS, Expected, FlowLogGenerator, GeneratorConfig};
-use shared::tally::{RejectTally, SourceWindow, TallyOptions};
 
 fn config(records: u64, format: FlowFormat) -> GeneratorConfig {
     GeneratorConfig {

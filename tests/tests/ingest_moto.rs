@@ -10,19 +10,19 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use ingest_flow_logs::config::Config;
 use ingest_flow_logs::{Deps, handle};
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::s3::S3ObjectSource;
+use rejectwatch_core::counters::{
+    BatchId, CounterBatch, CounterUpdate, EXACT_VALUES, ROWS_PER_CHUNK, StoredCounter,
+};
+use rejectwatch_core::ports::CounterStore;
+use rejectwatch_core::sketch::within_expected_error;
+use rejectwatch_core::tally::TallyOptions;
+use rejectwatch_testkit::generate::{Expected, FlowLogGenerator, GeneratorConfig};
 use rejectwatch_tests::assert_counts_match;
 use rejectwatch_tests::fault_proxy::FaultProxy;
 use rejectwatch_tests::moto::{MotoServer, counter_rows, create_counters_table};
 use serde_json::{Value, json};
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::aws::s3::S3ObjectSource;
-use shared::counters::{
-    BatchId, CounterBatch, CounterUpdate, EXACT_VALUES, ROWS_PER_CHUNK, StoredCounter,
-};
-use shared::generate::{Expected, FlowLogGenerator, GeneratorConfig};
-use shared::ports::CounterStore;
-use shared::sketch::within_expected_error;
-use shared::tally::TallyOptions;
 
 const TABLE: &str = "rejectwatch-counters";
 const BUCKET: &str = "rejectwatch-flow-logs";
@@ -339,9 +339,9 @@ async fn a_redelivery_that_chunks_differently_is_refused_not_counted_twice() {
     shifted.updates.remove(0);
     let error = deps.store.apply(&shifted).await.unwrap_err();
     assert!(
-        shared::ports::error_chain(&error).contains("other rows"),
+        rejectwatch_core::ports::error_chain(&error).contains("other rows"),
         "{}",
-        shared::ports::error_chain(&error)
+        rejectwatch_core::ports::error_chain(&error)
     );
     assert_eq!(stack.counters().await, before);
     // Delivered unchanged, it is simply already applied.
@@ -419,7 +419,7 @@ async fn a_retry_with_an_extra_row_after_a_partial_apply_applies_nothing() {
     let deps = stack.deps(&[]);
     let error = deps.store.apply(&reconfigured).await.unwrap_err();
     assert!(!error.is_retryable());
-    let message = shared::ports::error_chain(&error);
+    let message = rejectwatch_core::ports::error_chain(&error);
     assert!(
         message.contains("other rows (250 then, 251 now)"),
         "{message}"
@@ -490,7 +490,7 @@ async fn a_million_record_object_matches_the_generator_truth() {
 /// the rest of the delivery is counted, and its redelivery adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_interface_ids_are_malformed_lines_not_a_poisoned_delivery() {
-    use shared::decode::LogEntry;
+    use rejectwatch_core::decode::LogEntry;
     let stack = Stack::start().await;
     let deps = stack.deps(&[]);
     let line = |interface: &str, source: &str, status: &str| {
@@ -522,7 +522,7 @@ async fn oversized_interface_ids_are_malformed_lines_not_a_poisoned_delivery() {
             event
         })
         .collect();
-    let payload = shared::generate::subscription_payload("/vpc/flow-logs", events);
+    let payload = rejectwatch_testkit::generate::subscription_payload("/vpc/flow-logs", events);
     let event: Value = serde_json::from_str(&payload).unwrap();
     let summary = handle(event.clone(), &deps).await.expect("the delivery");
     assert_eq!(
@@ -603,7 +603,7 @@ async fn exact_values_stay_exact_and_bounded_in_dynamodb() {
     let sweep: Vec<CounterBatch> = (0..50u16)
         .map(|d| delivery(&format!("d{d}"), "198.51.100.4", d * 40 + 1..=d * 40 + 40))
         .collect();
-    let fake = shared::testing::InMemoryCounterStore::default();
+    let fake = rejectwatch_testkit::fakes::InMemoryCounterStore::default();
     let mut sweep_requests = Vec::new();
     for batch in batches.iter().chain(&sweep) {
         let report = deps.store.apply(batch).await.expect("applying");

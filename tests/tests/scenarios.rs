@@ -2,8 +2,8 @@
 //! fakes: every planted scan alerted, no look-alike or background source alerted.
 //! `cargo test -p rejectwatch-tests --test scenarios -- --nocapture` prints the table.
 
+use rejectwatch_testkit::scenarios::Outcome;
 use rejectwatch_tests::scenarios::run_in_memory;
-use shared::scenarios::Outcome;
 
 #[tokio::test]
 async fn every_scan_is_alerted_and_no_look_alike_is() {

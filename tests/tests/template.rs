@@ -10,8 +10,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use rejectwatch_core::settle::{DeliveryPath, PUBLISH_ALLOWANCE_SECONDS, required_settle_seconds};
 use serde_yaml_ng::Value;
-use shared::settle::{DeliveryPath, PUBLISH_ALLOWANCE_SECONDS, required_settle_seconds};
 
 /// The variables a configuration reads, found by recording its lookups (required ones get
 /// a dummy value so that reading goes on past them).
@@ -70,8 +70,8 @@ fn the_template_defaults_parse_as_the_functions_would() {
     };
     let format = default("FlowLogFormat").expect("a default LogFormat");
     assert_eq!(
-        shared::flow_log::FlowFormat::from_log_format(&format).unwrap(),
-        shared::flow_log::FlowFormat::default()
+        rejectwatch_core::flow_log::FlowFormat::from_log_format(&format).unwrap(),
+        rejectwatch_core::flow_log::FlowFormat::default()
     );
     let pattern = template["Resources"]["IngestFunction"]["Properties"]["Environment"]["Variables"]
         ["FLOW_LOG_KEY_PATTERN"]
@@ -506,7 +506,7 @@ fn late_rows_alarm_watches_every_trigger_of_the_metric_ingest_emits() {
         let metric = &stat["Metric"];
         assert_eq!(
             metric["Namespace"].as_str(),
-            Some(shared::metrics::NAMESPACE)
+            Some(rejectwatch_core::metrics::NAMESPACE)
         );
         assert_eq!(metric["MetricName"].as_str(), Some("LateRows"));
         let dimension = |name: &str| {

@@ -2,10 +2,10 @@
 //! with every default in one place (the README's configuration table lists them).
 
 use ipnet::IpNet;
-use shared::alert::{AlertPolicy, InternalSources};
-pub use shared::settings::ConfigError;
-use shared::settings::{list, number, required};
-use shared::settle::DEFAULT_SETTLE_MINUTES;
+use rejectwatch_core::alert::{AlertPolicy, InternalSources};
+pub use rejectwatch_core::settings::ConfigError;
+use rejectwatch_core::settings::{list, number, required};
+use rejectwatch_core::settle::DEFAULT_SETTLE_MINUTES;
 
 /// How far back before the windows not settled yet (which it reads anyway) a run reads
 /// settled windows again after failed runs: an hour. Older ones are given up, and the run

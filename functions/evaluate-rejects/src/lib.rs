@@ -13,16 +13,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use serde::Serialize;
-use serde_json::{Value, json};
-use shared::alert::{DigestContext, Finding, evaluate_since, incomplete_spans, render_digest};
-use shared::metrics::emf_line;
-use shared::ports::{
+use rejectwatch_core::alert::{
+    DigestContext, Finding, evaluate_since, incomplete_spans, render_digest,
+};
+use rejectwatch_core::metrics::emf_line;
+use rejectwatch_core::ports::{
     AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, DigestLog, PublishError,
     StoreError,
 };
-use shared::settle::plan_evaluation;
-use shared::time::parse_utc;
+use rejectwatch_core::settle::plan_evaluation;
+use rejectwatch_core::time::parse_utc;
+use serde::Serialize;
+use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::config::{Config, MAX_CATCH_UP_SECONDS};
@@ -98,7 +100,7 @@ impl From<EvaluateError> for lambda_runtime::Diagnostic {
     }
 }
 
-pub use shared::ports::error_chain;
+pub use rejectwatch_core::ports::error_chain;
 
 /// Counts for one run: logged as one JSON line and returned.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -5,9 +5,9 @@ use aws_config::retry::RetryConfig;
 use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, handle_until, unix_now};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::sns::SnsAlertPublisher;
 use serde_json::Value;
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::aws::sns::SnsAlertPublisher;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

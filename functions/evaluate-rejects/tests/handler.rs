@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, handle};
+use rejectwatch_core::counters::{GapUpdate, StoredCounter};
+use rejectwatch_core::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
+use rejectwatch_testkit::fakes::{InMemoryCounterStore, RecordingPublisher};
 use serde_json::{Value, json};
-use shared::counters::{GapUpdate, StoredCounter};
-use shared::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
-use shared::testing::{InMemoryCounterStore, RecordingPublisher};
 
 /// Windows of 300 s, settled 15 minutes after they end: the run at 10,000 evaluates
 /// 9,000, 9,300 and 9,600 (and, as the first run, the settled 8,700).
@@ -62,7 +62,7 @@ fn claim(run_id: &str, now: u64, wall_now: u64) -> Claim {
 }
 
 fn at(seconds: u64) -> Value {
-    json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": shared::time::format_utc(seconds)})
+    json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": rejectwatch_core::time::format_utc(seconds)})
 }
 
 fn ip(text: &str) -> IpAddr {

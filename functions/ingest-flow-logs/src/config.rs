@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 
 use regex_lite::Regex;
-use shared::flow_log::{FlowFormat, FormatError};
-pub use shared::settings::ConfigError;
-use shared::settings::{flag, list, number, required};
-use shared::settle::DEFAULT_SETTLE_MINUTES;
-use shared::tally::SourceAttribution;
+use rejectwatch_core::flow_log::{FlowFormat, FormatError};
+pub use rejectwatch_core::settings::ConfigError;
+use rejectwatch_core::settings::{flag, list, number, required};
+use rejectwatch_core::settle::DEFAULT_SETTLE_MINUTES;
+use rejectwatch_core::tally::SourceAttribution;
 
 /// Matches the keys VPC Flow Logs writes, in the plain and the Hive-compatible layouts
 /// (and the transit gateway guide's `service=` spelling), under any bucket prefix; shared
 /// with `rejectwatch replay`, which lists the same keys.
-pub use shared::object_key::FLOW_LOG_KEY_PATTERN as DEFAULT_KEY_PATTERN;
+pub use rejectwatch_core::object_key::FLOW_LOG_KEY_PATTERN as DEFAULT_KEY_PATTERN;
 
 /// Settings of the ingest function.
 #[derive(Clone, Debug)]

@@ -6,9 +6,9 @@
 //! The S3 record type here reads only the fields this function uses, so it accepts real
 //! notifications and the leaner ones local emulators send alike.
 
+use rejectwatch_core::decode::SubscriptionEvent;
 use serde::Deserialize;
 use serde_json::Value;
-use shared::decode::SubscriptionEvent;
 
 /// One invocation's payload.
 #[derive(Debug)]

@@ -13,18 +13,20 @@ pub mod event;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde_json::{Value, json};
-use shared::counters::{BatchId, CounterBatch};
-use shared::decode::{
+use rejectwatch_core::counters::{BatchId, CounterBatch};
+use rejectwatch_core::decode::{
     DecodeError, DecodeLimits, KeyError, MessageType, ObjectDecoder, ObjectLines,
     SubscriptionEvent, decode_s3_key, is_parquet_key, parse_log_data,
 };
-use shared::flow_log::RecordParser;
-use shared::metrics::emf_line;
-use shared::parquet_object::{Columns, ParquetObjectError, read_parquet_object};
-use shared::ports::{CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError};
-use shared::tally::{RejectTally, TallyOptions};
+use rejectwatch_core::flow_log::RecordParser;
+use rejectwatch_core::metrics::emf_line;
+use rejectwatch_core::parquet_object::{Columns, ParquetObjectError, read_parquet_object};
+use rejectwatch_core::ports::{
+    CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError,
+};
+use rejectwatch_core::tally::{RejectTally, TallyOptions};
+use serde::Serialize;
+use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -89,7 +91,7 @@ impl From<IngestError> for lambda_runtime::Diagnostic {
     }
 }
 
-pub use shared::ports::error_chain;
+pub use rejectwatch_core::ports::error_chain;
 
 /// How many malformed lines an invocation logs with their reasons.
 const LOGGED_MALFORMED: usize = 5;
@@ -368,7 +370,8 @@ where
         location: location.clone(),
         source,
     };
-    if shared::decode::message_type(&data).map_err(decode_error)? == MessageType::Control {
+    if rejectwatch_core::decode::message_type(&data).map_err(decode_error)? == MessageType::Control
+    {
         summary.control_messages += 1;
         return Ok(());
     }

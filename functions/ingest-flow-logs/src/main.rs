@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ingest_flow_logs::{Deps, handle_until};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::s3::S3ObjectSource;
 use serde_json::Value;
-use shared::aws::dynamodb::DynamoCounterStore;
-use shared::aws::s3::S3ObjectSource;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {

@@ -7,11 +7,11 @@ use ingest_flow_logs::config::Config;
 use std::time::{Duration, Instant};
 
 use ingest_flow_logs::{Deps, IngestError, handle, handle_until};
+use rejectwatch_core::counters::ROWS_PER_CHUNK;
+use rejectwatch_core::sketch::within_expected_error;
+use rejectwatch_testkit::fakes::{InMemoryCounterStore, InMemoryObjectSource};
+use rejectwatch_testkit::generate::{FlowLogGenerator, GeneratorConfig};
 use serde_json::{Value, json};
-use shared::counters::ROWS_PER_CHUNK;
-use shared::generate::{FlowLogGenerator, GeneratorConfig};
-use shared::sketch::within_expected_error;
-use shared::testing::{InMemoryCounterStore, InMemoryObjectSource};
 
 const CLOUDWATCH_REJECTS: &str = include_str!("../../../events/cloudwatch-logs-rejects.json");
 const CLOUDWATCH_CONTROL: &str =
@@ -45,7 +45,7 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
-fn generated_object(records: u64) -> (Vec<u8>, shared::generate::Expected) {
+fn generated_object(records: u64) -> (Vec<u8>, rejectwatch_testkit::generate::Expected) {
     let mut generator = FlowLogGenerator::new(GeneratorConfig {
         records,
         seed: 11,
@@ -377,7 +377,8 @@ async fn one_interface_logged_to_both_paths_counts_once_under_the_policy() {
         ("COUNT_CLOUDWATCH_LOG_GROUPS", ""),
         ("COUNT_S3_BUCKETS", BUCKET),
     ]);
-    let data = shared::decode::decode_subscription_event(CLOUDWATCH_REJECTS.as_bytes()).unwrap();
+    let data =
+        rejectwatch_core::decode::decode_subscription_event(CLOUDWATCH_REJECTS.as_bytes()).unwrap();
     let text: String = data
         .log_events
         .iter()

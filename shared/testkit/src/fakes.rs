@@ -9,9 +9,9 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::alert::{AlertState, ClaimDecision, Digest, decide_claim};
-use crate::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
-use crate::ports::{
+use rejectwatch_core::alert::{AlertState, ClaimDecision, Digest, decide_claim};
+use rejectwatch_core::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
+use rejectwatch_core::ports::{
     AlertPublisher, AlertStateStore, ApplyReport, ByteRange, Claim, ClaimOutcome, CounterReader,
     CounterStore, DigestLog, FetchError, ObjectBody, ObjectRange, ObjectRef, ObjectSource,
     PublishError, StoreError,

@@ -1,4 +1,4 @@
-//! RejectWatch's shared library: the pure flow-log core both Lambdas and the CLI stand on.
+//! RejectWatch's core: the pure flow-log logic both Lambdas and the CLI stand on.
 //!
 //! - [`flow_log`]: field names, formats and the record parser.
 //! - [`decode`]: S3 objects (plain or gzip, streamed) and CloudWatch Logs payloads to records.
@@ -9,14 +9,18 @@
 //! - [`sketch`]: mergeable distinct counts for stored rows.
 //! - [`alert`]: which sources deserve an alert, and its text.
 //! - [`settle`]: when a window stops changing, and which windows an evaluation reads.
+//! - [`ports`]: the traits the AWS adapters (`rejectwatch-aws`) and the fakes
+//!   (`rejectwatch-testkit`) implement: counter store, alert state, object source, publisher.
+//! - [`time`], [`metrics`], [`settings`]: windows and timestamps, CloudWatch EMF lines, and
+//!   typed settings from an environment-style lookup.
 //! - `parquet_object` (feature `parquet`): Parquet flow-log objects, read a row group at a
 //!   time (through the [`ports::ObjectSource`] port's ranged reads) into the text decoder.
-//! - `generate`, `scenarios` (feature `generator`): realistic traffic with planted
-//!   scanners, and the labelled scenario suite.
 //! - `scan` (internal): finds newlines and value separators in decoded text, 64 bytes at a
-//!   time, with AVX2 where the processor has it.
+//!   time, with AVX2 or NEON where the processor has it.
 //!
-//! Nothing here performs I/O or reads the clock; callers pass bytes and times in.
+//! What it may not depend on: the AWS SDK (`aws-sdk-*`), an async runtime, the network,
+//! the file system or the clock. Callers pass bytes and times in; I/O happens behind the
+//! [`ports`] traits, implemented elsewhere. The crate's dependencies are what enforce it.
 
 pub mod alert;
 pub mod counters;
@@ -32,13 +36,5 @@ pub mod sketch;
 pub mod tally;
 pub mod time;
 
-#[cfg(feature = "aws")]
-pub mod aws;
-#[cfg(feature = "generator")]
-pub mod generate;
 #[cfg(feature = "parquet")]
 pub mod parquet_object;
-#[cfg(feature = "generator")]
-pub mod scenarios;
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -14,7 +14,7 @@
 //! | evaluator progress | `ALERT#evaluator` | `PROGRESS` | the latest settled window fully evaluated |
 //!
 //! A delivery's rows are applied in chunks of
-//! [`ROWS_PER_CHUNK`](crate::counters::ROWS_PER_CHUNK): one `TransactWriteItems` holds the
+//! [`ROWS_PER_CHUNK`](rejectwatch_core::counters::ROWS_PER_CHUNK): one `TransactWriteItems` holds the
 //! chunk's counter and gap updates and a put of the chunk's ledger item, on the condition
 //! that the ledger item does not exist yet. The chunk is then applied entirely or
 //! not at all, and at most once, however often and however concurrently the delivery is
@@ -35,16 +35,16 @@ use aws_sdk_dynamodb::types::{
 use futures_util::{StreamExt, TryStreamExt, stream};
 use sha2::{Digest, Sha256};
 
-use crate::alert::{AlertState, ClaimDecision, cooldown_cutoff, decide_claim};
-use crate::counters::{
+use rejectwatch_core::alert::{AlertState, ClaimDecision, cooldown_cutoff, decide_claim};
+use rejectwatch_core::counters::{
     BatchChunk, BatchId, CounterBatch, CounterUpdate, EXACT_VALUES, ExactValues, GapUpdate,
     RowUpdate, StoredCounter,
 };
-use crate::ports::{
+use rejectwatch_core::ports::{
     AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore, DigestLog,
     StoreError,
 };
-use crate::sketch::stable_hash;
+use rejectwatch_core::sketch::stable_hash;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
@@ -58,7 +58,7 @@ pub const WINDOW_SECONDS: &str = "window_seconds";
 pub const REJECTS: &str = "rejects";
 pub const PACKETS: &str = "packets";
 pub const BYTES: &str = "bytes";
-/// Number set: the distinct-port sketch's elements (see [`crate::sketch`]), a union.
+/// Number set: the distinct-port sketch's elements (see [`rejectwatch_core::sketch`]), a union.
 pub const PORT_SKETCH: &str = "port_sketch";
 /// Number set: the distinct-destination sketch's elements, a union.
 pub const HOST_SKETCH: &str = "host_sketch";

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::generate::{FlowLogGenerator, GeneratorConfig};
-use crate::sketch::DistinctSketch;
+use rejectwatch_core::sketch::DistinctSketch;
 
 /// The first window's start (window-aligned for 5-minute windows).
 pub const START: u64 = 1_714_521_600;

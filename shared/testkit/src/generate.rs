@@ -13,16 +13,16 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::decode::{LogData, LogEntry, encode_subscription_event};
 use flate2::write::GzEncoder;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use rand_pcg::Pcg64Mcg;
+use rejectwatch_core::decode::{LogData, LogEntry, encode_subscription_event};
 
 #[cfg(feature = "parquet")]
-use crate::flow_log::FieldKind;
-use crate::flow_log::{Column, Field, FlowFormat};
-use crate::tally::SourceWindow;
+use rejectwatch_core::flow_log::FieldKind;
+use rejectwatch_core::flow_log::{Column, Field, FlowFormat};
+use rejectwatch_core::tally::SourceWindow;
 
 /// A 25-field custom format (v2 to v5 fields), the benchmark's "custom" case.
 pub const CUSTOM_25_FIELDS: [Field; 25] = [
@@ -114,7 +114,7 @@ impl Default for GeneratorConfig {
             nodata_fraction: 0.002,
             skipdata_fraction: 0.0005,
             interfaces: 200,
-            window_seconds: crate::tally::DEFAULT_WINDOW_SECONDS,
+            window_seconds: rejectwatch_core::tally::DEFAULT_WINDOW_SECONDS,
         }
     }
 }

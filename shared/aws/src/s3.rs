@@ -7,7 +7,9 @@ use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::ports::{ByteRange, FetchError, ObjectBody, ObjectRange, ObjectRef, ObjectSource};
+use rejectwatch_core::ports::{
+    ByteRange, FetchError, ObjectBody, ObjectRange, ObjectRef, ObjectSource,
+};
 
 type HttpResponse = aws_sdk_s3::config::http::HttpResponse;
 

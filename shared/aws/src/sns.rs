@@ -10,8 +10,8 @@ use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::SdkError;
 use aws_sdk_sns::types::MessageAttributeValue;
 
-use crate::alert::Digest;
-use crate::ports::{AlertPublisher, PublishError};
+use rejectwatch_core::alert::Digest;
+use rejectwatch_core::ports::{AlertPublisher, PublishError};
 
 /// An SNS topic.
 #[derive(Clone, Debug)]
