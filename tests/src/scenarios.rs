@@ -12,7 +12,9 @@ use evaluate_rejects::config::Config as EvaluateConfig;
 use ingest_flow_logs::config::Config as IngestConfig;
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
 use rejectwatch_core::decode::LogEntry;
-use rejectwatch_core::ports::{AlertStateStore, CounterReader, CounterStore, DigestLog};
+use rejectwatch_core::ports::{
+    AlertStateStore, CounterReader, CounterStore, DigestLog, EvaluationProgress,
+};
 use rejectwatch_testkit::fakes::{InMemoryCounterStore, InMemoryObjectSource, RecordingPublisher};
 use rejectwatch_testkit::generate::subscription_payload;
 use rejectwatch_testkit::scenarios::{
@@ -170,7 +172,7 @@ async fn run<S>(
     hand_over: fn(&mut S, &mut S),
 ) -> SuiteReport
 where
-    S: CounterStore + CounterReader + AlertStateStore + DigestLog + Sync,
+    S: CounterStore + CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
 {
     let settings = |extra: &[(&str, &str)]| -> HashMap<String, String> {
         SETTINGS

@@ -18,8 +18,8 @@ use rejectwatch_core::alert::{
 };
 use rejectwatch_core::metrics::emf_line;
 use rejectwatch_core::ports::{
-    AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, DigestLog, PublishError,
-    StoreError,
+    AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, DigestLog,
+    EvaluationProgress, PublishError, StoreError,
 };
 use rejectwatch_core::settle::plan_evaluation;
 use rejectwatch_core::time::parse_utc;
@@ -161,7 +161,7 @@ pub async fn handle<S, P>(
     deps: &Deps<S, P>,
 ) -> Result<Value, EvaluateError>
 where
-    S: CounterReader + AlertStateStore + DigestLog + Sync,
+    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
     handle_until(event, run_id, None, deps).await
@@ -176,7 +176,7 @@ pub async fn handle_until<S, P>(
     deps: &Deps<S, P>,
 ) -> Result<Value, EvaluateError>
 where
-    S: CounterReader + AlertStateStore + DigestLog + Sync,
+    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
     let started = Instant::now();
@@ -230,7 +230,7 @@ async fn run<S, P>(
     summary: &mut Summary,
 ) -> Result<(), EvaluateError>
 where
-    S: CounterReader + AlertStateStore + DigestLog + Sync,
+    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
@@ -285,7 +285,7 @@ where
 /// Records the window before `windows` as evaluated; a failure is logged.
 async fn mark_before<S, P>(windows: &[u64], deps: &Deps<S, P>)
 where
-    S: AlertStateStore + Sync,
+    S: EvaluationProgress + Sync,
 {
     if let Some(before) = windows
         .first()

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, handle};
 use rejectwatch_core::counters::{GapUpdate, StoredCounter};
-use rejectwatch_core::ports::{AlertStateStore, Claim, ClaimOutcome, DigestLog};
+use rejectwatch_core::ports::{
+    AlertStateStore, Claim, ClaimOutcome, DigestLog, EvaluationProgress,
+};
 use rejectwatch_testkit::fakes::{InMemoryCounterStore, RecordingPublisher};
 use serde_json::{Value, json};
 

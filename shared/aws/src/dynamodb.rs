@@ -42,7 +42,7 @@ use rejectwatch_core::counters::{
 };
 use rejectwatch_core::ports::{
     AlertStateStore, ApplyReport, Claim, ClaimOutcome, CounterReader, CounterStore, DigestLog,
-    StoreError,
+    EvaluationProgress, StoreError,
 };
 use rejectwatch_core::sketch::stable_hash;
 
@@ -1235,7 +1235,9 @@ impl AlertStateStore for DynamoCounterStore {
         )
         .await
     }
+}
 
+impl EvaluationProgress for DynamoCounterStore {
     async fn evaluated_through(&self) -> Result<Option<u64>, StoreError> {
         let output = self
             .client

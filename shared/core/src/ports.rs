@@ -246,7 +246,10 @@ pub trait AlertStateStore {
         source: std::net::IpAddr,
         claim: &Claim,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
+/// How far the evaluator has got: one mark, kept apart from the per-source claims above.
+pub trait EvaluationProgress {
     /// The start of the latest settled window whose findings were all alerted or held,
     /// if any run recorded one: the next run evaluates every window after it.
     fn evaluated_through(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;

@@ -13,8 +13,8 @@ use rejectwatch_core::alert::{AlertState, ClaimDecision, Digest, decide_claim};
 use rejectwatch_core::counters::{BatchId, CounterBatch, GapUpdate, RowUpdate, StoredCounter};
 use rejectwatch_core::ports::{
     AlertPublisher, AlertStateStore, ApplyReport, ByteRange, Claim, ClaimOutcome, CounterReader,
-    CounterStore, DigestLog, FetchError, ObjectBody, ObjectRange, ObjectRef, ObjectSource,
-    PublishError, StoreError,
+    CounterStore, DigestLog, EvaluationProgress, FetchError, ObjectBody, ObjectRange, ObjectRef,
+    ObjectSource, PublishError, StoreError,
 };
 
 #[derive(Default)]
@@ -375,7 +375,9 @@ impl AlertStateStore for InMemoryCounterStore {
         }
         Ok(())
     }
+}
 
+impl EvaluationProgress for InMemoryCounterStore {
     async fn evaluated_through(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().evaluated_through)
     }
