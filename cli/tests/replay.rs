@@ -146,16 +146,16 @@ impl Stack {
         let config =
             Config::from_lookup(|name| (name == "COUNTERS_TABLE_NAME").then(|| TABLE.to_owned()))
                 .expect("config");
-        let deps = Deps {
-            store: DynamoCounterStore::new(
+        let deps = Deps::new(
+            DynamoCounterStore::new(
                 dynamodb.clone(),
                 TABLE,
                 config.retention_seconds,
                 config.write_concurrency,
             ),
-            objects: S3ObjectSource::new(s3.clone()),
+            S3ObjectSource::new(s3.clone()),
             config,
-        };
+        );
         Stack {
             moto,
             runtime,

@@ -93,16 +93,16 @@ fn object_of_75_mb(make: fn(u64) -> Vec<u8>) -> (Vec<u8>, u64) {
 
 fn deps(sdk: &SdkConfig) -> Deps<DynamoCounterStore, S3ObjectSource> {
     let config = config();
-    Deps {
-        store: DynamoCounterStore::new(
+    Deps::new(
+        DynamoCounterStore::new(
             aws_sdk_dynamodb::Client::new(sdk),
             TABLE,
             config.retention_seconds,
             config.write_concurrency,
         ),
-        objects: S3ObjectSource::new(aws_sdk_s3::Client::new(sdk)),
+        S3ObjectSource::new(aws_sdk_s3::Client::new(sdk)),
         config,
-    }
+    )
 }
 
 /// A fresh bucket and counters table on `moto`, holding `object` at `key`.

@@ -183,12 +183,12 @@ where
             .collect()
     };
     let ingest_settings = settings(&[("COUNTERS_TABLE_NAME", "counters")]);
-    let mut ingest = ingest_flow_logs::Deps {
-        store: ingest_store,
-        objects: InMemoryObjectSource::new(),
-        config: IngestConfig::from_lookup(|name| ingest_settings.get(name).cloned())
+    let mut ingest = ingest_flow_logs::Deps::new(
+        ingest_store,
+        InMemoryObjectSource::new(),
+        IngestConfig::from_lookup(|name| ingest_settings.get(name).cloned())
             .expect("the suite's ingest settings"),
-    };
+    );
     let settle = SETTLE_MINUTES.to_string();
     let evaluate_settings = settings(&[
         ("COUNTERS_TABLE_NAME", "counters"),

@@ -445,12 +445,11 @@ async fn ingest_then_evaluate_alerts_every_planted_scanner_once_and_no_one_else(
     .cloudwatch_payloads(2_000, "/vpc/flow-logs");
 
     let settings: HashMap<&str, &str> = HashMap::from([("COUNTERS_TABLE_NAME", TABLE)]);
-    let ingest = ingest_flow_logs::Deps {
-        store: stack.store(),
-        objects: S3ObjectSource::new(s3.clone()),
-        config: IngestConfig::from_lookup(|name| settings.get(name).map(|v| v.to_string()))
-            .unwrap(),
-    };
+    let ingest = ingest_flow_logs::Deps::new(
+        stack.store(),
+        S3ObjectSource::new(s3.clone()),
+        IngestConfig::from_lookup(|name| settings.get(name).map(|v| v.to_string())).unwrap(),
+    );
     let messages = sqs
         .receive_message()
         .queue_url(&objects_queue)

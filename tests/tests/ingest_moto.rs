@@ -90,11 +90,11 @@ impl Stack {
             HashMap::from([("COUNTERS_TABLE_NAME".into(), TABLE.into())]);
         settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
-        Deps {
-            store: self.store(&config),
-            objects: S3ObjectSource::new(aws_sdk_s3::Client::new(&self.sdk)),
+        Deps::new(
+            self.store(&config),
+            S3ObjectSource::new(aws_sdk_s3::Client::new(&self.sdk)),
             config,
-        }
+        )
     }
 
     /// Ingest dependencies whose DynamoDB and S3 requests pass through a fault proxy.

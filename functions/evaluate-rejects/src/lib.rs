@@ -16,7 +16,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use rejectwatch_core::alert::{
     DigestContext, Finding, evaluate_since, incomplete_spans, render_digest,
 };
-use rejectwatch_core::metrics::emf_line;
+use rejectwatch_core::metrics::{emf_line, summary_line};
 use rejectwatch_core::ports::{
     AlertPublisher, AlertStateStore, Claim, ClaimOutcome, CounterReader, DigestLog,
     EvaluationProgress, PublishError, StoreError,
@@ -144,13 +144,13 @@ pub struct Summary {
 }
 
 /// The evaluation time: the scheduled event's `time` (so a retried event evaluates the
-/// same windows), else the clock.
-pub fn evaluation_time(event: &Value) -> Result<u64, EvaluateError> {
+/// same windows), else `wall_clock_now`.
+pub fn evaluation_time(event: &Value, wall_clock_now: u64) -> Result<u64, EvaluateError> {
     match event.get("time").and_then(Value::as_str) {
         Some(text) => {
             parse_utc(text).ok_or_else(|| EvaluateError::EventTime(text.chars().take(64).collect()))
         }
-        None => Ok(unix_now()),
+        None => Ok(wall_clock_now),
     }
 }
 
@@ -187,14 +187,7 @@ where
     };
     let result = run(&event, &run_context, deps, &mut summary).await;
     summary.duration_ms = started.elapsed().as_millis() as u64;
-    let outcome = match &result {
-        Ok(()) => "ok".to_owned(),
-        Err(error) => error_chain(error),
-    };
-    println!(
-        "{}",
-        json!({"message": "evaluation summary", "outcome": outcome, "summary": summary})
-    );
+    println!("{}", summary_line("evaluation summary", &result, &summary));
     println!(
         "{}",
         emf_line(
@@ -234,7 +227,7 @@ where
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
-    let now = evaluation_time(event)?;
+    let now = evaluation_time(event, (deps.wall_clock)())?;
     let evaluated_through = deps.store.evaluated_through().await?;
     let plan = plan_evaluation(
         now,
@@ -669,11 +662,14 @@ mod tests {
     #[test]
     fn the_event_time_is_the_evaluation_time() {
         let event = json!({"detail-type": "Scheduled Event", "time": "2024-05-01T12:05:00Z"});
-        assert_eq!(evaluation_time(&event).unwrap(), 1_714_565_100);
+        assert_eq!(evaluation_time(&event, 0).unwrap(), 1_714_565_100);
         assert!(matches!(
-            evaluation_time(&json!({"time": "noon"})),
+            evaluation_time(&json!({"time": "noon"}), 0),
             Err(EvaluateError::EventTime(_))
         ));
-        assert!(evaluation_time(&json!({})).unwrap() > 1_700_000_000);
+        assert_eq!(
+            evaluation_time(&json!({}), 1_800_000_000).unwrap(),
+            1_800_000_000
+        );
     }
 }

@@ -19,7 +19,7 @@ use rejectwatch_core::decode::{
     SubscriptionEvent, decode_s3_key, is_parquet_key, parse_log_data,
 };
 use rejectwatch_core::flow_log::RecordParser;
-use rejectwatch_core::metrics::emf_line;
+use rejectwatch_core::metrics::{emf_line, summary_line};
 use rejectwatch_core::parquet_object::{Columns, ParquetObjectError, read_parquet_object};
 use rejectwatch_core::ports::{
     CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError,
@@ -37,6 +37,20 @@ pub struct Deps<S, O> {
     pub store: S,
     pub objects: O,
     pub config: Config,
+    /// Unix seconds now: which rows arrived late, and the metrics' timestamp.
+    pub wall_clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl<S, O> Deps<S, O> {
+    /// Dependencies that read the system clock.
+    pub fn new(store: S, objects: O, config: Config) -> Self {
+        Deps {
+            store,
+            objects,
+            config,
+            wall_clock: Box::new(unix_now),
+        }
+    }
 }
 
 /// Why an invocation failed. Lambda (or SQS) then retries, which the batch ids make safe.
@@ -202,7 +216,8 @@ impl Summary {
     }
 }
 
-fn now() -> u64 {
+/// Unix seconds now, on the system clock.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
@@ -241,16 +256,8 @@ where
             .saturating_duration_since(Instant::now())
             .as_millis() as u64
     });
-    let outcome = match &result {
-        Ok(_) => "ok".to_owned(),
-        Err(error) => error_chain(error),
-    };
-    // One JSON line per invocation, whatever the log format setting, then the metrics.
-    println!(
-        "{}",
-        json!({"message": "invocation summary", "outcome": outcome, "summary": summary})
-    );
-    println!("{}", summary.metrics_line(now() * 1000));
+    println!("{}", summary_line("invocation summary", &result, &summary));
+    println!("{}", summary.metrics_line((deps.wall_clock)() * 1000));
     result.map(|response| response.unwrap_or_else(|| json!(summary)))
 }
 
@@ -538,7 +545,7 @@ where
     summary.already_applied += report.already_applied;
     // Judged once the rows are written, which is when the evaluator can first see them;
     // rows an earlier attempt wrote (on time or not) were judged by that attempt.
-    let now = now();
+    let now = (deps.wall_clock)();
     let late = batch.late_rows(config.settle_seconds, now);
     if let Some(&oldest) = late.windows.first()
         && report.applied > 0

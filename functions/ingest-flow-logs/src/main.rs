@@ -22,16 +22,16 @@ async fn main() -> Result<(), Error> {
     let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
         .retry_config(RetryConfig::standard().with_max_attempts(8))
         .build();
-    let deps = Deps {
-        store: DynamoCounterStore::new(
+    let deps = Deps::new(
+        DynamoCounterStore::new(
             aws_sdk_dynamodb::Client::from_conf(dynamodb),
             config.table_name.clone(),
             config.retention_seconds,
             config.write_concurrency,
         ),
-        objects: S3ObjectSource::new(aws_sdk_s3::Client::new(&sdk)),
+        S3ObjectSource::new(aws_sdk_s3::Client::new(&sdk)),
         config,
-    };
+    );
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let deadline = deadline_of(&event.context);
         handle_until(event.payload, &deps, deadline)

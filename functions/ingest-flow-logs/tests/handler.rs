@@ -30,11 +30,11 @@ fn config(extra: &[(&str, &str)]) -> Config {
 }
 
 fn deps(extra: &[(&str, &str)]) -> Deps<InMemoryCounterStore, InMemoryObjectSource> {
-    Deps {
-        store: InMemoryCounterStore::default(),
-        objects: InMemoryObjectSource::new(),
-        config: config(extra),
-    }
+    Deps::new(
+        InMemoryCounterStore::default(),
+        InMemoryObjectSource::new(),
+        config(extra),
+    )
 }
 
 fn event(text: &str) -> Value {

@@ -1,7 +1,10 @@
 //! CloudWatch Embedded Metric Format: one JSON log line that CloudWatch turns into metrics.
 //! Pure: the caller passes the time.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+
+use crate::ports::error_chain;
 
 /// The namespace of every RejectWatch metric.
 pub const NAMESPACE: &str = "RejectWatch";
@@ -42,9 +45,48 @@ fn unit_of(metric: &str) -> &'static str {
     }
 }
 
+/// The one JSON line a function logs per invocation, whatever Lambda's log format: its
+/// outcome (`ok`, or the error with its causes) and its counts.
+pub fn summary_line<T, E: std::error::Error>(
+    message: &str,
+    result: &Result<T, E>,
+    summary: &impl Serialize,
+) -> String {
+    let outcome = match result {
+        Ok(_) => "ok".to_owned(),
+        Err(error) => error_chain(error),
+    };
+    json!({"message": message, "outcome": outcome, "summary": summary}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Serialize)]
+    struct Counts {
+        records: u64,
+    }
+
+    #[test]
+    fn a_summary_line_names_the_outcome_and_carries_the_counts() {
+        let ok: Result<(), std::io::Error> = Ok(());
+        let line: Value =
+            serde_json::from_str(&summary_line("run summary", &ok, &Counts { records: 3 }))
+                .unwrap();
+        assert_eq!(
+            line,
+            json!({"message": "run summary", "outcome": "ok", "summary": {"records": 3}})
+        );
+        let failed: Result<(), _> = Err(std::io::Error::other("table gone"));
+        let line: Value = serde_json::from_str(&summary_line(
+            "run summary",
+            &failed,
+            &Counts { records: 0 },
+        ))
+        .unwrap();
+        assert_eq!(line["outcome"], "table gone");
+    }
 
     #[test]
     fn line_has_the_emf_envelope_and_values() {
