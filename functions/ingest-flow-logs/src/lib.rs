@@ -20,6 +20,7 @@ use rejectwatch_core::decode::{
 };
 use rejectwatch_core::flow_log::RecordParser;
 use rejectwatch_core::metrics::{emf_line, summary_line};
+use rejectwatch_core::object_key::{S3RecordSkip, s3_record_skip};
 use rejectwatch_core::parquet_object::{Columns, ParquetObjectError, read_parquet_object};
 use rejectwatch_core::ports::{
     CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError,
@@ -421,27 +422,24 @@ where
         key: record.s3.object.key.clone(),
         source,
     })?;
-    if record
-        .event_name
-        .as_deref()
-        .is_some_and(|name| !name.starts_with("ObjectCreated"))
-    {
-        summary.skip(format!(
-            "s3://{bucket}/{key}: event {:?} is not an object creation",
-            record.event_name
-        ));
-        return Ok(());
-    }
-    if !config.key_pattern.is_match(&key) {
-        summary.skip(format!(
-            "s3://{bucket}/{key}: not a flow-log key (FLOW_LOG_KEY_PATTERN)"
-        ));
-        return Ok(());
-    }
-    if !config.count_buckets.includes(bucket) {
-        summary.skip(format!(
-            "s3://{bucket}/{key}: bucket is not counted (COUNT_S3_BUCKETS)"
-        ));
+    let skip = s3_record_skip(
+        record.event_name.as_deref(),
+        config.key_pattern.is_match(&key),
+        config.count_buckets.includes(bucket),
+    );
+    if let Some(skip) = skip {
+        summary.skip(match skip {
+            S3RecordSkip::NotObjectCreation => format!(
+                "s3://{bucket}/{key}: event {:?} is not an object creation",
+                record.event_name
+            ),
+            S3RecordSkip::NotFlowLogKey => {
+                format!("s3://{bucket}/{key}: not a flow-log key (FLOW_LOG_KEY_PATTERN)")
+            }
+            S3RecordSkip::BucketNotCounted => {
+                format!("s3://{bucket}/{key}: bucket is not counted (COUNT_S3_BUCKETS)")
+            }
+        });
         return Ok(());
     }
     let location = format!("s3://{bucket}/{key}");

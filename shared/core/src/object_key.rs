@@ -75,9 +75,77 @@ pub fn encode_s3_key(key: &str) -> String {
     encoded
 }
 
+/// Why an S3 notification record is not counted; `None` from [`s3_record_skip`] means it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3RecordSkip {
+    /// The event is not an `ObjectCreated:*` one (a deletion, a restore, ...).
+    NotObjectCreation,
+    /// The key is not one VPC Flow Logs writes (`FLOW_LOG_KEY_PATTERN`).
+    NotFlowLogKey,
+    /// The bucket is left out by `COUNT_S3_BUCKETS`.
+    BucketNotCounted,
+}
+
+/// Which S3 notification records the ingest function counts, in the order it checks:
+/// the event's name (records without one, as some emulators send, count as creations),
+/// then whether the key is a flow-log key, then whether the bucket is counted.
+pub fn s3_record_skip(
+    event_name: Option<&str>,
+    is_flow_log_key: bool,
+    bucket_counted: bool,
+) -> Option<S3RecordSkip> {
+    if event_name.is_some_and(|name| !name.starts_with("ObjectCreated")) {
+        Some(S3RecordSkip::NotObjectCreation)
+    } else if !is_flow_log_key {
+        Some(S3RecordSkip::NotFlowLogKey)
+    } else if !bucket_counted {
+        Some(S3RecordSkip::BucketNotCounted)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_s3_records_are_counted() {
+        use S3RecordSkip::*;
+        let cases = [
+            // (event name, flow-log key, bucket counted) -> skip
+            ((Some("ObjectCreated:Put"), true, true), None),
+            (
+                (Some("ObjectCreated:CompleteMultipartUpload"), true, true),
+                None,
+            ),
+            ((None, true, true), None),
+            (
+                (Some("ObjectRemoved:Delete"), true, true),
+                Some(NotObjectCreation),
+            ),
+            (
+                (Some("ObjectRestore:Completed"), false, false),
+                Some(NotObjectCreation),
+            ),
+            (
+                (Some("ObjectCreated:Copy"), false, true),
+                Some(NotFlowLogKey),
+            ),
+            ((None, false, false), Some(NotFlowLogKey)),
+            (
+                (Some("ObjectCreated:Put"), true, false),
+                Some(BucketNotCounted),
+            ),
+        ];
+        for ((event_name, is_flow_log_key, bucket_counted), expected) in cases {
+            assert_eq!(
+                s3_record_skip(event_name, is_flow_log_key, bucket_counted),
+                expected,
+                "{event_name:?} {is_flow_log_key} {bucket_counted}"
+            );
+        }
+    }
     use crate::decode::decode_s3_key;
 
     const FILE: &str = "123456789012_vpcflowlogs_us-east-1_fl-1234abcd_20180620T1620Z_fe123456";
