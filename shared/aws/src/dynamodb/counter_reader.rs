@@ -210,3 +210,156 @@ impl CounterReader for DynamoCounterStore {
         Ok(shard_gaps.into_iter().flatten().collect())
     }
 }
+
+/// The reads' requests, pinned: the index, key conditions, placeholders and values, and
+/// that every page and every shard is read.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_smithy_mocks::mock;
+    use rejectwatch_core::ports::CounterReader;
+
+    use super::super::test_support::{TABLE, record_if, sent, store_matching};
+
+    fn s(text: &str) -> AttributeValue {
+        AttributeValue::S(text.to_owned())
+    }
+
+    fn n(value: u64) -> AttributeValue {
+        AttributeValue::N(value.to_string())
+    }
+
+    fn item(attributes: &[(&str, AttributeValue)]) -> HashMap<String, AttributeValue> {
+        attributes
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect()
+    }
+
+    const WINDOW: u64 = 1_714_566_000;
+
+    fn counter(source: &str, rejects: u64) -> HashMap<String, AttributeValue> {
+        item(&[
+            ("pk", s(&format!("SRC#{source}"))),
+            ("sk", s("WIN#1714566000")),
+            ("gsi1pk", s("WIN#1714566000#00")),
+            ("source", s(source)),
+            ("window_start", n(WINDOW)),
+            ("window_seconds", n(300)),
+            ("rejects", n(rejects)),
+        ])
+    }
+
+    fn shard_of(input: &QueryInput) -> Option<&str> {
+        input
+            .expression_attribute_values()?
+            .get(":g")?
+            .as_s()
+            .ok()
+            .map(String::as_str)
+    }
+
+    fn window_query(shard: &str, start: Option<HashMap<String, AttributeValue>>) -> QueryInput {
+        QueryInput::builder()
+            .table_name(TABLE)
+            .index_name("by-window")
+            .key_condition_expression("#g = :g AND #r >= :min")
+            .expression_attribute_names("#g", "gsi1pk")
+            .expression_attribute_names("#r", "rejects")
+            .expression_attribute_values(":g", s(shard))
+            .expression_attribute_values(":min", n(5))
+            .set_exclusive_start_key(start)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn window_counters_queries_every_shard_of_the_index_page_by_page() {
+        let next_page = item(&[
+            ("pk", s("SRC#198.51.100.1")),
+            ("sk", s("WIN#1714566000")),
+            ("gsi1pk", s("WIN#1714566000#00")),
+            ("rejects", n(9)),
+        ]);
+        let start = next_page.clone();
+        let (first, matcher) = record_if(|input: &QueryInput| {
+            shard_of(input) == Some("WIN#1714566000#00") && input.exclusive_start_key().is_none()
+        });
+        let first_page = mock!(Client::query)
+            .match_requests(matcher)
+            .then_output(move || {
+                QueryOutput::builder()
+                    .items(counter("198.51.100.1", 9))
+                    .set_last_evaluated_key(Some(next_page.clone()))
+                    .build()
+            });
+        let (second, matcher) = record_if(move |input: &QueryInput| {
+            shard_of(input) == Some("WIN#1714566000#00")
+                && input.exclusive_start_key() == Some(&start)
+        });
+        let second_page = mock!(Client::query)
+            .match_requests(matcher)
+            .then_output(|| {
+                QueryOutput::builder()
+                    .items(counter("198.51.100.2", 7))
+                    .build()
+            });
+        let (other, matcher) =
+            record_if(|input: &QueryInput| shard_of(input) == Some("WIN#1714566000#01"));
+        let other_shard = mock!(Client::query)
+            .match_requests(matcher)
+            .then_output(|| {
+                QueryOutput::builder()
+                    .items(counter("203.0.113.9", 5))
+                    // Not a counter: left out.
+                    .items(item(&[
+                        ("pk", s("GAP#1714566000#01")),
+                        ("sk", s("ENI#eni-1")),
+                    ]))
+                    .build()
+            });
+        // The store reads two shards per window (see `test_support::store`).
+        let store = store_matching(&[&first_page, &second_page, &other_shard]);
+
+        let mut rows = CounterReader::window_counters(&store, WINDOW, 5)
+            .await
+            .unwrap();
+        rows.sort_by_key(|row| row.rejects);
+        let found: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.source.unwrap().to_string(),
+                    row.rejects,
+                    row.window_start,
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("203.0.113.9".to_owned(), 5, WINDOW),
+                ("198.51.100.2".to_owned(), 7, WINDOW),
+                ("198.51.100.1".to_owned(), 9, WINDOW),
+            ]
+        );
+        assert_eq!(sent(&first), [window_query("WIN#1714566000#00", None)]);
+        assert_eq!(
+            sent(&second),
+            [window_query(
+                "WIN#1714566000#00",
+                Some(item(&[
+                    ("pk", s("SRC#198.51.100.1")),
+                    ("sk", s("WIN#1714566000")),
+                    ("gsi1pk", s("WIN#1714566000#00")),
+                    ("rejects", n(9)),
+                ]))
+            )]
+        );
+        assert_eq!(sent(&other), [window_query("WIN#1714566000#01", None)]);
+    }
+}

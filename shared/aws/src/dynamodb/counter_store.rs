@@ -641,3 +641,442 @@ fn ledger_expiry(rows_expire: u64) -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs());
     rows_expire.max(now + LEDGER_MIN_SECONDS)
 }
+
+/// The counter store's requests, pinned: the manifest, the chunk transaction (its items,
+/// their expressions and conditions, the ledger item) and the done marker, and what each
+/// failed condition comes to.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::operation::get_item::{GetItemInput, GetItemOutput};
+    use aws_sdk_dynamodb::operation::transact_write_items::{
+        TransactWriteItemsError, TransactWriteItemsInput, TransactWriteItemsOutput,
+    };
+    use aws_sdk_dynamodb::operation::update_item::{
+        UpdateItemError, UpdateItemInput, UpdateItemOutput,
+    };
+    use aws_sdk_dynamodb::types::error::{
+        ConditionalCheckFailedException, TransactionCanceledException,
+    };
+    use aws_sdk_dynamodb::types::{
+        AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure,
+        TransactWriteItem, Update,
+    };
+    use aws_smithy_mocks::mock;
+    use rejectwatch_core::counters::{BatchId, CounterBatch, CounterUpdate, GapUpdate};
+    use rejectwatch_core::ports::{ApplyReport, CounterStore};
+
+    use super::super::test_support::{TABLE, record, sent, store};
+
+    fn s(text: &str) -> AttributeValue {
+        AttributeValue::S(text.to_owned())
+    }
+
+    fn n(value: u64) -> AttributeValue {
+        AttributeValue::N(value.to_string())
+    }
+
+    fn ns(members: &[&str]) -> AttributeValue {
+        AttributeValue::Ns(members.iter().map(|&member| member.to_owned()).collect())
+    }
+
+    fn map<V: Clone>(entries: &[(&str, V)]) -> HashMap<String, V> {
+        entries
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect()
+    }
+
+    const BATCH: &str = "0123456789abcdef0123456789abcdef";
+    /// The digest of the batch's row keys (`SRC#198.51.100.7`/`WIN#1714566000`, then
+    /// `GAP#1714566000#01`/`ENI#eni-2`).
+    const DIGEST: &str = "d736ca46ecd28a0fa40c5a504f52b20c";
+    /// The counter row's window end plus the store's retention: the latest expiry of the
+    /// batch's rows, which the manifest and the ledger item share.
+    const ROWS_EXPIRE: u64 = 1_714_566_300 + 10_000_000_000;
+
+    /// One counter row and one capture-gap row: one chunk.
+    fn batch() -> CounterBatch {
+        CounterBatch {
+            id: BatchId::parse(BATCH).unwrap(),
+            updates: vec![CounterUpdate {
+                source: "198.51.100.7".parse().unwrap(),
+                window_start: 1_714_566_000,
+                window_seconds: 300,
+                shard: 3,
+                rejects: 12,
+                packets: 14,
+                bytes: 840,
+                first_seen: 1_714_566_010,
+                last_seen: 1_714_566_250,
+                port_sketch: vec![17, 4],
+                host_sketch: vec![9],
+                exact_ports: Some(vec![80, 22]),
+                exact_hosts: Some(vec![7]),
+                sample_ports: vec![22, 80],
+                sample_hosts: vec![7],
+                protocols: vec![(6, 12)],
+                reject_reasons: vec![("blocked".into(), 12)],
+                interfaces: vec!["eni-1".into()],
+            }],
+            gaps: vec![GapUpdate {
+                interface: "eni-2".into(),
+                window_start: 1_714_566_000,
+                shard: 1,
+                nodata: 2,
+                skipdata: 1,
+            }],
+        }
+    }
+
+    fn manifest() -> UpdateItemInput {
+        UpdateItemInput::builder()
+            .table_name(TABLE)
+            .key("pk", s(&format!("BATCH#{BATCH}")))
+            .key("sk", s("MANIFEST"))
+            .update_expression("SET #digest = :digest, #rows = :rows, #expires = :expires")
+            .condition_expression("attribute_not_exists(#pk) OR #digest = :digest")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .set_expression_attribute_names(Some(map(&[
+                ("#pk", "pk".to_owned()),
+                ("#digest", "rows_digest".to_owned()),
+                ("#rows", "rows".to_owned()),
+                ("#expires", "expires_at".to_owned()),
+            ])))
+            .set_expression_attribute_values(Some(map(&[
+                (":digest", s(DIGEST)),
+                (":rows", n(2)),
+                (":expires", n(ROWS_EXPIRE)),
+            ])))
+            .build()
+            .unwrap()
+    }
+
+    fn counter_row() -> Update {
+        Update::builder()
+            .table_name(TABLE)
+            .key("pk", s("SRC#198.51.100.7"))
+            .key("sk", s("WIN#1714566000"))
+            .update_expression(
+                "SET #n0 = :v0, #n1 = :v1, #n2 = :v2, #n3 = :v3, #n4 = :v4, \
+                 #n14 = if_not_exists(#n14, :v16), #n15 = if_not_exists(#n15, :v17), \
+                 #n16 = if_not_exists(#n16, :v18) \
+                 ADD #n5 :v5, #n6 :v6, #n7 :v7, #n8 :v8, #n9 :v9, #n10 :v10, #n11 :v11, \
+                 #n12 :v13, #n13 :v15, #n17 :v19, #n18 :v20",
+            )
+            // The value sets keep at most 64 members: room for 62 before 2 ports, 63
+            // before 1 host.
+            .condition_expression(
+                "(attribute_not_exists(#n12) OR size(#n12) <= :v12) \
+                 AND (attribute_not_exists(#n13) OR size(#n13) <= :v14)",
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .set_expression_attribute_names(Some(map(&[
+                ("#n0", "source".to_owned()),
+                ("#n1", "window_start".to_owned()),
+                ("#n2", "window_seconds".to_owned()),
+                ("#n3", "gsi1pk".to_owned()),
+                ("#n4", "expires_at".to_owned()),
+                ("#n5", "rejects".to_owned()),
+                ("#n6", "packets".to_owned()),
+                ("#n7", "bytes".to_owned()),
+                ("#n8", "first_seen".to_owned()),
+                ("#n9", "last_seen".to_owned()),
+                ("#n10", "port_sketch".to_owned()),
+                ("#n11", "host_sketch".to_owned()),
+                ("#n12", "port_values".to_owned()),
+                ("#n13", "host_values".to_owned()),
+                ("#n14", "sample_ports".to_owned()),
+                ("#n15", "sample_hosts".to_owned()),
+                ("#n16", "interfaces".to_owned()),
+                ("#n17", "proto_6".to_owned()),
+                ("#n18", "reason_blocked".to_owned()),
+            ])))
+            .set_expression_attribute_values(Some(map(&[
+                (":v0", s("198.51.100.7")),
+                (":v1", n(1_714_566_000)),
+                (":v2", n(300)),
+                (":v3", s("WIN#1714566000#03")),
+                (":v4", n(ROWS_EXPIRE)),
+                (":v5", n(12)),
+                (":v6", n(14)),
+                (":v7", n(840)),
+                (":v8", ns(&["1714566010"])),
+                (":v9", ns(&["1714566250"])),
+                // Set members sorted as text.
+                (":v10", ns(&["17", "4"])),
+                (":v11", ns(&["9"])),
+                (":v12", n(62)),
+                (":v13", ns(&["22", "80"])),
+                (":v14", n(63)),
+                (":v15", ns(&["7"])),
+                (":v16", ns(&["22", "80"])),
+                (":v17", ns(&["7"])),
+                (":v18", AttributeValue::Ss(vec!["eni-1".to_owned()])),
+                (":v19", n(12)),
+                (":v20", n(12)),
+            ])))
+            .build()
+            .unwrap()
+    }
+
+    fn gap_row() -> Update {
+        Update::builder()
+            .table_name(TABLE)
+            .key("pk", s("GAP#1714566000#01"))
+            .key("sk", s("ENI#eni-2"))
+            .update_expression("SET #n0 = :v0, #n1 = :v1, #n2 = :v2 ADD #n3 :v3, #n4 :v4")
+            .set_expression_attribute_names(Some(map(&[
+                ("#n0", "interface".to_owned()),
+                ("#n1", "window_start".to_owned()),
+                ("#n2", "expires_at".to_owned()),
+                ("#n3", "nodata".to_owned()),
+                ("#n4", "skipdata".to_owned()),
+            ])))
+            .set_expression_attribute_values(Some(map(&[
+                (":v0", s("eni-2")),
+                (":v1", n(1_714_566_000)),
+                (":v2", n(1_714_566_000 + 10_000_000_000)),
+                (":v3", n(2)),
+                (":v4", n(1)),
+            ])))
+            .build()
+            .unwrap()
+    }
+
+    fn ledger_item() -> Put {
+        Put::builder()
+            .table_name(TABLE)
+            .item("pk", s(&format!("BATCH#{BATCH}")))
+            .item("sk", s("CHUNK#00000"))
+            .item("rows", n(2))
+            .item("rows_digest", s(DIGEST))
+            .item("expires_at", n(ROWS_EXPIRE))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", "pk")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .unwrap()
+    }
+
+    fn chunk_transaction() -> TransactWriteItemsInput {
+        TransactWriteItemsInput::builder()
+            .transact_items(TransactWriteItem::builder().update(counter_row()).build())
+            .transact_items(TransactWriteItem::builder().update(gap_row()).build())
+            .transact_items(TransactWriteItem::builder().put(ledger_item()).build())
+            // The SDK's idempotency token (the tests' fixed one).
+            .client_request_token("00000000-0000-4000-8000-000000000000")
+            .build()
+            .unwrap()
+    }
+
+    fn written() -> UpdateItemOutput {
+        UpdateItemOutput::builder().build()
+    }
+
+    /// A chunk transaction cancelled for these reasons, one per item.
+    fn cancelled(
+        reasons: Vec<CancellationReason>,
+    ) -> impl Fn() -> TransactWriteItemsError + Send + Sync {
+        move || {
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .message("Transaction cancelled")
+                    .set_cancellation_reasons(Some(reasons.clone()))
+                    .build(),
+            )
+        }
+    }
+
+    fn reason(code: &str) -> CancellationReason {
+        CancellationReason::builder().code(code).build()
+    }
+
+    /// The batch applied against a manifest write that succeeds and a chunk transaction
+    /// that answers `chunk`; the requests are checked.
+    async fn apply(
+        chunk: impl Fn(
+            aws_smithy_mocks::RuleBuilder<
+                TransactWriteItemsInput,
+                TransactWriteItemsOutput,
+                TransactWriteItemsError,
+            >,
+        ) -> aws_smithy_mocks::Rule,
+    ) -> Result<ApplyReport, rejectwatch_core::ports::StoreError> {
+        let (manifests, matcher) = record::<UpdateItemInput>();
+        let manifest_written = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_output(written);
+        let (chunks, matcher) = record::<TransactWriteItemsInput>();
+        let chunk = chunk(mock!(Client::transact_write_items).match_requests(matcher));
+        let store = store(&[&manifest_written, &chunk]);
+        let report = store.apply(&batch()).await;
+        assert_eq!(sent(&manifests), [manifest()]);
+        assert_eq!(sent(&chunks), [chunk_transaction()]);
+        report
+    }
+
+    #[tokio::test]
+    async fn apply_writes_the_manifest_then_each_chunk_with_its_ledger_item() {
+        let report = apply(|rule| rule.then_output(|| TransactWriteItemsOutput::builder().build()))
+            .await
+            .unwrap();
+        assert_eq!(
+            report,
+            ApplyReport {
+                applied: 2,
+                already_applied: 0,
+                requests: 2,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_ledger_item_exists_was_applied_already() {
+        let applied = CancellationReason::builder()
+            .code("ConditionalCheckFailed")
+            .item("rows_digest", s(DIGEST))
+            .build();
+        let report = apply(|rule| {
+            rule.then_error(cancelled(vec![
+                reason("None"),
+                reason("None"),
+                applied.clone(),
+            ]))
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            report,
+            ApplyReport {
+                applied: 0,
+                already_applied: 2,
+                requests: 2,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_applied_with_other_rows_is_refused_for_good() {
+        let other_rows = CancellationReason::builder()
+            .code("ConditionalCheckFailed")
+            .item("rows_digest", s("00000000000000000000000000000000"))
+            .build();
+        let error = apply(|rule| {
+            rule.then_error(cancelled(vec![
+                reason("None"),
+                reason("None"),
+                other_rows.clone(),
+            ]))
+        })
+        .await
+        .unwrap_err();
+        assert!(!error.is_retryable(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("applying chunk 0 of batch {BATCH} in table counters")
+        );
+        assert_eq!(
+            std::error::Error::source(&error).unwrap().to_string(),
+            "an earlier delivery applied this chunk with other rows: WINDOW_MINUTES, \
+             INDEX_SHARDS or IGNORED_DST_PORTS changed since, so it is refused rather than \
+             counted twice"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_manifest_of_other_rows_refuses_the_delivery() {
+        let (manifests, matcher) = record::<UpdateItemInput>();
+        let refused = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_error(|| {
+                UpdateItemError::ConditionalCheckFailedException(
+                    ConditionalCheckFailedException::builder()
+                        .message("The conditional request failed")
+                        .item("rows", n(5))
+                        .build(),
+                )
+            });
+        let store = store(&[&refused]);
+        let error = store.apply(&batch()).await.unwrap_err();
+        assert!(!error.is_retryable(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("writing the manifest of batch {BATCH} in table counters")
+        );
+        assert!(
+            std::error::Error::source(&error)
+                .unwrap()
+                .to_string()
+                .starts_with(
+                    "an earlier delivery of this batch began applying other rows (5 then, 2 now)"
+                ),
+            "{error:?}"
+        );
+        assert_eq!(sent(&manifests), [manifest()]);
+    }
+
+    #[tokio::test]
+    async fn is_done_reads_the_manifest_and_mark_done_sets_it() {
+        let (reads, matcher) = record::<GetItemInput>();
+        let done = mock!(Client::get_item)
+            .match_requests(matcher)
+            .then_output(|| {
+                GetItemOutput::builder()
+                    .set_item(Some(map(&[("done", AttributeValue::Bool(true))])))
+                    .build()
+            });
+        let (_, matcher) = record::<GetItemInput>();
+        let absent = mock!(Client::get_item)
+            .match_requests(matcher)
+            .then_output(|| GetItemOutput::builder().build());
+        let (marks, matcher) = record::<UpdateItemInput>();
+        let marked = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_output(written);
+        let (_, matcher) = record::<UpdateItemInput>();
+        // An empty batch has no manifest: nothing to mark, and no error.
+        let no_manifest = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_error(|| {
+                UpdateItemError::ConditionalCheckFailedException(
+                    ConditionalCheckFailedException::builder().build(),
+                )
+            });
+        let store = store(&[&done, &absent, &marked, &no_manifest]);
+        let batch = BatchId::parse(BATCH).unwrap();
+
+        assert!(store.is_done(&batch).await.unwrap());
+        assert!(!store.is_done(&batch).await.unwrap());
+        store.mark_done(&batch, 0).await.unwrap();
+        store.mark_done(&batch, 0).await.unwrap();
+
+        assert_eq!(
+            sent(&reads),
+            [GetItemInput::builder()
+                .table_name(TABLE)
+                .key("pk", s(&format!("BATCH#{BATCH}")))
+                .key("sk", s("MANIFEST"))
+                .projection_expression("#done")
+                .expression_attribute_names("#done", "done")
+                .build()
+                .unwrap()]
+        );
+        assert_eq!(
+            sent(&marks),
+            [UpdateItemInput::builder()
+                .table_name(TABLE)
+                .key("pk", s(&format!("BATCH#{BATCH}")))
+                .key("sk", s("MANIFEST"))
+                .update_expression("SET #done = :true")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#done", "done")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .build()
+                .unwrap()]
+        );
+    }
+}

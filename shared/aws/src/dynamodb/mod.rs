@@ -129,3 +129,101 @@ pub(crate) fn is_retryable<E: ProvideErrorMetadata>(error: &SdkError<E>) -> bool
         _ => false,
     }
 }
+
+/// What the request-pinning tests share: a store on a client that answers from canned
+/// rules and never goes out, and the requests it sent.
+#[cfg(test)]
+mod test_support {
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client};
+
+    use super::DynamoCounterStore;
+
+    pub(super) const TABLE: &str = "counters";
+    /// Retention long enough that every expiry is the rows' own, not the ledger's floor
+    /// (which counts from the wall clock).
+    pub(super) const RETENTION: u64 = 10_000_000_000;
+
+    /// A store whose client answers the requests from `rules`, in this order; a request
+    /// that the next rule does not expect fails the test. The SDK does not retry, so the
+    /// store's own handling of an error is what a test sees.
+    pub(super) fn store(rules: &[&Rule]) -> DynamoCounterStore {
+        store_in(RuleMode::Sequential, rules)
+    }
+
+    /// A store whose client answers each request from the first of `rules` that matches
+    /// it, whatever the order of the requests (the shards of a window are read at once).
+    pub(super) fn store_matching(rules: &[&Rule]) -> DynamoCounterStore {
+        store_in(RuleMode::MatchAny, rules)
+    }
+
+    fn store_in(mode: RuleMode, rules: &[&Rule]) -> DynamoCounterStore {
+        let mut interceptor = MockResponseInterceptor::new().rule_mode(mode);
+        for rule in rules {
+            interceptor = interceptor.with_rule(rule);
+        }
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .idempotency_token_provider("00000000-0000-4000-8000-000000000000")
+            .retry_config(RetryConfig::disabled())
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor)
+            .build();
+        DynamoCounterStore::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            TABLE,
+            RETENTION,
+            1,
+        )
+        .with_index_shards(2)
+    }
+
+    /// The requests a rule matched, recorded for exact comparison.
+    pub(super) type Sent<I> = Arc<Mutex<Vec<I>>>;
+
+    /// A request matcher that accepts every request of its operation and records it.
+    pub(super) fn record<I: Clone + Send + 'static>() -> (Sent<I>, impl Fn(&I) -> bool + Send + Sync)
+    {
+        let sent: Sent<I> = Arc::default();
+        let log = Arc::clone(&sent);
+        (sent, move |input: &I| {
+            log.lock().unwrap().push(input.clone());
+            true
+        })
+    }
+
+    /// A request matcher that accepts the requests of its operation for which `accept`
+    /// holds, and records them.
+    pub(super) fn record_if<I: Clone + Send + 'static>(
+        accept: impl Fn(&I) -> bool + Send + Sync,
+    ) -> (Sent<I>, impl Fn(&I) -> bool + Send + Sync) {
+        let sent: Sent<I> = Arc::default();
+        let log = Arc::clone(&sent);
+        (sent, move |input: &I| {
+            let accepted = accept(input);
+            if accepted {
+                log.lock().unwrap().push(input.clone());
+            }
+            accepted
+        })
+    }
+
+    /// The requests recorded.
+    pub(super) fn sent<I: Clone>(sent: &Sent<I>) -> Vec<I> {
+        sent.lock().unwrap().clone()
+    }
+
+    /// Error metadata with a service error code, as DynamoDB's JSON errors carry.
+    pub(super) fn code(code: &str) -> ErrorMetadata {
+        ErrorMetadata::builder()
+            .code(code)
+            .message("canned")
+            .build()
+    }
+}

@@ -149,3 +149,21 @@ pub(crate) fn row_key(row: &RowUpdate<'_>) -> (String, String) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_zero_padded_and_prefixed() {
+        let source = "198.51.100.7".parse().unwrap();
+        assert_eq!(source_key(source), "SRC#198.51.100.7");
+        assert_eq!(window_key(300), "WIN#0000000300");
+        assert_eq!(window_shard_key(300, 7), "WIN#0000000300#07");
+        assert_eq!(gap_key(300, 7), "GAP#0000000300#07");
+        assert_eq!(interface_key("eni-1"), "ENI#eni-1");
+        assert_eq!(alert_key(source), "ALERT#198.51.100.7");
+        assert_eq!(digest_key("run-1"), "ALERT#RUN#run-1");
+        assert_eq!(chunk_key(7), "CHUNK#00007");
+    }
+}
