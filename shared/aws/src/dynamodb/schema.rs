@@ -110,6 +110,17 @@ pub fn window_shard_key(window_start: u64, shard: u8) -> String {
     format!("{WINDOW_PREFIX}{window_start:010}#{shard:02}")
 }
 
+/// The AWS CLI command that lists a window's rows, by REJECTs, from the `by-window`
+/// index, for the alert's text: one query per window and shard (`00` to `last_shard`).
+pub fn window_query_command(table: &str, last_shard: u8) -> String {
+    format!(
+        "aws dynamodb query --table-name {table} --index-name {BY_WINDOW_INDEX} \
+         --key-condition-expression '{GSI1_PK} = :w' \
+         --expression-attribute-values '{{\":w\":{{\"S\":\"{WINDOW_PREFIX}<window>#<shard>\"}}}}' \
+         for each window above and each shard 00..{last_shard:02}"
+    )
+}
+
 /// The partition holding one shard of a window's capture gaps.
 pub fn gap_key(window_start: u64, shard: u8) -> String {
     format!("GAP#{window_start:010}#{shard:02}")
@@ -165,5 +176,16 @@ mod tests {
         assert_eq!(alert_key(source), "ALERT#198.51.100.7");
         assert_eq!(digest_key("run-1"), "ALERT#RUN#run-1");
         assert_eq!(chunk_key(7), "CHUNK#00007");
+    }
+
+    #[test]
+    fn the_window_query_command_names_the_index_and_its_partitions() {
+        assert_eq!(
+            window_query_command("counters", 15),
+            "aws dynamodb query --table-name counters --index-name by-window \
+             --key-condition-expression 'gsi1pk = :w' \
+             --expression-attribute-values '{\":w\":{\"S\":\"WIN#<window>#<shard>\"}}' \
+             for each window above and each shard 00..15"
+        );
     }
 }
