@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
+use rejectwatch_aws::dynamodb::window_query_command;
 use rejectwatch_core::alert::{
     DigestContext, Finding, evaluate_since, incomplete_spans, render_digest,
 };
@@ -48,16 +49,21 @@ pub struct Deps<S, P> {
     pub config: Config,
     /// Unix seconds now: claim timeouts count on the wall clock.
     pub wall_clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// How the digest tells its reader to list a window's rows straight from the table:
+    /// the DynamoDB adapter's command for `config`'s table and index shards.
+    pub query_hint: String,
 }
 
 impl<S, P> Deps<S, P> {
     /// Dependencies that read the system clock.
     pub fn new(store: S, publisher: P, config: Config) -> Self {
+        let query_hint = window_query_command(&config.table_name, config.index_shards.max(1) - 1);
         Deps {
             store,
             publisher,
             config,
             wall_clock: Box::new(unix_now),
+            query_hint,
         }
     }
 }
@@ -434,7 +440,7 @@ where
         windows,
         window_seconds: config.window_seconds,
         table_name: &config.table_name,
-        index_shards: config.index_shards,
+        query_hint: &deps.query_hint,
         max_listed: config.max_listed,
     };
     let Some(digest) = render_digest(&claims.won, &context) else {

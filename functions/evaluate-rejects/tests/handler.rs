@@ -830,3 +830,22 @@ async fn rows_under_the_read_limit_complete_a_span_that_could_cross() {
         (Some(0), Some(0))
     );
 }
+
+#[tokio::test]
+async fn the_digest_shows_the_tables_query_for_its_index_shards() {
+    let deps = deps(&[("INDEX_SHARDS", "4")]);
+    deps.store
+        .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
+    handle(at(10_000), "run-1", &deps).await.unwrap();
+    let digest = &deps.publisher.published()[0];
+    assert!(
+        digest.text.contains(
+            "\n  or: aws dynamodb query --table-name counters --index-name by-window \
+             --key-condition-expression 'gsi1pk = :w' \
+             --expression-attribute-values '{\":w\":{\"S\":\"WIN#<window>#<shard>\"}}' \
+             for each window above and each shard 00..03\n"
+        ),
+        "{}",
+        digest.text
+    );
+}
