@@ -12,6 +12,7 @@
 //! - `fast`: the fast readers, which agree with the reference parser on every line they
 //!   accept; lines of an object are read in place.
 //! - `address`, `tokens`: address parsing and splitting at spaces.
+//! - `tests`: the parser's tests: documented formats and records, errors and their text.
 
 mod address;
 mod fast;

@@ -1,8 +1,8 @@
 //! The reference parser: [`RecordParser`] and its general path, which splits a line into
 //! tokens, reads each column with its [`Reader`] and explains the first invalid one
 //! ([`ParseError`]). It is the specification of what a valid record is: the fast readers
-//! (`fast`) only take the lines they can read exactly as it does, and property tests there
-//! check that they agree.
+//! (`fast`), which [`RecordParser::parse`] tries first, only take the lines they can read
+//! exactly as it does, and property tests there check that they agree.
 
 use super::address::read_address;
 #[cfg(target_arch = "x86_64")]

@@ -1,3 +1,6 @@
+//! Tests of the parser as a whole: the documented formats and example records, header
+//! lines, malformed lines and the text of their errors, JSON output, and properties.
+
 use super::parse::quoted;
 use super::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

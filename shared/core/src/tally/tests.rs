@@ -1,3 +1,6 @@
+//! Tests of the tally: totals, aggregates and their details, the batch of waiting REJECTs,
+//! rankings, and the bounded sets.
+
 use super::bounded::PortSet;
 use super::*;
 use crate::flow_log::{FlowFormat, ParseError, RecordParser};
