@@ -342,6 +342,36 @@ fn short_texts_are_equal_exactly_when_the_texts_are() {
     }
 }
 
+/// Everything the CLI's `tally --json` report is built from (its `report::report`), in
+/// its order: tallies that give equal ones report alike.
+type Report<'a> = (
+    Totals,
+    u64,
+    Vec<AggregateSummary<'a>>,
+    usize,
+    Vec<(&'a str, u64, CaptureGaps)>,
+    Vec<String>,
+);
+
+fn report(tally: &RejectTally) -> Report<'_> {
+    let ranking = tally.ranking(None);
+    (
+        tally.totals(),
+        tally.options().window_seconds,
+        ranking
+            .iter()
+            .map(|aggregate| aggregate.summary())
+            .collect(),
+        ranking.omitted(),
+        tally.capture_gaps(),
+        tally
+            .malformed_samples()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    )
+}
+
 #[test]
 fn reads_see_the_rejects_waiting_in_the_batch() {
     let format = FlowFormat::from_log_format(
@@ -367,8 +397,7 @@ fn reads_see_the_rejects_waiting_in_the_batch() {
         let mut applied = tally.clone();
         applied.apply_pending();
         assert!(applied.pending.is_empty());
-        let json = |tally: &RejectTally| serde_json::to_string(&tally.report(None)).unwrap();
-        assert_eq!(json(&tally), json(&applied), "after {} records", i + 1);
+        assert_eq!(report(&tally), report(&applied), "after {} records", i + 1);
         assert_eq!(tally.len(), applied.len());
         let first = applied.by_rejects()[0].key;
         assert_eq!(
@@ -616,18 +645,4 @@ fn ranking_is_the_by_rejects_order_cut_to_the_limit() {
     let mut applied = tally.clone();
     applied.apply_pending();
     assert_eq!(ranked(&tally), ranked(&applied));
-}
-
-#[test]
-fn report_serialises_totals_and_sources() {
-    let tally = tally_default(&[REJECT, ACCEPT, SKIPDATA]);
-    let json = serde_json::to_value(tally.report(None)).unwrap();
-    assert_eq!(json["totals"]["records"], 3);
-    assert_eq!(json["totals"]["rejects"], 1);
-    assert_eq!(json["totals"]["sources"], 1);
-    assert_eq!(json["sources"][0]["source"], "172.31.9.69");
-    assert_eq!(json["sources"][0]["window_start"], 1_418_529_900);
-    assert_eq!(json["sources"][0]["distinct_dst_ports"], 1);
-    assert_eq!(json["capture_gaps"][0]["skipdata"], 1);
-    assert_eq!(tally.report(Some(0)).sources_omitted, 1);
 }
