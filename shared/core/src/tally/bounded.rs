@@ -73,7 +73,7 @@ impl RecentIds {
 }
 
 /// A list held inline up to `N` values and on the heap past that, read as a slice: the
-/// short lists of an [`AggregateSummary`], which a report reads for every row, without an
+/// short lists of an [`AggregateSummary`](super::AggregateSummary), which a report reads for every row, without an
 /// allocation each.
 #[derive(Clone)]
 pub struct ShortList<T, const N: usize> {

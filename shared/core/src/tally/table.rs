@@ -12,8 +12,8 @@ use super::bounded::{AddressSet, PortSet};
 use super::{INLINE_PROTOCOLS, SAMPLE_INTERFACES, address_fingerprint};
 
 /// An address in 32 bits and a flag: an IPv4 address's bits, or the id under which the
-/// tally interned an IPv6 address (a source in [`RejectTally::v6_sources`], a destination in
-/// [`RejectTally::v6_destinations`]).
+/// tally interned an IPv6 address (a source in [`RejectTally::v6_sources`](super::RejectTally::v6_sources), a destination in
+/// [`RejectTally::v6_destinations`](super::RejectTally::v6_destinations)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct AddressId {
     pub(super) bits: u32,
@@ -34,7 +34,7 @@ pub(super) struct RowKey(u64);
 
 impl RowKey {
     /// The largest window index a key holds: 2^31 one-minute windows reach past the
-    /// year 6000, so [`RejectTally::window_index`] treats later times as absurd.
+    /// year 6000, so [`RejectTally::window_index`](super::RejectTally::window_index) treats later times as absurd.
     pub(super) const MAX_WINDOW_INDEX: u32 = (1 << 31) - 1;
 
     /// The key of `source` in window `window_index`, which is at most
@@ -57,7 +57,7 @@ impl RowKey {
 }
 
 /// What one REJECT record contributes, read from it once, so that it can wait in
-/// [`RejectTally`]'s batch after the line is gone.
+/// [`RejectTally`](super::RejectTally)'s batch after the line is gone.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Sample {
     pub(super) key: RowKey,
@@ -67,9 +67,9 @@ pub(super) struct Sample {
     pub(super) offset: u32,
     pub(super) last_offset: u32,
     pub(super) dst_address: Option<Destination>,
-    /// Interned in [`RejectTally::interfaces`].
+    /// Interned in [`RejectTally::interfaces`](super::RejectTally::interfaces).
     pub(super) interface: Option<u32>,
-    /// Interned in [`RejectTally::reasons`].
+    /// Interned in [`RejectTally::reasons`](super::RejectTally::reasons).
     pub(super) reject_reason: Option<u32>,
     pub(super) dst_port: Option<u16>,
     pub(super) protocol: Option<u8>,
