@@ -8,6 +8,8 @@ mod probe;
 mod query;
 #[cfg(feature = "table")]
 mod replay;
+#[cfg(test)]
+mod report;
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;

@@ -504,6 +504,7 @@ pub fn write_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::report;
     use rejectwatch_core::decode::{DecodeLimits, ObjectDecoder, ObjectLines};
     use rejectwatch_core::flow_log::FlowFormat;
     use rejectwatch_core::tally::TallyOptions;
@@ -547,7 +548,7 @@ mod tests {
             Some(tally.len()),
             Some(tally.len() + 5),
         ] {
-            let report = tally.report(limit);
+            let report = report(&tally, limit);
             assert_eq!(
                 json(&tally, limit, false),
                 serde_json::to_string(&report).unwrap() + "\n",
@@ -629,7 +630,7 @@ mod tests {
         let tally = RejectTally::new(TallyOptions::default());
         assert_eq!(
             json(&tally, None, false),
-            serde_json::to_string(&tally.report(None)).unwrap() + "\n"
+            serde_json::to_string(&report(&tally, None)).unwrap() + "\n"
         );
     }
 }

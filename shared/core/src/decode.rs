@@ -11,13 +11,12 @@ use std::io::{self, Write};
 
 use flate2::write::MultiGzDecoder;
 
-use crate::flow_log::{
-    EXCERPT_BYTES, FlowFormat, FlowRecord, LineWindow, MARKED_MAX_LINE, MalformedLine, ParseError,
-    RecordParser,
-};
 #[cfg(target_arch = "x86_64")]
-use crate::scan::Avx2;
-use crate::scan::{Kernels, TextIndex, with_kernels};
+use crate::flow_log::read_lines_with_avx2;
+use crate::flow_log::{
+    EXCERPT_BYTES, FlowFormat, FlowRecord, MalformedLine, ParseError, RecordParser, read_lines,
+};
+use crate::scan::{TextIndex, with_kernels};
 
 /// Limits that keep a hostile or broken object from exhausting memory or time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,9 +105,9 @@ pub trait LineSink {
 pub struct LineBatch<'a> {
     /// Starts with the first line; goes on past the last one with whatever the decoded
     /// buffer holds after it (the start of the next line), which readers may look at.
-    text: &'a [u8],
-    index: &'a TextIndex,
-    first_line_number: u64,
+    pub(crate) text: &'a [u8],
+    pub(crate) index: &'a TextIndex,
+    pub(crate) first_line_number: u64,
 }
 
 impl LineBatch<'_> {
@@ -514,8 +513,8 @@ impl<S: LineSink> Write for LineSplitter<S> {
 /// switches the format from there on.
 pub struct ObjectLines<R> {
     fallback: FlowFormat,
-    parser: Option<RecordParser>,
-    records: R,
+    pub(crate) parser: Option<RecordParser>,
+    pub(crate) records: R,
 }
 
 impl<R: RecordSink> ObjectLines<R> {
@@ -597,52 +596,6 @@ impl<R: RecordSink> LineSink for ObjectLines<R> {
             error: ParseError::too_long(length, head),
         });
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt,sse4.1,ssse3")]
-fn read_lines_with_avx2<R: RecordSink>(
-    kernels: Avx2,
-    object: &mut ObjectLines<R>,
-    lines: &LineBatch<'_>,
-) -> Result<(), DecodeError> {
-    read_lines(kernels, object, lines)
-}
-
-/// The lines of a batch: those of plain bytes, with room to read past their end, go to the
-/// parser's fast readers in place; the rest, and any they decline, take the line-by-line
-/// path, which finds headers, blank lines and the reasons for malformed ones.
-#[inline(always)]
-fn read_lines<K: Kernels, R: RecordSink>(
-    kernels: K,
-    object: &mut ObjectLines<R>,
-    lines: &LineBatch<'_>,
-) -> Result<(), DecodeError> {
-    let text = lines.text;
-    let mut start = 0;
-    for (&newline, line_number) in lines.index.newlines().iter().zip(lines.first_line_number..) {
-        let end = newline as usize;
-        let bytes = &text[start..end];
-        // Lines close to the end of the text are read from a copy instead.
-        let window = text[start..].first_chunk::<{ size_of::<LineWindow>() }>();
-        let fast = match (&mut object.parser, window) {
-            (Some(parser), Some(window))
-                if bytes.len() < MARKED_MAX_LINE && lines.index.is_plain(start, end) =>
-            {
-                // SAFETY: `is_plain` found only bytes from 0x20 to 0x7f: ASCII, so UTF-8.
-                let line = unsafe { std::str::from_utf8_unchecked(bytes) };
-                let separators = lines.index.separators_from(start);
-                parser.read_marked(kernels, line, window, separators)
-            }
-            _ => None,
-        };
-        match fast {
-            Some(record) => object.records.record(&record),
-            None => object.line(line_number, bytes)?,
-        }
-        start = end + 1;
-    }
-    Ok(())
 }
 
 /// The decoded contents of a CloudWatch Logs subscription delivery.
