@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aws_sdk_s3::primitives::ByteStream;
 use flate2::write::GzEncoder;
 use ingest_flow_logs::config::Config;
-use ingest_flow_logs::{Deps, error_chain, handle};
+use ingest_flow_logs::{Deps, error_chain, invoke};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
 use rejectwatch_aws::s3::S3ObjectSource;
 use rejectwatch_core::counters::StoredCounter;
@@ -234,7 +234,7 @@ impl Stack {
                             "eventSource": "aws:sqs"})
                     })
                     .collect();
-                let response = handle(json!({"Records": records}), &self.deps)
+                let response = invoke(json!({"Records": records}), &self.deps)
                     .await
                     .expect("ingesting the queue's messages");
                 assert_eq!(response, json!({"batchItemFailures": []}));
@@ -269,7 +269,7 @@ impl Stack {
                 return Err(("Ingest.Fetch".into(), format!("{key}: connection reset")));
             }
             runtime
-                .block_on(handle(payload, &deps))
+                .block_on(invoke(payload, &deps))
                 .map_err(|error| (error.error_type().to_owned(), error_chain(&error)))
         })
     }
@@ -374,7 +374,7 @@ fn replay_through_the_queue_counts_each_object_once_and_a_second_replay_sends_no
         let event: Value = serde_json::from_str(body).unwrap();
         let summary = stack
             .runtime
-            .block_on(handle(event, &stack.deps))
+            .block_on(invoke(event, &stack.deps))
             .expect("a direct delivery");
         assert_eq!(
             (

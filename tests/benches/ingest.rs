@@ -15,7 +15,7 @@ use std::time::Instant;
 use aws_config::SdkConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use ingest_flow_logs::config::Config;
-use ingest_flow_logs::{Deps, handle};
+use ingest_flow_logs::{Deps, invoke};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
 use rejectwatch_aws::s3::S3ObjectSource;
 use rejectwatch_core::counters::ROWS_PER_CHUNK;
@@ -196,7 +196,7 @@ fn write_requests(runtime: &tokio::runtime::Runtime) {
     let started = Instant::now();
     let summary = runtime.block_on(async {
         stage(&moto, KEY, object(1_000_000)).await;
-        handle(s3_event(KEY), &deps(&moto.sdk_config().await))
+        invoke(s3_event(KEY), &deps(&moto.sdk_config().await))
             .await
             .expect("ingesting")
     });
@@ -296,7 +296,7 @@ async fn child() {
         .load()
         .await;
     let key = std::env::var(CHILD_KEY_ENV).expect("key");
-    let summary = handle(s3_event(&key), &deps(&sdk))
+    let summary = invoke(s3_event(&key), &deps(&sdk))
         .await
         .expect("ingesting");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -247,7 +247,7 @@ where
                         .expect("a subscription event")
                 }
             };
-            ingest_flow_logs::handle(event, &ingest)
+            ingest_flow_logs::invoke(event, &ingest)
                 .await
                 .unwrap_or_else(|error| panic!("ingesting {}: {error}", delivery.name));
         }
@@ -255,7 +255,7 @@ where
         evaluate.wall_clock = Box::new(move || now);
         let at = json!({"detail-type": "Scheduled Event", "source": "aws.events",
                         "time": rejectwatch_core::time::format_utc(now)});
-        evaluate_rejects::handle(at, &format!("run-{now}"), &evaluate)
+        evaluate_rejects::invoke(at, &format!("run-{now}"), &evaluate)
             .await
             .unwrap_or_else(|error| panic!("evaluating at {now}: {error}"));
         hand_over(&mut evaluate.store, &mut ingest.store);

@@ -188,7 +188,7 @@ async fn each_rule_alerts_through_sns_to_the_queue() {
         )
         .await;
     let deps = stack.evaluator(&[]);
-    let summary = evaluate_rejects::handle(at(NOW), "run-1", &deps)
+    let summary = evaluate_rejects::invoke(at(NOW), "run-1", &deps)
         .await
         .expect("evaluating");
     assert_eq!(summary["alerted"], 3);
@@ -222,10 +222,10 @@ async fn cooldown_holds_then_yields_to_time_and_to_severity() {
         .write_rows("first", vec![update("198.51.100.1", WINDOW, 150, 1, 1)])
         .await;
     let deps = stack.evaluator(&[("ALERT_COOLDOWN_MINUTES", "60")]);
-    evaluate_rejects::handle(at(NOW), "run-1", &deps)
+    evaluate_rejects::invoke(at(NOW), "run-1", &deps)
         .await
         .unwrap();
-    evaluate_rejects::handle(at(NOW + 300), "run-2", &deps)
+    evaluate_rejects::invoke(at(NOW + 300), "run-2", &deps)
         .await
         .unwrap();
     assert_eq!(stack.alerts().await.len(), 1, "held by the cooldown");
@@ -236,7 +236,7 @@ async fn cooldown_holds_then_yields_to_time_and_to_severity() {
             vec![update("198.51.100.1", WINDOW + 300, 2_000, 1, 1)],
         )
         .await;
-    evaluate_rejects::handle(at(NOW + 600), "run-3", &deps)
+    evaluate_rejects::invoke(at(NOW + 600), "run-3", &deps)
         .await
         .unwrap();
     let alerts = stack.alerts().await;
@@ -249,7 +249,7 @@ async fn cooldown_holds_then_yields_to_time_and_to_severity() {
             vec![update("198.51.100.1", WINDOW + 4_200, 2_000, 1, 1)],
         )
         .await;
-    evaluate_rejects::handle(at(NOW + 600 + 3_900), "run-4", &deps)
+    evaluate_rejects::invoke(at(NOW + 600 + 3_900), "run-4", &deps)
         .await
         .unwrap();
     assert_eq!(
@@ -264,7 +264,7 @@ async fn cooldown_holds_then_yields_to_time_and_to_severity() {
             vec![update("198.51.100.1", WINDOW + 4_500, 2_000, 1, 1)],
         )
         .await;
-    evaluate_rejects::handle(at(NOW + 600 + 4_200), "run-5", &deps)
+    evaluate_rejects::invoke(at(NOW + 600 + 4_200), "run-5", &deps)
         .await
         .unwrap();
     assert_eq!(
@@ -287,8 +287,8 @@ async fn two_concurrent_runs_send_one_alert() {
         .await;
     let (first, second) = (stack.evaluator(&[]), stack.evaluator(&[]));
     let (a, b) = tokio::join!(
-        evaluate_rejects::handle(at(NOW), "run-a", &first),
-        evaluate_rejects::handle(at(NOW), "run-b", &second)
+        evaluate_rejects::invoke(at(NOW), "run-a", &first),
+        evaluate_rejects::invoke(at(NOW), "run-b", &second)
     );
     assert_eq!(
         a.unwrap()["alerted"].as_u64().unwrap() + b.unwrap()["alerted"].as_u64().unwrap(),
@@ -324,12 +324,12 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
         aws_sdk_sns::Client::new(&stack.sdk),
         "arn:aws:sns:us-east-1:123456789012:no-such-topic",
     );
-    let error = evaluate_rejects::handle(at(NOW), "run-1", &broken)
+    let error = evaluate_rejects::invoke(at(NOW), "run-1", &broken)
         .await
         .unwrap_err();
     assert_eq!(error.error_type(), "Evaluate.Publish");
     assert!(stack.alerts().await.is_empty());
-    let summary = evaluate_rejects::handle(at(NOW + 600), "run-2", &stack.evaluator(&settings))
+    let summary = evaluate_rejects::invoke(at(NOW + 600), "run-2", &stack.evaluator(&settings))
         .await
         .expect("the next run");
     assert_eq!(
@@ -357,7 +357,7 @@ async fn five_thousand_offenders_fit_in_one_message() {
         .collect();
     stack.write_rows("many", updates).await;
     let deps = stack.evaluator(&[("MAX_LISTED_SOURCES", "5000")]);
-    let summary = evaluate_rejects::handle(at(NOW), "run-1", &deps)
+    let summary = evaluate_rejects::invoke(at(NOW), "run-1", &deps)
         .await
         .expect("evaluating");
     assert_eq!(summary["alerted"], 5_000);
@@ -463,21 +463,21 @@ async fn ingest_then_evaluate_alerts_every_planted_scanner_once_and_no_one_else(
         .into_iter()
         .map(|m| json!({"messageId": m.message_id, "body": m.body, "eventSource": "aws:sqs"}))
         .collect();
-    let response = ingest_flow_logs::handle(json!({"Records": records}), &ingest)
+    let response = ingest_flow_logs::invoke(json!({"Records": records}), &ingest)
         .await
         .unwrap();
     assert_eq!(response, json!({"batchItemFailures": []}));
     for payload in payloads {
-        ingest_flow_logs::handle(serde_json::from_str(&payload).unwrap(), &ingest)
+        ingest_flow_logs::invoke(serde_json::from_str(&payload).unwrap(), &ingest)
             .await
             .unwrap();
     }
 
     let deps = stack.evaluator(&[("REJECT_THRESHOLD", "100000")]);
-    evaluate_rejects::handle(at(NOW), "run-1", &deps)
+    evaluate_rejects::invoke(at(NOW), "run-1", &deps)
         .await
         .expect("evaluating");
-    evaluate_rejects::handle(at(NOW + 120), "run-2", &deps)
+    evaluate_rejects::invoke(at(NOW + 120), "run-2", &deps)
         .await
         .expect("a second run, inside the cooldown");
     let alerted: Vec<String> = stack

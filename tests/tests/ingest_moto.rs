@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use ingest_flow_logs::config::Config;
-use ingest_flow_logs::{Deps, handle};
+use ingest_flow_logs::{Deps, invoke};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
 use rejectwatch_aws::s3::S3ObjectSource;
 use rejectwatch_core::counters::{
@@ -210,7 +210,7 @@ async fn cloudwatch_batch_is_written_to_dynamodb() {
     let deps = stack.deps(&[]);
     let event: Value =
         serde_json::from_str(include_str!("../../events/cloudwatch-logs-rejects.json")).unwrap();
-    let summary = handle(event.clone(), &deps).await.expect("first delivery");
+    let summary = invoke(event.clone(), &deps).await.expect("first delivery");
     assert_eq!(summary["rejects"], 6);
     let rows = stack.counters().await;
     let scanner = &rows[&("198.51.100.7".to_owned(), 1_714_566_000)];
@@ -224,7 +224,7 @@ async fn cloudwatch_batch_is_written_to_dynamodb() {
         (Some(1_714_566_011), Some(1_714_566_074))
     );
 
-    let again = handle(event, &deps).await.expect("second delivery");
+    let again = invoke(event, &deps).await.expect("second delivery");
     assert_eq!(again["duplicates"], 1);
     assert_eq!(stack.counters().await, rows);
 
@@ -255,7 +255,7 @@ async fn s3_put_notification_from_the_queue_is_counted_exactly() {
     let (object, expected) = generate(20_000, 21);
     stack.put_object(&flow_log_key("first"), object).await;
     let event = stack.receive_sqs_event(1).await;
-    let response = handle(event, &deps)
+    let response = invoke(event, &deps)
         .await
         .expect("handling the queue's messages");
     assert_eq!(response, json!({"batchItemFailures": []}));
@@ -272,7 +272,7 @@ async fn one_bad_object_in_an_sqs_batch_fails_only_its_message() {
     corrupt.truncate(corrupt.len() / 3);
     stack.put_object(&flow_log_key("corrupt"), corrupt).await;
     let event = stack.receive_sqs_event(2).await;
-    let response = handle(event.clone(), &deps)
+    let response = invoke(event.clone(), &deps)
         .await
         .expect("handling the batch");
     let failures = response["batchItemFailures"].as_array().unwrap();
@@ -297,12 +297,12 @@ async fn concurrent_duplicate_deliveries_count_once() {
     let event = stack.receive_sqs_event(1).await;
     let (first, second) = (stack.deps(&[]), stack.deps(&[]));
     let (a, b) = tokio::join!(
-        handle(event.clone(), &first),
-        handle(event.clone(), &second)
+        invoke(event.clone(), &first),
+        invoke(event.clone(), &second)
     );
     assert_eq!(a.unwrap(), json!({"batchItemFailures": []}));
     assert_eq!(b.unwrap(), json!({"batchItemFailures": []}));
-    handle(event, &first).await.expect("a third, late delivery");
+    invoke(event, &first).await.expect("a third, late delivery");
     assert_counts_match(&stack.counters().await, &expected);
 }
 
@@ -362,7 +362,7 @@ async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     proxy.configure(&json!({"rules": [
         {"match": "TransactWriteItems", "kind": "drop", "skip": 2, "times": 1000}
     ]}));
-    let response = handle(event.clone(), &crashing)
+    let response = invoke(event.clone(), &crashing)
         .await
         .expect("a partial attempt");
     assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1);
@@ -370,7 +370,7 @@ async fn crash_after_a_partial_write_then_retry_equals_one_clean_run() {
     assert!(partial > 0 && partial < expected.rejects, "{partial}");
 
     let deps = stack.deps(&[]);
-    let response = handle(event, &deps).await.expect("the retry");
+    let response = invoke(event, &deps).await.expect("the retry");
     assert_eq!(response, json!({"batchItemFailures": []}));
     assert_counts_match(&stack.counters().await, &expected);
 }
@@ -469,7 +469,7 @@ async fn a_million_record_object_matches_the_generator_truth() {
     stack.put_object(&flow_log_key("million"), object).await;
     let event = stack.receive_sqs_event(1).await;
     let started = std::time::Instant::now();
-    let response = tokio::time::timeout(Duration::from_secs(1200), handle(event, &deps))
+    let response = tokio::time::timeout(Duration::from_secs(1200), invoke(event, &deps))
         .await
         .expect("ingesting within 20 minutes")
         .expect("ingesting");
@@ -524,7 +524,7 @@ async fn oversized_interface_ids_are_malformed_lines_not_a_poisoned_delivery() {
         .collect();
     let payload = rejectwatch_testkit::generate::subscription_payload("/vpc/flow-logs", events);
     let event: Value = serde_json::from_str(&payload).unwrap();
-    let summary = handle(event.clone(), &deps).await.expect("the delivery");
+    let summary = invoke(event.clone(), &deps).await.expect("the delivery");
     assert_eq!(
         (summary["malformed"].as_u64(), summary["rejects"].as_u64()),
         (Some(2), Some(2))
@@ -538,7 +538,7 @@ async fn oversized_interface_ids_are_malformed_lines_not_a_poisoned_delivery() {
     let sources: Vec<&str> = rows.keys().map(|(source, _)| source.as_str()).collect();
     assert_eq!(rows.len(), 2, "{sources:?}");
     assert!(rows.contains_key(&("198.51.100.7".to_owned(), 1_714_566_000)));
-    let again = handle(event, &deps).await.expect("the redelivery");
+    let again = invoke(event, &deps).await.expect("the redelivery");
     assert_eq!(again["duplicates"], 1);
     assert_eq!(stack.counters().await, rows);
 }
@@ -555,7 +555,7 @@ async fn an_object_whose_body_breaks_off_is_counted_once_on_redelivery() {
     proxy.configure(&json!({"rules": [
         {"match": "s3.GetObject", "kind": "truncate", "times": 1}
     ]}));
-    let response = handle(event.clone(), &deps)
+    let response = invoke(event.clone(), &deps)
         .await
         .expect("the first attempt");
     assert_eq!(response["batchItemFailures"].as_array().unwrap().len(), 1);
@@ -564,7 +564,7 @@ async fn an_object_whose_body_breaks_off_is_counted_once_on_redelivery() {
         stack.counters().await.is_empty(),
         "nothing counted from half an object"
     );
-    let response = handle(event, &deps).await.expect("the redelivery");
+    let response = invoke(event, &deps).await.expect("the redelivery");
     assert_eq!(response, json!({"batchItemFailures": []}));
     assert_counts_match(&stack.counters().await, &expected);
 }
@@ -670,12 +670,12 @@ async fn a_parquet_object_is_read_by_ranged_gets_and_counted_exactly() {
     let key = flow_log_key("parquet").replace(".log.gz", ".log.parquet");
     stack.put_object(&key, parquet).await;
     let event = stack.receive_sqs_event(1).await;
-    let response = handle(event.clone(), &deps)
+    let response = invoke(event.clone(), &deps)
         .await
         .expect("handling the message");
     assert_eq!(response, json!({"batchItemFailures": []}));
     assert_counts_match(&stack.counters().await, generator.expected());
     // A redelivery is a duplicate, as for text objects.
-    handle(event, &deps).await.expect("a redelivery");
+    invoke(event, &deps).await.expect("a redelivery");
     assert_counts_match(&stack.counters().await, generator.expected());
 }

@@ -4,6 +4,9 @@
 //! concurrent runs and the cooldown agree), publishes one digest, records that it did,
 //! and confirms the claims. A failed publish gives the claims back, so the next run
 //! alerts instead; a run that dies after publishing is never published again.
+//!
+//! [`handle`] takes a typed [`ScheduleEvent`] and returns the run's [`Summary`]; [`invoke`]
+//! is the same with JSON in and out, for tests.
 
 pub mod config;
 
@@ -24,8 +27,8 @@ use rejectwatch_core::ports::{
 };
 use rejectwatch_core::settle::plan_evaluation;
 use rejectwatch_core::time::parse_utc;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::warn;
 
 use crate::config::{Config, MAX_CATCH_UP_SECONDS};
@@ -149,23 +152,49 @@ pub struct Summary {
     pub duration_ms: u64,
 }
 
-/// The evaluation time: the scheduled event's `time` (so a retried event evaluates the
-/// same windows), else `wall_clock_now`.
-pub fn evaluation_time(event: &Value, wall_clock_now: u64) -> Result<u64, EvaluateError> {
-    match event.get("time").and_then(Value::as_str) {
-        Some(text) => {
-            parse_utc(text).ok_or_else(|| EvaluateError::EventTime(text.chars().take(64).collect()))
+/// The scheduled event that starts a run. Only its `time` matters: a retried event
+/// evaluates the same windows. Any other payload (a direct invocation, `{}`) is read
+/// leniently as one without a time, which runs at the wall clock's now, so the runtime's
+/// deserialisation into this type never fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleEvent {
+    /// The event's `time`, as sent (an RFC 3339 UTC time when EventBridge sends it).
+    pub time: Option<String>,
+}
+
+impl ScheduleEvent {
+    /// Reads `time` if it is a string; everything else in the payload is ignored.
+    pub fn from_payload(payload: &Value) -> Self {
+        ScheduleEvent {
+            time: payload
+                .get("time")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
-        None => Ok(wall_clock_now),
+    }
+
+    /// The evaluation time: the event's `time`, else `wall_clock_now`.
+    pub fn evaluation_time(&self, wall_clock_now: u64) -> Result<u64, EvaluateError> {
+        match &self.time {
+            Some(text) => parse_utc(text)
+                .ok_or_else(|| EvaluateError::EventTime(text.chars().take(64).collect())),
+            None => Ok(wall_clock_now),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ScheduleEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|payload| ScheduleEvent::from_payload(&payload))
     }
 }
 
 /// Runs one evaluation. `run_id` identifies the run (the Lambda request id).
 pub async fn handle<S, P>(
-    event: Value,
+    event: ScheduleEvent,
     run_id: &str,
     deps: &Deps<S, P>,
-) -> Result<Value, EvaluateError>
+) -> Result<Summary, EvaluateError>
 where
     S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
     P: AlertPublisher + Sync,
@@ -176,11 +205,11 @@ where
 /// [`handle`] for a run that Lambda stops at `deadline` (unix seconds, wall clock): its
 /// claims are held until then, and a grace, before other runs may take them over.
 pub async fn handle_until<S, P>(
-    event: Value,
+    event: ScheduleEvent,
     run_id: &str,
     deadline: Option<u64>,
     deps: &Deps<S, P>,
-) -> Result<Value, EvaluateError>
+) -> Result<Summary, EvaluateError>
 where
     S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
     P: AlertPublisher + Sync,
@@ -213,7 +242,36 @@ where
             ],
         )
     );
-    result.map(|()| json!(summary))
+    result.map(|()| summary)
+}
+
+/// A direct invocation, JSON in and JSON out as Lambda sees it: what the tests call.
+pub async fn invoke<S, P>(
+    payload: Value,
+    run_id: &str,
+    deps: &Deps<S, P>,
+) -> Result<Value, EvaluateError>
+where
+    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
+    P: AlertPublisher + Sync,
+{
+    invoke_until(payload, run_id, None, deps).await
+}
+
+/// [`invoke`] with a deadline (unix seconds).
+pub async fn invoke_until<S, P>(
+    payload: Value,
+    run_id: &str,
+    deadline: Option<u64>,
+    deps: &Deps<S, P>,
+) -> Result<Value, EvaluateError>
+where
+    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
+    P: AlertPublisher + Sync,
+{
+    let event = ScheduleEvent::from_payload(&payload);
+    let summary = handle_until(event, run_id, deadline, deps).await?;
+    Ok(serde_json::to_value(summary).expect("the summary serialises"))
 }
 
 /// The invocation: its id, which Lambda's retries keep, and its deadline.
@@ -223,7 +281,7 @@ struct Run<'a> {
 }
 
 async fn run<S, P>(
-    event: &Value,
+    event: &ScheduleEvent,
     run: &Run<'_>,
     deps: &Deps<S, P>,
     summary: &mut Summary,
@@ -233,7 +291,7 @@ where
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;
-    let now = evaluation_time(event, (deps.wall_clock)())?;
+    let now = event.evaluation_time((deps.wall_clock)())?;
     let evaluated_through = deps.store.evaluated_through().await?;
     let plan = plan_evaluation(
         now,
@@ -664,18 +722,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_event_time_is_the_evaluation_time() {
-        let event = json!({"detail-type": "Scheduled Event", "time": "2024-05-01T12:05:00Z"});
-        assert_eq!(evaluation_time(&event, 0).unwrap(), 1_714_565_100);
+        let event: ScheduleEvent = serde_json::from_value(
+            json!({"detail-type": "Scheduled Event", "time": "2024-05-01T12:05:00Z"}),
+        )
+        .unwrap();
+        assert_eq!(event.evaluation_time(0).unwrap(), 1_714_565_100);
         assert!(matches!(
-            evaluation_time(&json!({"time": "noon"}), 0),
+            ScheduleEvent::from_payload(&json!({"time": "noon"})).evaluation_time(0),
             Err(EvaluateError::EventTime(_))
         ));
-        assert_eq!(
-            evaluation_time(&json!({}), 1_800_000_000).unwrap(),
-            1_800_000_000
-        );
+        // No time, or one that is not a string, or no object at all: the wall clock.
+        for payload in [json!({}), json!({"time": 5}), json!([1]), json!("tick")] {
+            let event: ScheduleEvent = serde_json::from_value(payload).unwrap();
+            assert_eq!(event.evaluation_time(1_800_000_000).unwrap(), 1_800_000_000);
+        }
     }
 }

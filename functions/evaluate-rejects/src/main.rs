@@ -3,11 +3,10 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use evaluate_rejects::config::Config;
-use evaluate_rejects::{Deps, handle_until, unix_now};
+use evaluate_rejects::{Deps, ScheduleEvent, handle_until, unix_now};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
 use rejectwatch_aws::sns::SnsAlertPublisher;
-use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -39,7 +38,7 @@ async fn main() -> Result<(), Error> {
         SnsAlertPublisher::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone()),
         config,
     );
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<ScheduleEvent>| {
         let deps = &deps;
         // Lambda's deadline, in unix milliseconds. Local emulators send none (0) or a
         // placeholder in the past (cargo lambda watch: 600,000); a deadline already gone

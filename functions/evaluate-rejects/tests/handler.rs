@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use evaluate_rejects::config::Config;
-use evaluate_rejects::{Deps, handle};
+use evaluate_rejects::{Deps, invoke};
 use rejectwatch_core::counters::{GapUpdate, StoredCounter};
 use rejectwatch_core::ports::{
     AlertStateStore, Claim, ClaimOutcome, DigestLog, EvaluationProgress,
@@ -116,7 +116,7 @@ async fn each_rule_alerts_and_quiet_sources_do_not() {
         .insert_counter(row("192.0.2.9", WINDOW, 10_000, 100, 100));
     deps.store
         .insert_counter(row("198.51.100.5", WINDOW + 300, 10_000, 100, 100));
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(summary["findings"], 3);
     assert_eq!(summary["published"], true);
     assert_eq!(
@@ -138,7 +138,7 @@ async fn nothing_to_report_publishes_nothing() {
     let deps = deps(&[]);
     deps.store
         .insert_counter(row("198.51.100.4", WINDOW, 19, 3, 3));
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(summary["published"], false);
     assert!(deps.publisher.published().is_empty());
 }
@@ -148,9 +148,9 @@ async fn cooldown_holds_then_expires_and_rising_severity_breaks_it() {
     let deps = deps(&[("ALERT_COOLDOWN_MINUTES", "60")]);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     // Ten minutes later the same source is still in the look-back: held.
-    let summary = handle(at(10_600), "run-2", &deps).await.unwrap();
+    let summary = invoke(at(10_600), "run-2", &deps).await.unwrap();
     assert_eq!(
         (summary["alerted"].as_u64(), summary["held"].as_u64()),
         (Some(0), Some(1))
@@ -158,13 +158,13 @@ async fn cooldown_holds_then_expires_and_rising_severity_breaks_it() {
     // It gets much worse: severity high (16x), so the cooldown gives way.
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW + 600, 2_000, 1, 1));
-    let summary = handle(at(10_900), "run-3", &deps).await.unwrap();
+    let summary = invoke(at(10_900), "run-3", &deps).await.unwrap();
     assert_eq!(summary["alerted"], 1);
     assert_eq!(summary["severity"], "high");
     // After the cooldown, the same level alerts again.
     deps.store
         .insert_counter(row("198.51.100.1", 14_400, 2_000, 1, 1));
-    let summary = handle(at(14_700 + 300), "run-4", &deps).await.unwrap();
+    let summary = invoke(at(14_700 + 300), "run-4", &deps).await.unwrap();
     assert_eq!(summary["alerted"], 1);
     assert_eq!(deps.publisher.published().len(), 3);
 }
@@ -177,8 +177,8 @@ async fn two_concurrent_runs_send_one_alert() {
     deps.store
         .insert_counter(row("198.51.100.2", WINDOW, 40, 40, 1));
     let (a, b) = tokio::join!(
-        handle(at(10_000), "run-a", &deps),
-        handle(at(10_000), "run-b", &deps)
+        invoke(at(10_000), "run-a", &deps),
+        invoke(at(10_000), "run-b", &deps)
     );
     assert_eq!(
         a.unwrap()["alerted"].as_u64().unwrap() + b.unwrap()["alerted"].as_u64().unwrap(),
@@ -194,10 +194,10 @@ async fn a_failed_publish_is_retried_by_the_next_run() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.publisher.fail_next(1);
-    let error = handle(at(10_000), "run-1", &deps).await.unwrap_err();
+    let error = invoke(at(10_000), "run-1", &deps).await.unwrap_err();
     assert_eq!(error.error_type(), "Evaluate.Publish");
     assert!(deps.publisher.published().is_empty());
-    let summary = handle(at(10_060), "run-2", &deps).await.unwrap();
+    let summary = invoke(at(10_060), "run-2", &deps).await.unwrap();
     assert_eq!(summary["alerted"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
     assert!(
@@ -216,16 +216,16 @@ async fn a_failed_publish_is_alerted_later_even_after_its_window_settled() {
     deps.publisher.fail_next(2);
     // The run for WINDOW fails, and so does the next one; the third comes two windows
     // after WINDOW settled (with no settle time, at once).
-    assert!(handle(at(WINDOW + 360), "run-1", &deps).await.is_err());
-    assert!(handle(at(WINDOW + 660), "run-2", &deps).await.is_err());
-    let summary = handle(at(WINDOW + 960), "run-3", &deps).await.unwrap();
+    assert!(invoke(at(WINDOW + 360), "run-1", &deps).await.is_err());
+    assert!(invoke(at(WINDOW + 660), "run-2", &deps).await.is_err());
+    let summary = invoke(at(WINDOW + 960), "run-3", &deps).await.unwrap();
     assert_eq!(
         summary["windows"],
         json!([WINDOW, WINDOW + 300, WINDOW + 600])
     );
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
     // Once it finished, the next run reads the one window that ended since.
-    let summary = handle(at(WINDOW + 1260), "run-4", &deps).await.unwrap();
+    let summary = invoke(at(WINDOW + 1260), "run-4", &deps).await.unwrap();
     assert_eq!(summary["windows"], json!([WINDOW + 900]));
 }
 
@@ -244,9 +244,9 @@ async fn a_retried_run_finishes_what_its_first_attempt_claimed() {
         ClaimOutcome::Won
     );
     // Lambda's retry keeps the request id: it may publish at once. Another run may not.
-    let other = handle(at(10_000), "run-2", &deps).await.unwrap();
+    let other = invoke(at(10_000), "run-2", &deps).await.unwrap();
     assert_eq!(other["alerted"], 0);
-    let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let retry = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(retry["alerted"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
 }
@@ -256,7 +256,7 @@ async fn a_retry_that_fails_again_gives_back_the_state_from_before_the_first_att
     let deps = deps(&[]);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
-    handle(at(10_000), "run-0", &deps).await.unwrap();
+    invoke(at(10_000), "run-0", &deps).await.unwrap();
     // Severity rises; run-1 claims, dies before publishing, and its retry fails to publish.
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 5_000, 1, 1));
@@ -269,7 +269,7 @@ async fn a_retry_that_fails_again_gives_back_the_state_from_before_the_first_att
         ClaimOutcome::Won
     );
     deps.publisher.fail_next(1);
-    assert!(handle(at(10_060), "run-1", &deps).await.is_err());
+    assert!(invoke(at(10_060), "run-1", &deps).await.is_err());
     let state = deps.store.alert_state(ip("198.51.100.1")).unwrap();
     assert_eq!(
         (state.level, state.claimed_at, state.published),
@@ -283,7 +283,7 @@ async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs
     let wall = wall_clock(&mut deps, 50_000);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
-    handle(at(WINDOW + 300), "run-0", &deps).await.unwrap();
+    invoke(at(WINDOW + 300), "run-0", &deps).await.unwrap();
     deps.store
         .insert_counter(row("198.51.100.2", WINDOW + 300, 150, 1, 1));
     // run-1 claims 198.51.100.2 and dies; run-2 finds it claimed elsewhere.
@@ -296,7 +296,7 @@ async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs
         ClaimOutcome::Won
     );
     wall.store(50_010, Ordering::SeqCst);
-    let held = handle(at(WINDOW + 600), "run-2", &deps).await.unwrap();
+    let held = invoke(at(WINDOW + 600), "run-2", &deps).await.unwrap();
     assert_eq!(
         (held["alerted"].as_u64(), held["held"].as_u64()),
         (Some(0), Some(1))
@@ -307,7 +307,7 @@ async fn findings_claimed_by_an_unfinished_run_keep_their_windows_for_later_runs
         50_000 + evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
         Ordering::SeqCst,
     );
-    let later = handle(at(WINDOW + 1200), "run-3", &deps).await.unwrap();
+    let later = invoke(at(WINDOW + 1200), "run-3", &deps).await.unwrap();
     assert_eq!(
         later["windows"],
         json!([WINDOW + 300, WINDOW + 600, WINDOW + 900])
@@ -324,19 +324,19 @@ async fn a_released_claim_keeps_the_earlier_alerts_cooldown() {
     let deps = deps(&[]);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     // Severity rises; its publish fails and the claim is given back.
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 5_000, 1, 1));
     deps.publisher.fail_next(1);
-    assert!(handle(at(10_060), "run-2", &deps).await.is_err());
+    assert!(invoke(at(10_060), "run-2", &deps).await.is_err());
     let state = deps.store.alert_state(ip("198.51.100.1")).unwrap();
     assert_eq!(
         (state.level, state.claimed_at, state.published),
         (1, 10_000, true)
     );
     // The high finding still alerts next run; a low one would have been held.
-    let summary = handle(at(10_120), "run-3", &deps).await.unwrap();
+    let summary = invoke(at(10_120), "run-3", &deps).await.unwrap();
     assert_eq!(summary["alerted"], 1);
 }
 
@@ -352,7 +352,7 @@ async fn skipdata_in_a_window_makes_counts_a_lower_bound() {
         nodata: 0,
         skipdata: 2,
     });
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     let digest = &deps.publisher.published()[0];
     assert!(digest.text.contains("counts are a lower bound"));
     let json: Value = serde_json::from_str(&digest.json).unwrap();
@@ -362,7 +362,7 @@ async fn skipdata_in_a_window_makes_counts_a_lower_bound() {
 #[tokio::test]
 async fn a_bad_event_time_is_a_clear_error() {
     let deps = deps(&[]);
-    let error = handle(json!({"time": "tomorrow"}), "run-1", &deps)
+    let error = invoke(json!({"time": "tomorrow"}), "run-1", &deps)
         .await
         .unwrap_err();
     assert_eq!(error.error_type(), "Evaluate.Event");
@@ -373,23 +373,23 @@ async fn a_bad_event_time_is_a_clear_error() {
 #[tokio::test]
 async fn late_data_found_by_failing_runs_is_alerted_once_its_window_is_read_again() {
     let deps = deps(&[]);
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(summary["windows"], json!([8_700, 9_000, 9_300, 9_600]));
     assert_eq!(summary["findings"], 0);
     // A late S3 object puts a source over the volume threshold in window 9_600.
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.publisher.fail_next(2);
-    assert!(handle(at(10_300), "run-2", &deps).await.is_err());
-    assert!(handle(at(10_600), "run-3", &deps).await.is_err());
-    let summary = handle(at(10_900), "run-4", &deps).await.unwrap();
+    assert!(invoke(at(10_300), "run-2", &deps).await.is_err());
+    assert!(invoke(at(10_600), "run-3", &deps).await.is_err());
+    let summary = invoke(at(10_900), "run-4", &deps).await.unwrap();
     assert_eq!(
         summary["windows"],
         json!([9_000, 9_300, 9_600, 9_900, 10_200, 10_500])
     );
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
     // Window 9_600 has settled and was alerted: it is not read again.
-    let summary = handle(at(11_200), "run-5", &deps).await.unwrap();
+    let summary = invoke(at(11_200), "run-5", &deps).await.unwrap();
     assert_eq!(summary["windows"], json!([9_900, 10_200, 10_500, 10_800]));
     assert_eq!(deps.publisher.published().len(), 1);
 }
@@ -403,7 +403,7 @@ async fn a_failed_confirm_after_publishing_never_publishes_again() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.store.fail_next_confirms(1);
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(
         (
             summary["published"].as_bool(),
@@ -413,7 +413,7 @@ async fn a_failed_confirm_after_publishing_never_publishes_again() {
     );
     assert!(deps.store.is_published("run-1").await.unwrap());
     // Lambda retries the same request id (had the run failed): nothing is published.
-    let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let retry = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(retry["already_published"], true);
     assert!(
         deps.store
@@ -432,7 +432,7 @@ async fn an_abandoned_claim_of_a_run_that_published_is_confirmed_not_taken_over(
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     // run-1 published and recorded it, then died before confirming.
     deps.store.fail_next_confirms(1);
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert!(
         !deps
             .store
@@ -446,7 +446,7 @@ async fn an_abandoned_claim_of_a_run_that_published_is_confirmed_not_taken_over(
         50_000 + evaluate_rejects::CLAIM_TIMEOUT_SECONDS,
         Ordering::SeqCst,
     );
-    let summary = handle(at(10_300), "run-2", &deps).await.unwrap();
+    let summary = invoke(at(10_300), "run-2", &deps).await.unwrap();
     assert_eq!(
         (summary["alerted"].as_u64(), summary["taken_over"].as_u64()),
         (Some(0), Some(0))
@@ -466,9 +466,9 @@ async fn a_transient_failure_recording_the_digest_is_retried_within_the_run() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.store.fail_next_digest_records(1);
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert!(deps.store.is_published("run-1").await.unwrap());
-    let retry = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let retry = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(retry["already_published"], true);
     assert_eq!(deps.publisher.published().len(), 1);
 }
@@ -495,12 +495,12 @@ async fn a_delayed_run_still_publishing_is_not_taken_over_by_the_next_one() {
         ClaimOutcome::Won
     );
     wall.store(20_010, Ordering::SeqCst);
-    let next = handle(at(10_300), "run-2", &deps).await.unwrap();
+    let next = invoke(at(10_300), "run-2", &deps).await.unwrap();
     assert_eq!(
         (next["alerted"].as_u64(), next["held"].as_u64()),
         (Some(0), Some(1))
     );
-    let finished = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let finished = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(finished["alerted"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
 }
@@ -510,7 +510,7 @@ async fn every_digest_carries_its_run_as_its_id() {
     let deps = deps(&[]);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
-    handle(at(10_000), "run-7", &deps).await.unwrap();
+    invoke(at(10_000), "run-7", &deps).await.unwrap();
     let digest = &deps.publisher.published()[0];
     assert_eq!(digest.digest_id, "run-7");
     let json: Value = serde_json::from_str(&digest.json).unwrap();
@@ -528,7 +528,7 @@ async fn a_claim_is_held_until_its_runs_deadline_and_a_grace() {
     deps.publisher.fail_next(1);
     deps.store.fail_next_releases(1);
     assert!(
-        evaluate_rejects::handle_until(at(10_000), "run-1", Some(50_060), &deps)
+        evaluate_rejects::invoke_until(at(10_000), "run-1", Some(50_060), &deps)
             .await
             .is_err()
     );
@@ -536,13 +536,13 @@ async fn a_claim_is_held_until_its_runs_deadline_and_a_grace() {
         50_060 + evaluate_rejects::CLAIM_GRACE_SECONDS - 1,
         Ordering::SeqCst,
     );
-    let held = handle(at(10_300), "run-2", &deps).await.unwrap();
+    let held = invoke(at(10_300), "run-2", &deps).await.unwrap();
     assert_eq!(held["held"], 1);
     wall.store(
         50_060 + evaluate_rejects::CLAIM_GRACE_SECONDS,
         Ordering::SeqCst,
     );
-    let taken = handle(at(10_300), "run-3", &deps).await.unwrap();
+    let taken = invoke(at(10_300), "run-3", &deps).await.unwrap();
     assert_eq!(
         (taken["alerted"].as_u64(), taken["taken_over"].as_u64()),
         (Some(1), Some(1))
@@ -557,7 +557,7 @@ async fn a_run_out_of_time_leaves_its_findings_to_the_next_run() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     // A deadline already reached: nothing is claimed, nothing published, no progress.
-    let out_of_time = evaluate_rejects::handle_until(at(10_000), "run-1", Some(50_000), &deps)
+    let out_of_time = evaluate_rejects::invoke_until(at(10_000), "run-1", Some(50_000), &deps)
         .await
         .unwrap();
     assert_eq!(
@@ -567,7 +567,7 @@ async fn a_run_out_of_time_leaves_its_findings_to_the_next_run() {
         ),
         (Some(1), Some(false))
     );
-    let next = handle(at(10_300), "run-2", &deps).await.unwrap();
+    let next = invoke(at(10_300), "run-2", &deps).await.unwrap();
     assert_eq!(next["alerted"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
 }
@@ -583,13 +583,13 @@ async fn a_scan_read_again_after_its_cooldown_alerts_once() {
             .insert_counter(row("198.51.100.1", window, 150, 1, 1));
     }
     for now in (330..=7_530).step_by(300) {
-        handle(at(now), &format!("run-{now}"), &deps).await.unwrap();
+        invoke(at(now), &format!("run-{now}"), &deps).await.unwrap();
     }
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
     // New activity after the cooldown alerts again.
     deps.store
         .insert_counter(row("198.51.100.1", 7_500, 150, 1, 1));
-    handle(at(7_830), "run-new", &deps).await.unwrap();
+    invoke(at(7_830), "run-new", &deps).await.unwrap();
     assert_eq!(alerted(&deps).len(), 2);
 }
 
@@ -599,7 +599,7 @@ async fn a_scan_read_again_after_its_cooldown_alerts_once() {
 async fn a_window_read_again_by_a_catch_up_after_its_cooldown_does_not_alert_again() {
     let deps = deps(&[("SETTLE_MINUTES", "50"), ("ALERT_COOLDOWN_MINUTES", "55")]);
     deps.store.insert_counter(row("198.51.100.1", 0, 150, 1, 1));
-    handle(at(330), "run-0", &deps).await.unwrap();
+    invoke(at(330), "run-0", &deps).await.unwrap();
     // Another source keeps a claim of a run that died, so no run settles its windows
     // and the progress stays before window 0 until 3_600.
     deps.store.insert_counter(row("198.51.100.2", 0, 150, 1, 1));
@@ -609,7 +609,7 @@ async fn a_window_read_again_by_a_catch_up_after_its_cooldown_does_not_alert_aga
         .await
         .unwrap();
     for now in (630..=3_930).step_by(300) {
-        handle(at(now), &format!("run-{now}"), &deps).await.unwrap();
+        invoke(at(now), &format!("run-{now}"), &deps).await.unwrap();
     }
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
 }
@@ -622,7 +622,7 @@ async fn a_digest_record_that_cannot_be_written_is_covered_by_the_confirms() {
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.store.fail_next_digest_records(10);
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(
         (
             summary["unrecorded"].as_bool(),
@@ -630,8 +630,8 @@ async fn a_digest_record_that_cannot_be_written_is_covered_by_the_confirms() {
         ),
         (Some(true), Some(0))
     );
-    handle(at(10_000), "run-1", &deps).await.unwrap();
-    handle(at(10_300), "run-2", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_300), "run-2", &deps).await.unwrap();
     assert_eq!(deps.publisher.published().len(), 1);
 }
 
@@ -644,8 +644,8 @@ async fn with_no_record_and_no_confirm_the_retry_repeats_the_same_digest_id() {
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.store.fail_next_digest_records(10);
     deps.store.fail_next_confirms(1);
-    assert!(handle(at(10_000), "run-1", &deps).await.is_err());
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    assert!(invoke(at(10_000), "run-1", &deps).await.is_err());
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     let ids: Vec<String> = deps
         .publisher
         .published()
@@ -665,13 +665,13 @@ async fn a_publish_with_a_lost_answer_keeps_its_claims_for_the_same_run() {
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
     deps.publisher.lose_next_answers(1);
     let error =
-        evaluate_rejects::handle_until(at(10_000), "run-1", Some((deps.wall_clock)() + 120), &deps)
+        evaluate_rejects::invoke_until(at(10_000), "run-1", Some((deps.wall_clock)() + 120), &deps)
             .await
             .unwrap_err();
     assert_eq!(error.error_type(), "Evaluate.Publish");
-    let other = handle(at(10_000), "run-2", &deps).await.unwrap();
+    let other = invoke(at(10_000), "run-2", &deps).await.unwrap();
     assert_eq!(other["alerted"], 0);
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     let ids: Vec<String> = deps
         .publisher
         .published()
@@ -731,7 +731,7 @@ async fn a_first_run_left_unsettled_still_records_where_to_come_back_to() {
         .claim(ip("198.51.100.1"), 1, WINDOW + 300, &claim)
         .await
         .unwrap();
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     let first = summary["windows"][0].as_u64().unwrap();
     assert_eq!(
         deps.store.evaluated_through().await.unwrap(),
@@ -759,15 +759,15 @@ async fn a_scan_split_by_a_window_edge_across_runs_is_alerted_over_the_span() {
     let deps = deps(&[]);
     deps.store
         .insert_counter(row_with("198.51.100.1", 9_600, 15, 1..=15));
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(summary["findings"], 0);
-    let summary = handle(at(10_900), "run-2", &deps).await.unwrap();
+    let summary = invoke(at(10_900), "run-2", &deps).await.unwrap();
     assert_eq!(summary["findings"], 0);
     // The second half arrives in window 9_900; 9_600 is settled and not evaluated again,
     // but it is the span's context.
     deps.store
         .insert_counter(row_with("198.51.100.1", 9_900, 15, 16..=30));
-    let summary = handle(at(11_200), "run-3", &deps).await.unwrap();
+    let summary = invoke(at(11_200), "run-3", &deps).await.unwrap();
     assert_eq!(summary["windows"], json!([9_900, 10_200, 10_500, 10_800]));
     assert_eq!(summary["findings"], 1);
     assert_eq!(alerted(&deps), vec![vec!["198.51.100.1"]]);
@@ -787,7 +787,7 @@ async fn a_scan_split_by_a_window_edge_across_runs_is_alerted_over_the_span() {
         digest.text
     );
     // Neither half alone is news for the next runs.
-    handle(at(11_500), "run-4", &deps).await.unwrap();
+    invoke(at(11_500), "run-4", &deps).await.unwrap();
     assert_eq!(deps.publisher.published().len(), 1);
 }
 
@@ -806,7 +806,7 @@ async fn rows_under_the_read_limit_complete_a_span_that_could_cross() {
     // A source that cannot reach a threshold in any span is not read whole.
     deps.store
         .insert_counter(row_with("198.51.100.2", 9_300, 7, 1..=7));
-    let summary = handle(at(10_000), "run-1", &deps).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &deps).await.unwrap();
     assert_eq!(summary["source_reads"], 1);
     assert_eq!(summary["findings"], 1);
     // The three rows of the source read whole replace the one read by window; the other
@@ -821,7 +821,7 @@ async fn rows_under_the_read_limit_complete_a_span_that_could_cross() {
     for row in deps.store.counters() {
         per_window.store.insert_counter(row);
     }
-    let summary = handle(at(10_000), "run-1", &per_window).await.unwrap();
+    let summary = invoke(at(10_000), "run-1", &per_window).await.unwrap();
     assert_eq!(
         (
             summary["source_reads"].as_u64(),
@@ -836,7 +836,7 @@ async fn the_digest_shows_the_tables_query_for_its_index_shards() {
     let deps = deps(&[("INDEX_SHARDS", "4")]);
     deps.store
         .insert_counter(row("198.51.100.1", WINDOW, 150, 1, 1));
-    handle(at(10_000), "run-1", &deps).await.unwrap();
+    invoke(at(10_000), "run-1", &deps).await.unwrap();
     let digest = &deps.publisher.published()[0];
     assert!(
         digest.text.contains(

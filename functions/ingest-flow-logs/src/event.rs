@@ -4,10 +4,11 @@
 //! (`Records[].eventSource == "aws:sqs"`), possibly wrapped in an SNS envelope.
 //!
 //! The S3 record type here reads only the fields this function uses, so it accepts real
-//! notifications and the leaner ones local emulators send alike.
+//! notifications and the leaner ones local emulators send alike. The SQS partial-failure
+//! response lives here too, beside the batch it answers.
 
 use rejectwatch_core::decode::SubscriptionEvent;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One invocation's payload.
@@ -57,6 +58,22 @@ pub struct S3Object {
 pub struct SqsMessage {
     pub message_id: String,
     pub body: String,
+}
+
+/// The answer to an SQS batch under `ReportBatchItemFailures`: the messages SQS should
+/// deliver again. (aws_lambda_events has it behind its `sqs` feature, which would bring
+/// serde_with and its proc macros into the build for these two fields.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqsBatchResponse {
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// One message to deliver again, by its SQS message id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemFailure {
+    pub item_identifier: String,
 }
 
 /// What an SQS message body holds.

@@ -7,6 +7,10 @@
 //! duplicate notifications never count a record twice. Errors that a retry can fix (the
 //! store, S3 reads, a corrupt object) fail the invocation; everything else is a counted,
 //! logged skip.
+//!
+//! [`handle`] takes a typed [`IngestEvent`] and answers an [`IngestResponse`];
+//! [`handle_payload`] is what the runtime calls with the raw JSON; [`invoke`] is the same
+//! with a JSON answer, for tests and the replay tool.
 
 pub mod config;
 pub mod event;
@@ -27,11 +31,12 @@ use rejectwatch_core::ports::{
 };
 use rejectwatch_core::tally::{RejectTally, TallyOptions};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::event::{EventError, IngestEvent, S3Record, SqsBody, SqsMessage};
+pub use crate::event::{BatchItemFailure, IngestEvent, SqsBatchResponse};
+use crate::event::{EventError, S3Record, SqsBody, SqsMessage};
 
 /// What the handler needs from outside.
 pub struct Deps<S, O> {
@@ -224,26 +229,25 @@ pub fn unix_now() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-/// Handles one invocation; logs its summary whether it succeeds or fails.
-///
-/// Returns the summary as JSON, or for SQS batches the partial-failure response
-/// (`batchItemFailures`) that makes SQS redeliver only the failed messages.
-pub async fn handle<S, O>(event: Value, deps: &Deps<S, O>) -> Result<Value, IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
-    handle_until(event, deps, None).await
+/// What an invocation answers: its summary, or for SQS batches the partial-failure
+/// response (`batchItemFailures`) that makes SQS redeliver only the failed messages.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum IngestResponse {
+    Summary(Summary),
+    Sqs(SqsBatchResponse),
 }
 
-/// [`handle`] for an invocation that must answer by `deadline` (Lambda's): SQS messages
-/// not finished [`DEADLINE_RESERVE`] before it are reported as failed, so SQS redelivers
-/// only those (what they already wrote is not counted again).
-pub async fn handle_until<S, O>(
-    event: Value,
+/// Handles one invocation; logs its summary whether it succeeds or fails.
+///
+/// For an invocation that must answer by `deadline` (Lambda's), SQS messages not
+/// finished [`DEADLINE_RESERVE`] before it are reported as failed, so SQS redelivers only
+/// those (what they already wrote is not counted again).
+pub async fn handle<S, O>(
+    event: IngestEvent,
     deps: &Deps<S, O>,
     deadline: Option<Instant>,
-) -> Result<Value, IngestError>
+) -> Result<IngestResponse, IngestError>
 where
     S: CounterStore + Sync,
     O: ObjectSource + Sync,
@@ -251,6 +255,65 @@ where
     let started = Instant::now();
     let mut summary = Summary::default();
     let result = dispatch(event, deps, deadline, &mut summary).await;
+    log_invocation(result, summary, started, deadline, deps)
+}
+
+/// [`handle`] for the payload as Lambda delivers it. A payload of no known shape fails
+/// as `Ingest.Event` with its summary and metrics lines logged, like any other failed
+/// invocation; the runtime's own deserialisation into [`IngestEvent`] could do neither.
+pub async fn handle_payload<S, O>(
+    payload: Value,
+    deps: &Deps<S, O>,
+    deadline: Option<Instant>,
+) -> Result<IngestResponse, IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    match IngestEvent::classify(payload) {
+        Ok(event) => handle(event, deps, deadline).await,
+        Err(error) => log_invocation(
+            Err(error.into()),
+            Summary::default(),
+            Instant::now(),
+            deadline,
+            deps,
+        ),
+    }
+}
+
+/// A direct invocation with no deadline, JSON in and JSON out as Lambda sees it: what the
+/// tests and the replay tool call.
+pub async fn invoke<S, O>(payload: Value, deps: &Deps<S, O>) -> Result<Value, IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    invoke_until(payload, deps, None).await
+}
+
+/// [`invoke`] with a deadline.
+pub async fn invoke_until<S, O>(
+    payload: Value,
+    deps: &Deps<S, O>,
+    deadline: Option<Instant>,
+) -> Result<Value, IngestError>
+where
+    S: CounterStore + Sync,
+    O: ObjectSource + Sync,
+{
+    let response = handle_payload(payload, deps, deadline).await?;
+    Ok(serde_json::to_value(response).expect("the response serialises"))
+}
+
+/// Completes the summary, logs it and its metrics line, and answers.
+fn log_invocation<S, O>(
+    result: Result<Option<SqsBatchResponse>, IngestError>,
+    mut summary: Summary,
+    started: Instant,
+    deadline: Option<Instant>,
+    deps: &Deps<S, O>,
+) -> Result<IngestResponse, IngestError> {
     summary.duration_ms = started.elapsed().as_millis() as u64;
     summary.time_left_ms = deadline.map(|deadline| {
         deadline
@@ -259,20 +322,23 @@ where
     });
     println!("{}", summary_line("invocation summary", &result, &summary));
     println!("{}", summary.metrics_line((deps.wall_clock)() * 1000));
-    result.map(|response| response.unwrap_or_else(|| json!(summary)))
+    result.map(|response| match response {
+        Some(batch) => IngestResponse::Sqs(batch),
+        None => IngestResponse::Summary(summary),
+    })
 }
 
 async fn dispatch<S, O>(
-    event: Value,
+    event: IngestEvent,
     deps: &Deps<S, O>,
     deadline: Option<Instant>,
     summary: &mut Summary,
-) -> Result<Option<Value>, IngestError>
+) -> Result<Option<SqsBatchResponse>, IngestError>
 where
     S: CounterStore + Sync,
     O: ObjectSource + Sync,
 {
-    match IngestEvent::classify(event)? {
+    match event {
         IngestEvent::CloudWatchLogs(event) => {
             summary.trigger = "cloudwatch";
             ingest_subscription(&event, deps, summary).await?;
@@ -289,11 +355,12 @@ where
             summary.trigger = "sqs";
             let failures = ingest_sqs_messages(&messages, deps, deadline, summary).await;
             summary.failed_messages = failures.len() as u64;
-            let failures: Vec<Value> = failures
-                .into_iter()
-                .map(|id| json!({"itemIdentifier": id}))
-                .collect();
-            Ok(Some(json!({"batchItemFailures": failures})))
+            Ok(Some(SqsBatchResponse {
+                batch_item_failures: failures
+                    .into_iter()
+                    .map(|item_identifier| BatchItemFailure { item_identifier })
+                    .collect(),
+            }))
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use ingest_flow_logs::config::Config;
 use std::time::{Duration, Instant};
 
-use ingest_flow_logs::{Deps, IngestError, handle, handle_until};
+use ingest_flow_logs::{Deps, IngestError, invoke, invoke_until};
 use rejectwatch_core::counters::ROWS_PER_CHUNK;
 use rejectwatch_core::sketch::within_expected_error;
 use rejectwatch_testkit::fakes::{InMemoryCounterStore, InMemoryObjectSource};
@@ -68,7 +68,7 @@ fn s3_event(bucket: &str, key: &str, etag: &str) -> Value {
 #[tokio::test]
 async fn cloudwatch_batch_is_counted_per_source_and_window() {
     let deps = deps(&[]);
-    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    let summary = invoke(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
     assert_eq!(summary["trigger"], "cloudwatch");
     assert_eq!(summary["records"], 8);
     assert_eq!(summary["rejects"], 6);
@@ -98,7 +98,7 @@ async fn cloudwatch_batch_is_counted_per_source_and_window() {
 #[tokio::test]
 async fn control_message_succeeds_without_writes() {
     let deps = deps(&[]);
-    let summary = handle(event(CLOUDWATCH_CONTROL), &deps).await.unwrap();
+    let summary = invoke(event(CLOUDWATCH_CONTROL), &deps).await.unwrap();
     assert_eq!(summary["control_messages"], 1);
     assert_eq!(deps.store.requests(), 0);
 }
@@ -106,9 +106,9 @@ async fn control_message_succeeds_without_writes() {
 #[tokio::test]
 async fn second_delivery_of_the_same_batch_adds_nothing() {
     let deps = deps(&[]);
-    handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    invoke(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
     let before = deps.store.counters();
-    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    let summary = invoke(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
     assert_eq!(summary["duplicates"], 1);
     assert_eq!(deps.store.counters(), before);
 }
@@ -121,7 +121,7 @@ async fn log_groups_use_their_configured_format() {
         "FLOW_LOG_FORMATS_BY_LOG_GROUP",
         r#"{"/rejectwatch/vpc-flow-logs": "${srcaddr} ${action}"}"#,
     )]);
-    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    let summary = invoke(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
     assert_eq!(summary["malformed"], 8);
     assert_eq!(summary["rejects"], 0);
     assert!(
@@ -139,7 +139,7 @@ async fn s3_object_is_streamed_and_counted_exactly() {
     let deps = deps(&[]);
     let (object, expected) = generated_object(30_000);
     deps.objects.put(BUCKET, KEY, object);
-    let summary = handle(event(S3_PUT), &deps).await.unwrap();
+    let summary = invoke(event(S3_PUT), &deps).await.unwrap();
     assert_eq!(summary["trigger"], "s3");
     assert_eq!(summary["records"], expected.records);
     assert_eq!(summary["rejects"], expected.rejects);
@@ -176,7 +176,7 @@ async fn hive_style_keys_are_url_decoded() {
     let key = "AWSLogs/aws-account-id=123456789012/aws-service=vpcflowlogs/aws-region=us-east-1/year=2024/month=05/day=01/x.log.gz";
     let (object, expected) = generated_object(500);
     deps.objects.put(BUCKET, key, object);
-    let summary = handle(s3_event(BUCKET, key, "etag-1"), &deps)
+    let summary = invoke(s3_event(BUCKET, key, "etag-1"), &deps)
         .await
         .unwrap();
     assert_eq!(summary["rejects"], expected.rejects);
@@ -185,7 +185,7 @@ async fn hive_style_keys_are_url_decoded() {
 #[tokio::test]
 async fn objects_outside_the_flow_log_pattern_are_skipped_unread() {
     let deps = deps(&[]);
-    let summary = handle(
+    let summary = invoke(
         s3_event(BUCKET, "AWSLogs/123456789012/CloudTrail/x.json.gz", "e"),
         &deps,
     )
@@ -204,7 +204,7 @@ async fn objects_outside_the_flow_log_pattern_are_skipped_unread() {
 #[tokio::test]
 async fn deleted_object_is_a_logged_skip() {
     let deps = deps(&[]);
-    let summary = handle(event(S3_PUT), &deps).await.unwrap();
+    let summary = invoke(event(S3_PUT), &deps).await.unwrap();
     assert_eq!(summary["skipped"], 1);
     assert!(
         summary["skip_reasons"][0]
@@ -220,7 +220,7 @@ async fn corrupt_gzip_fails_the_invocation_for_a_retry() {
     let (mut object, _) = generated_object(2_000);
     object.truncate(object.len() / 2);
     deps.objects.put(BUCKET, KEY, object);
-    let error = handle(event(S3_PUT), &deps).await.unwrap_err();
+    let error = invoke(event(S3_PUT), &deps).await.unwrap_err();
     assert_eq!(error.error_type(), "Ingest.Decode");
     assert!(error.to_string().contains(KEY), "{error}");
     assert_eq!(deps.store.requests(), 0);
@@ -243,12 +243,12 @@ async fn a_parquet_object_counts_exactly_as_its_text_twin() {
 
     let text_deps = deps(&[]);
     text_deps.objects.put(BUCKET, KEY, text);
-    let text_summary = handle(s3_event(BUCKET, KEY, "t"), &text_deps)
+    let text_summary = invoke(s3_event(BUCKET, KEY, "t"), &text_deps)
         .await
         .unwrap();
     let parquet_deps = deps(&[]);
     parquet_deps.objects.put(BUCKET, &parquet_key, parquet);
-    let parquet_summary = handle(s3_event(BUCKET, &parquet_key, "p"), &parquet_deps)
+    let parquet_summary = invoke(s3_event(BUCKET, &parquet_key, "p"), &parquet_deps)
         .await
         .unwrap();
 
@@ -274,7 +274,7 @@ async fn a_corrupt_parquet_object_fails_with_a_clear_error() {
     let key = KEY.replace(".log.gz", ".log.parquet");
     deps.objects
         .put(BUCKET, &key, b"PAR1 not really parquet PAR1".to_vec());
-    let error = handle(s3_event(BUCKET, &key, "p"), &deps)
+    let error = invoke(s3_event(BUCKET, &key, "p"), &deps)
         .await
         .unwrap_err();
     assert!(matches!(error, IngestError::Decode { .. }));
@@ -286,7 +286,7 @@ async fn a_corrupt_parquet_object_fails_with_a_clear_error() {
 #[tokio::test]
 async fn unexpected_events_are_rejected_by_name() {
     let deps = deps(&[]);
-    let error = handle(json!({"detail-type": "Scheduled Event"}), &deps)
+    let error = invoke(json!({"detail-type": "Scheduled Event"}), &deps)
         .await
         .unwrap_err();
     assert_eq!(error.error_type(), "Ingest.Event");
@@ -314,7 +314,7 @@ async fn sqs_batch_reports_only_the_failed_message() {
     broken["messageId"] = json!("broken-message");
     broken["body"] = json!(s3_event(BUCKET, &broken_key, "b").to_string());
     batch["Records"].as_array_mut().unwrap().push(broken);
-    let response = handle(batch, &deps).await.unwrap();
+    let response = invoke(batch, &deps).await.unwrap();
     assert_eq!(
         response,
         json!({"batchItemFailures": [{"itemIdentifier": "broken-message"}]})
@@ -332,7 +332,7 @@ async fn sqs_messages_unfinished_near_the_deadline_are_reported_not_lost() {
     let message_id = batch["Records"][0]["messageId"].clone();
     // Less time left than the reserve: the message is handed back untouched.
     let soon = Instant::now() + Duration::from_secs(1);
-    let response = handle_until(batch.clone(), &deps, Some(soon))
+    let response = invoke_until(batch.clone(), &deps, Some(soon))
         .await
         .unwrap();
     assert_eq!(
@@ -342,7 +342,7 @@ async fn sqs_messages_unfinished_near_the_deadline_are_reported_not_lost() {
     assert!(deps.store.counters().is_empty());
     // SQS redelivers it to an invocation with time to spare.
     let later = Instant::now() + Duration::from_secs(60);
-    let response = handle_until(batch, &deps, Some(later)).await.unwrap();
+    let response = invoke_until(batch, &deps, Some(later)).await.unwrap();
     assert_eq!(response, json!({"batchItemFailures": []}));
     let counted: u64 = deps.store.counters().iter().map(|row| row.rejects).sum();
     assert_eq!(counted, expected.rejects);
@@ -353,16 +353,16 @@ async fn crash_after_a_partial_write_then_retry_counts_once() {
     let (object, expected) = generated_object(20_000);
     let clean = deps(&[]);
     clean.objects.put(BUCKET, KEY, object.clone());
-    handle(event(S3_PUT), &clean).await.unwrap();
+    invoke(event(S3_PUT), &clean).await.unwrap();
 
     let crashed = deps(&[]);
     crashed.objects.put(BUCKET, KEY, object);
     // The manifest and four chunks are written, then the store fails.
     crashed.store.fail_after(5);
-    let error = handle(event(S3_PUT), &crashed).await.unwrap_err();
+    let error = invoke(event(S3_PUT), &crashed).await.unwrap_err();
     assert_eq!(error.error_type(), "Ingest.Store");
     crashed.store.heal();
-    let summary = handle(event(S3_PUT), &crashed).await.unwrap();
+    let summary = invoke(event(S3_PUT), &crashed).await.unwrap();
     assert_eq!(summary["already_applied"], 4 * ROWS_PER_CHUNK as u64);
     assert_eq!(crashed.store.counters(), clean.store.counters());
     let counted: u64 = crashed.store.counters().iter().map(|row| row.rejects).sum();
@@ -385,8 +385,8 @@ async fn one_interface_logged_to_both_paths_counts_once_under_the_policy() {
         .map(|event| format!("{}\n", event.message))
         .collect();
     deps.objects.put(BUCKET, KEY, text.into_bytes());
-    handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
-    handle(event(S3_PUT), &deps).await.unwrap();
+    invoke(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    invoke(event(S3_PUT), &deps).await.unwrap();
     assert_eq!(
         deps.store
             .counter(ip("198.51.100.7"), 1_714_566_000)
@@ -400,7 +400,7 @@ async fn one_interface_logged_to_both_paths_counts_once_under_the_policy() {
 async fn rows_of_windows_settled_before_the_delivery_are_counted_and_reported_late() {
     let deps = deps(&[("SETTLE_MINUTES", "50")]);
     // The fixture's records are from 2024: long settled, counted all the same.
-    let summary = handle(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
+    let summary = invoke(event(CLOUDWATCH_REJECTS), &deps).await.unwrap();
     assert_eq!(summary["late_rows"], summary["rows"].as_u64().unwrap() - 1);
     assert!(
         deps.store
@@ -422,7 +422,7 @@ async fn rows_of_windows_settled_before_the_delivery_are_counted_and_reported_la
     let mut object = Vec::new();
     generator.write_gzip(&mut object, 1).unwrap();
     deps.objects.put(BUCKET, KEY, object);
-    let summary = handle(s3_event(BUCKET, KEY, "fresh"), &deps).await.unwrap();
+    let summary = invoke(s3_event(BUCKET, KEY, "fresh"), &deps).await.unwrap();
     assert!(summary["rows"].as_u64().unwrap() > 0);
     assert_eq!(summary["late_rows"], 0);
 }
