@@ -1,5 +1,8 @@
 //! `rejectwatch`: the operator CLI. Parses and tallies VPC flow logs offline and generates
-//! sample flow logs. Only wiring lives here; the work is done by the `shared` core.
+//! sample flow logs; with feature `table` (default) it also queries the counters table
+//! (`top`, `source`) and replays objects (`replay`). Only wiring and output live here: the
+//! work is done by `rejectwatch-core`, the table is reached only through `rejectwatch-aws`,
+//! and `generate` uses the test kit's generator. It may not parse or count flow logs itself.
 
 mod input;
 mod output;

@@ -5,8 +5,8 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_config::{BehaviorVersion, SdkConfig};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::sdk::{self, SdkConfig};
 use rejectwatch_core::counters::StoredCounter;
 use rejectwatch_core::ports::error_chain;
 use rejectwatch_core::tally::fingerprint_address;
@@ -66,24 +66,14 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     }
 }
 
-/// The SDK settings from the usual AWS sources, with every service at `endpoint_url` when
-/// one is given.
-pub(crate) async fn sdk_config(endpoint_url: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(endpoint) = endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
-    loader.load().await
-}
-
 /// The counters table as a store that only reads (it never writes, so no retention).
-pub(crate) fn reader(sdk: &SdkConfig, table: &str) -> DynamoCounterStore {
-    DynamoCounterStore::new(aws_sdk_dynamodb::Client::new(sdk), table, 0, 1)
+pub(crate) fn reader(sdk_config: &SdkConfig, table: &str) -> DynamoCounterStore {
+    DynamoCounterStore::new(sdk::dynamodb_client(sdk_config, None), table, 0, 1)
 }
 
 async fn store(args: &TableArgs) -> DynamoCounterStore {
-    let sdk = sdk_config(args.endpoint_url.as_deref()).await;
-    reader(&sdk, &args.table).with_index_shards(args.shards)
+    let sdk_config = sdk::load_config(args.endpoint_url.as_deref()).await;
+    reader(&sdk_config, &args.table).with_index_shards(args.shards)
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -13,11 +13,11 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use regex_lite::Regex;
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::replay::{Bucket, Function, PageStart, Queue, RefusedEntry};
+use rejectwatch_aws::sdk;
 use rejectwatch_core::counters::BatchId;
 use rejectwatch_core::object_key::{FLOW_LOG_KEY_PATTERN, encode_s3_key, key_time};
 use rejectwatch_core::ports::{CounterStore, error_chain};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::CliError;
-use crate::query::{parse_time, reader, runtime, sdk_config};
+use crate::query::{parse_time, reader, runtime};
 
 /// Notifications a `SendMessageBatch` request carries at most (an SQS limit).
 const SQS_BATCH: usize = 10;
@@ -166,12 +166,9 @@ struct Report {
 
 /// Where the notifications go.
 enum Target {
-    Queue {
-        client: aws_sdk_sqs::Client,
-        url: String,
-    },
+    Queue(Queue),
     Function {
-        client: aws_sdk_lambda::Client,
+        function: Function,
         name: String,
         concurrency: usize,
     },
@@ -215,23 +212,23 @@ async fn replay(
     started_after: Option<String>,
 ) -> Result<Report, CliError> {
     let started = Instant::now();
-    let sdk = sdk_config(args.endpoint_url.as_deref()).await;
-    let s3 = aws_sdk_s3::Client::new(&sdk);
-    let store = args.table.as_deref().map(|table| reader(&sdk, table));
+    let sdk_config = sdk::load_config(args.endpoint_url.as_deref()).await;
+    let bucket = Bucket::new(&sdk_config, &args.bucket);
+    let store = args
+        .table
+        .as_deref()
+        .map(|table| reader(&sdk_config, table));
     let target = match (&args.queue, &args.function) {
-        (Some(url), _) => Target::Queue {
-            client: aws_sdk_sqs::Client::new(&sdk),
-            url: url.clone(),
-        },
+        (Some(url), _) => Target::Queue(Queue::new(&sdk_config, url)),
         (None, Some(name)) => Target::Function {
-            client: aws_sdk_lambda::Client::new(&sdk),
+            function: Function::new(&sdk_config, name),
             name: name.clone(),
             concurrency: usize::from(args.concurrency),
         },
         (None, None) => return Err(CliError::Usage("--queue or --function is needed".into())),
     };
-    refuse_versioned_bucket(&s3, &args.bucket).await?;
-    let region = sdk
+    refuse_versioned_bucket(&bucket, &args.bucket).await?;
+    let region = sdk_config
         .region()
         .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
     let mut report = Report {
@@ -251,31 +248,26 @@ async fn replay(
     let mut batch: Vec<Listed> = Vec::with_capacity(SQS_BATCH);
     let mut continuation: Option<String> = None;
     loop {
-        let mut request = s3
-            .list_objects_v2()
-            .bucket(&args.bucket)
-            .prefix(&args.prefix);
         // StartAfter on the first page only; the continuation token carries it on.
-        request = match &continuation {
-            Some(token) => request.continuation_token(token),
-            None => request.set_start_after(started_after.clone()),
+        let start = match &continuation {
+            Some(token) => PageStart::Continue(token),
+            None => PageStart::After(started_after.as_deref()),
         };
-        let page = request.send().await.map_err(|error| {
-            CliError::Service(format!(
-                "listing s3://{}/{}: {}",
-                args.bucket,
-                args.prefix,
-                aws_sdk_s3::error::DisplayErrorContext(&error)
-            ))
-        })?;
-        for object in page.contents() {
+        let page = bucket
+            .list_page(&args.prefix, start)
+            .await
+            .map_err(|error| {
+                CliError::Service(format!(
+                    "listing s3://{}/{}: {error}",
+                    args.bucket, args.prefix
+                ))
+            })?;
+        for object in page.objects {
             let listed = Listed {
-                key: object.key().unwrap_or_default().to_owned(),
-                size: object.size().map_or(0, |size| size.max(0) as u64),
-                etag: unquoted_etag(object.e_tag().unwrap_or_default()).to_owned(),
-                last_modified: object
-                    .last_modified()
-                    .map_or(0, |time| time.secs().max(0) as u64),
+                etag: unquoted_etag(&object.etag).to_owned(),
+                key: object.key,
+                size: object.size,
+                last_modified: object.last_modified,
             };
             report.listed += 1;
             report.last_key = Some(listed.key.clone());
@@ -306,8 +298,8 @@ async fn replay(
             }
             progress.show(&report);
         }
-        continuation = page.next_continuation_token().map(str::to_owned);
-        if continuation.is_none() || page.is_truncated() != Some(true) {
+        continuation = page.next;
+        if continuation.is_none() {
             break;
         }
     }
@@ -411,14 +403,14 @@ async fn hand_over(
     report: &mut Report,
 ) -> Result<(), CliError> {
     match target {
-        Target::Queue { client, url } => send_to_queue(client, url, bucket, region, batch).await?,
+        Target::Queue(queue) => send_to_queue(queue, bucket, region, batch).await?,
         Target::Function {
-            client,
+            function,
             name,
             concurrency,
         } => {
             for chunk in batch.chunks(*concurrency) {
-                let counts = invoke_function(client, name, bucket, region, chunk).await?;
+                let counts = invoke_function(function, name, bucket, region, chunk).await?;
                 if let Some(total) = report.function.as_mut() {
                     total.add(&counts);
                 }
@@ -433,61 +425,44 @@ async fn hand_over(
 /// One `SendMessageBatch` for up to ten objects, one notification a message as S3 sends
 /// them; entries SQS refuses for its own reasons are sent again, a few times.
 async fn send_to_queue(
-    client: &aws_sdk_sqs::Client,
-    url: &str,
+    queue: &Queue,
     bucket: &str,
     region: &str,
     batch: &[Listed],
 ) -> Result<(), CliError> {
+    let url = queue.url();
     let mut pending: Vec<usize> = (0..batch.len()).collect();
     for attempt in 1..=SQS_ATTEMPTS {
-        let entries = pending
+        let entries: Vec<(String, String)> = pending
             .iter()
             .map(|&index| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .message_body(s3_notification(bucket, region, &batch[index]).to_string())
-                    .build()
-                    .map_err(|error| {
-                        CliError::Service(format!(
-                            "sending s3://{bucket}/{} to queue {url}: {error}",
-                            batch[index].key
-                        ))
-                    })
+                let body = s3_notification(bucket, region, &batch[index]).to_string();
+                (index.to_string(), body)
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = client
-            .send_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|error| {
-                CliError::Service(format!(
-                    "sending {} notifications (s3://{bucket}/{} ...) to queue {url}: {}",
-                    pending.len(),
-                    batch[pending[0]].key,
-                    aws_sdk_sqs::error::DisplayErrorContext(&error)
-                ))
-            })?;
-        let failed = output.failed();
+            .collect();
+        let failed = queue.send_batch(&entries).await.map_err(|error| {
+            CliError::Service(format!(
+                "sending {} notifications (s3://{bucket}/{} ...) to queue {url}: {error}",
+                pending.len(),
+                batch[pending[0]].key,
+            ))
+        })?;
         if failed.is_empty() {
             return Ok(());
         }
-        let refused = |entry: &aws_sdk_sqs::types::BatchResultErrorEntry| {
+        let refused = |entry: &RefusedEntry| {
             let key = entry
-                .id()
+                .id
                 .parse::<usize>()
                 .ok()
                 .and_then(|index| batch.get(index))
                 .map_or("?", |listed| listed.key.as_str());
             CliError::Service(format!(
                 "queue {url} refused the notification of s3://{bucket}/{key}: {} {}",
-                entry.code(),
-                entry.message().unwrap_or_default()
+                entry.code, entry.message
             ))
         };
-        if let Some(entry) = failed.iter().find(|entry| entry.sender_fault()) {
+        if let Some(entry) = failed.iter().find(|entry| entry.sender_fault) {
             return Err(refused(entry));
         }
         if attempt == SQS_ATTEMPTS {
@@ -495,7 +470,7 @@ async fn send_to_queue(
         }
         pending = failed
             .iter()
-            .filter_map(|entry| entry.id().parse().ok())
+            .filter_map(|entry| entry.id.parse().ok())
             .collect();
         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
     }
@@ -505,7 +480,7 @@ async fn send_to_queue(
 /// Invokes the function once per object, all of `chunk` at once, and adds up the summaries
 /// it returns.
 async fn invoke_function(
-    client: &aws_sdk_lambda::Client,
+    function: &Function,
     name: &str,
     bucket: &str,
     region: &str,
@@ -513,11 +488,9 @@ async fn invoke_function(
 ) -> Result<FunctionCounts, CliError> {
     let mut invocations = tokio::task::JoinSet::new();
     for listed in chunk {
-        let request = client.invoke().function_name(name).payload(Blob::new(
-            s3_notification(bucket, region, listed).to_string(),
-        ));
+        let invocation = function.invoke(s3_notification(bucket, region, listed).to_string());
         let location = format!("s3://{bucket}/{}", listed.key);
-        invocations.spawn(async move { (location, request.send().await) });
+        invocations.spawn(async move { (location, invocation.await) });
     }
     let mut total = FunctionCounts::default();
     let mut first_error = None;
@@ -525,13 +498,9 @@ async fn invoke_function(
         let (location, result) = joined.map_err(|error| {
             CliError::Service(format!("invoking function {name}: task failed: {error}"))
         })?;
-        let outcome = match result {
-            Ok(output) => read_invocation(
-                output.function_error(),
-                output.payload().map(|blob| blob.as_ref()),
-            ),
-            Err(error) => Err(aws_sdk_lambda::error::DisplayErrorContext(&error).to_string()),
-        };
+        let outcome = result.and_then(|answer| {
+            read_invocation(answer.function_error.as_deref(), Some(&answer.payload))
+        });
         match outcome {
             Ok(counts) => total.add(&counts),
             Err(reason) => {
@@ -573,44 +542,17 @@ fn read_invocation(
 /// A bucket with versioning has notifications that name object versions, and the ingest
 /// function counts a version under an id with its version id in it: a notification
 /// without one would count the object again.
-async fn refuse_versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), CliError> {
-    let status = match s3.get_bucket_versioning().bucket(bucket).send().await {
-        Ok(output) => output.status().map(|status| status.as_str().to_owned()),
-        Err(error) => match status_in_raw_answer(&error) {
-            Some(status) => status,
-            None => {
-                return Err(CliError::Service(format!(
-                    "reading the versioning of s3://{bucket}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&error)
-                )));
-            }
-        },
-    };
+async fn refuse_versioned_bucket(bucket: &Bucket, name: &str) -> Result<(), CliError> {
+    let status = bucket.versioning_status().await.map_err(|error| {
+        CliError::Service(format!("reading the versioning of s3://{name}: {error}"))
+    })?;
     match status {
         Some(status) => Err(CliError::Usage(format!(
-            "s3://{bucket}: versioning is {status}; its notifications name object versions, \
+            "s3://{name}: versioning is {status}; its notifications name object versions, \
              which replay does not send (the stack's own flow-log bucket is unversioned)"
         ))),
         None => Ok(()),
     }
-}
-
-/// moto answers `GetBucketVersioning` with a `GetBucketVersioningResponse` element where S3
-/// has `VersioningConfiguration`, which the SDK does not parse: from a successful answer,
-/// the text of its `Status` element, if it has one.
-fn status_in_raw_answer<E>(
-    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> Option<Option<String>> {
-    let raw = error.raw_response()?;
-    let body = std::str::from_utf8(raw.body().bytes()?).ok()?;
-    if !raw.status().is_success() {
-        return None;
-    }
-    Some(
-        body.split_once("<Status>")
-            .and_then(|(_, rest)| rest.split_once("</Status>"))
-            .map(|(status, _)| status.to_owned()),
-    )
 }
 
 fn planned(listed: &Listed, action: &'static str) -> PlannedObject {

@@ -1,4 +1,7 @@
-//! Helpers shared by the cross-crate tests and benchmarks.
+//! Helpers shared by the cross-crate tests and benchmarks: moto, the Lambda Runtime API
+//! stub, the Invoke API stand-in, the fault proxy's driver, the chaos run and the scenario
+//! runner. Nothing shipped depends on this crate (the CLI only in its tests); it may depend
+//! on every other crate of the workspace.
 
 pub mod chaos;
 pub mod fault_proxy;

@@ -7,6 +7,11 @@
 //!
 //! [`handle`] takes a typed [`ScheduleEvent`] and returns the run's [`Summary`]; [`invoke`]
 //! is the same with JSON in and out, for tests.
+//!
+//! It may not hold decisions of its own (which windows to read, who crosses a threshold,
+//! what the digest says are `rejectwatch-core` functions) nor call AWS except through the
+//! core's ports; `main.rs` alone builds the `rejectwatch-aws` adapters, and the digest's
+//! query hint comes from there. The test kit is a dev-dependency only.
 
 pub mod config;
 

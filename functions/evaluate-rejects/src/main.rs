@@ -1,11 +1,10 @@
 //! Wiring: configuration, SDK clients and adapters built once, then the runtime loop.
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use evaluate_rejects::config::Config;
 use evaluate_rejects::{Deps, ScheduleEvent, handle_until, unix_now};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
+use rejectwatch_aws::sdk;
 use rejectwatch_aws::sns::SnsAlertPublisher;
 
 #[tokio::main(flavor = "current_thread")]
@@ -13,7 +12,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // A missing or invalid variable fails the init phase, naming the variable.
     let config = Config::from_env()?;
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let sdk_config = sdk::load_config(None).await;
     if config.cooldown_seconds != config.requested_cooldown_seconds {
         tracing::warn!(
             requested_minutes = config.requested_cooldown_seconds / 60,
@@ -22,20 +21,17 @@ async fn main() -> Result<(), Error> {
              cooldown would alert again on windows still being read"
         );
     }
-    // A run reads a few hundred partitions; retrying a throttled or failed read a few
-    // times is cheaper than failing the run and reading them all again.
-    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .retry_config(RetryConfig::standard().with_max_attempts(5))
-        .build();
     let deps = Deps::new(
         DynamoCounterStore::new(
-            aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            // A run reads a few hundred partitions; retrying a throttled or failed read a
+            // few times is cheaper than failing the run and reading them all again.
+            sdk::dynamodb_client(&sdk_config, Some(5)),
             config.table_name.clone(),
             config.retention_seconds,
             16,
         )
         .with_index_shards(config.index_shards),
-        SnsAlertPublisher::new(aws_sdk_sns::Client::new(&sdk), config.topic_arn.clone()),
+        SnsAlertPublisher::new(sdk::sns_client(&sdk_config), config.topic_arn.clone()),
         config,
     );
     lambda_runtime::run(service_fn(|event: LambdaEvent<ScheduleEvent>| {

@@ -11,6 +11,11 @@
 //! [`handle`] takes a typed [`IngestEvent`] and answers an [`IngestResponse`];
 //! [`handle_payload`] is what the runtime calls with the raw JSON; [`invoke`] is the same
 //! with a JSON answer, for tests and the replay tool.
+//!
+//! It may not hold decisions of its own (what a record, an object or a notification
+//! counts for is decided by `rejectwatch-core`, with table tests there) nor call AWS except
+//! through the core's ports; `main.rs` alone builds the `rejectwatch-aws` adapters. The
+//! test kit is a dev-dependency only.
 
 pub mod config;
 pub mod event;

@@ -1,7 +1,5 @@
 //! Wiring: configuration, SDK clients and adapters built once, then the runtime loop.
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use ingest_flow_logs::config::Config;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,6 +7,7 @@ use ingest_flow_logs::{Deps, handle_payload};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use rejectwatch_aws::dynamodb::DynamoCounterStore;
 use rejectwatch_aws::s3::S3ObjectSource;
+use rejectwatch_aws::sdk;
 use serde_json::Value;
 
 #[tokio::main(flavor = "current_thread")]
@@ -16,20 +15,17 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // A missing or invalid variable fails the init phase, naming the variable.
     let config = Config::from_env()?;
-    let sdk = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    // Bursts of deliveries can throttle on-demand tables briefly; back off and retry
-    // rather than fail the whole delivery.
-    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .retry_config(RetryConfig::standard().with_max_attempts(8))
-        .build();
+    let sdk_config = sdk::load_config(None).await;
     let deps = Deps::new(
         DynamoCounterStore::new(
-            aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            // Bursts of deliveries can throttle on-demand tables briefly; back off and
+            // retry rather than fail the whole delivery.
+            sdk::dynamodb_client(&sdk_config, Some(8)),
             config.table_name.clone(),
             config.retention_seconds,
             config.write_concurrency,
         ),
-        S3ObjectSource::new(aws_sdk_s3::Client::new(&sdk)),
+        S3ObjectSource::new(sdk::s3_client(&sdk_config)),
         config,
     );
     // The payload arrives as JSON and is classified by `handle_payload`, so a payload of

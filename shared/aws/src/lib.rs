@@ -5,10 +5,16 @@
 //!   one DynamoDB table (its key schema lives here and nowhere else).
 //! - [`s3`]: the object source (whole and ranged GETs).
 //! - [`sns`]: the alert publisher.
+//! - [`sdk`]: the SDK's shared configuration and the clients the binaries wire.
+//! - `replay` (feature `replay`): what the CLI's `replay` asks of S3, SQS and Lambda.
 //!
-//! This is the only crate of the workspace that depends on `aws-sdk-*`. It may not hold
+//! This is the only shipped crate that depends on `aws-sdk-*` (the functions and the CLI
+//! reach AWS through it; tests use the SDK directly to set up moto). It may not hold
 //! decisions (what to count, when to alert, what an alert says): those live in the core.
 
 pub mod dynamodb;
+#[cfg(feature = "replay")]
+pub mod replay;
 pub mod s3;
+pub mod sdk;
 pub mod sns;
