@@ -194,31 +194,35 @@ impl<'de> Deserialize<'de> for ScheduleEvent {
     }
 }
 
+/// What the evaluator needs of its store: the counters, the per-source claims, its
+/// progress mark and the digest log (one DynamoDB table, or the test kit's fake).
+pub trait EvaluatorStore:
+    CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync
+{
+}
+
+impl<T> EvaluatorStore for T where
+    T: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync
+{
+}
+
 /// Runs one evaluation. `run_id` identifies the run (the Lambda request id).
-pub async fn handle<S, P>(
+pub async fn handle(
     event: ScheduleEvent,
     run_id: &str,
-    deps: &Deps<S, P>,
-) -> Result<Summary, EvaluateError>
-where
-    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
-    P: AlertPublisher + Sync,
-{
+    deps: &Deps<impl EvaluatorStore, impl AlertPublisher + Sync>,
+) -> Result<Summary, EvaluateError> {
     handle_until(event, run_id, None, deps).await
 }
 
 /// [`handle`] for a run that Lambda stops at `deadline` (unix seconds, wall clock): its
 /// claims are held until then, and a grace, before other runs may take them over.
-pub async fn handle_until<S, P>(
+pub async fn handle_until(
     event: ScheduleEvent,
     run_id: &str,
     deadline: Option<u64>,
-    deps: &Deps<S, P>,
-) -> Result<Summary, EvaluateError>
-where
-    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
-    P: AlertPublisher + Sync,
-{
+    deps: &Deps<impl EvaluatorStore, impl AlertPublisher + Sync>,
+) -> Result<Summary, EvaluateError> {
     let started = Instant::now();
     let mut summary = Summary::default();
     let run_context = Run {
@@ -251,29 +255,21 @@ where
 }
 
 /// A direct invocation, JSON in and JSON out as Lambda sees it: what the tests call.
-pub async fn invoke<S, P>(
+pub async fn invoke(
     payload: Value,
     run_id: &str,
-    deps: &Deps<S, P>,
-) -> Result<Value, EvaluateError>
-where
-    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
-    P: AlertPublisher + Sync,
-{
+    deps: &Deps<impl EvaluatorStore, impl AlertPublisher + Sync>,
+) -> Result<Value, EvaluateError> {
     invoke_until(payload, run_id, None, deps).await
 }
 
 /// [`invoke`] with a deadline (unix seconds).
-pub async fn invoke_until<S, P>(
+pub async fn invoke_until(
     payload: Value,
     run_id: &str,
     deadline: Option<u64>,
-    deps: &Deps<S, P>,
-) -> Result<Value, EvaluateError>
-where
-    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
-    P: AlertPublisher + Sync,
-{
+    deps: &Deps<impl EvaluatorStore, impl AlertPublisher + Sync>,
+) -> Result<Value, EvaluateError> {
     let event = ScheduleEvent::from_payload(&payload);
     let summary = handle_until(event, run_id, deadline, deps).await?;
     Ok(serde_json::to_value(summary).expect("the summary serialises"))
@@ -292,7 +288,7 @@ async fn run<S, P>(
     summary: &mut Summary,
 ) -> Result<(), EvaluateError>
 where
-    S: CounterReader + AlertStateStore + EvaluationProgress + DigestLog + Sync,
+    S: EvaluatorStore,
     P: AlertPublisher + Sync,
 {
     let config = &deps.config;

@@ -34,7 +34,7 @@ use rejectwatch_core::parquet_object::{Columns, ParquetObjectError, read_parquet
 use rejectwatch_core::ports::{
     CounterStore, FetchError, ObjectBody, ObjectRef, ObjectSource, StoreError,
 };
-use rejectwatch_core::tally::{RejectTally, TallyOptions};
+use rejectwatch_core::tally::{RejectTally, TallyOptions, Totals};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -133,16 +133,10 @@ pub struct Summary {
     /// groups not counted, S3 test events, objects gone since the notification.
     pub skipped: u64,
     pub control_messages: u64,
-    pub records: u64,
-    pub rejects: u64,
-    /// Distinct sources, summed over deliveries.
-    pub sources: u64,
-    pub malformed: u64,
-    pub nodata: u64,
-    pub skipdata: u64,
-    pub uncountable: u64,
-    /// REJECTs to `IGNORED_DST_PORTS`, not counted.
-    pub ignored: u64,
+    /// The tallies' totals, added up over the deliveries (`sources` sums each delivery's
+    /// distinct sources). Like `tally --json`, the line leaves `ignored` out when it is 0.
+    #[serde(flatten)]
+    pub totals: Totals,
     /// (source, window) and (interface, window) rows in the batches.
     pub rows: u64,
     /// Write requests sent to the store.
@@ -171,15 +165,7 @@ impl Summary {
     }
 
     fn add_tally(&mut self, tally: &RejectTally, location: &str) {
-        let totals = tally.totals();
-        self.records += totals.records;
-        self.rejects += totals.rejects;
-        self.sources += totals.sources;
-        self.malformed += totals.malformed;
-        self.nodata += totals.nodata;
-        self.skipdata += totals.skipdata;
-        self.uncountable += totals.uncountable;
-        self.ignored += totals.ignored;
+        self.totals.add(&tally.totals());
         for line in tally.malformed_samples() {
             if self.malformed_samples.len() < LOGGED_MALFORMED {
                 self.malformed_samples.push(format!("{location} {line}"));
@@ -208,14 +194,14 @@ impl Summary {
                 ("Duplicates", self.duplicates),
                 ("Skipped", self.skipped),
                 ("ControlMessages", self.control_messages),
-                ("Records", self.records),
-                ("Rejects", self.rejects),
-                ("Sources", self.sources),
-                ("Malformed", self.malformed),
-                ("Nodata", self.nodata),
-                ("Skipdata", self.skipdata),
-                ("Uncountable", self.uncountable),
-                ("Ignored", self.ignored),
+                ("Records", self.totals.records),
+                ("Rejects", self.totals.rejects),
+                ("Sources", self.totals.sources),
+                ("Malformed", self.totals.malformed),
+                ("Nodata", self.totals.nodata),
+                ("Skipdata", self.totals.skipdata),
+                ("Uncountable", self.totals.uncountable),
+                ("Ignored", self.totals.ignored),
                 ("Rows", self.rows),
                 ("Writes", self.writes),
                 ("AlreadyApplied", self.already_applied),
@@ -248,15 +234,11 @@ pub enum IngestResponse {
 /// For an invocation that must answer by `deadline` (Lambda's), SQS messages not
 /// finished [`DEADLINE_RESERVE`] before it are reported as failed, so SQS redelivers only
 /// those (what they already wrote is not counted again).
-pub async fn handle<S, O>(
+pub async fn handle(
     event: IngestEvent,
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     deadline: Option<Instant>,
-) -> Result<IngestResponse, IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Result<IngestResponse, IngestError> {
     let started = Instant::now();
     let mut summary = Summary::default();
     let result = dispatch(event, deps, deadline, &mut summary).await;
@@ -266,15 +248,11 @@ where
 /// [`handle`] for the payload as Lambda delivers it. A payload of no known shape fails
 /// as `Ingest.Event` with its summary and metrics lines logged, like any other failed
 /// invocation; the runtime's own deserialisation into [`IngestEvent`] could do neither.
-pub async fn handle_payload<S, O>(
+pub async fn handle_payload(
     payload: Value,
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     deadline: Option<Instant>,
-) -> Result<IngestResponse, IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Result<IngestResponse, IngestError> {
     match IngestEvent::classify(payload) {
         Ok(event) => handle(event, deps, deadline).await,
         Err(error) => log_invocation(
@@ -289,24 +267,19 @@ where
 
 /// A direct invocation with no deadline, JSON in and JSON out as Lambda sees it: what the
 /// tests and the replay tool call.
-pub async fn invoke<S, O>(payload: Value, deps: &Deps<S, O>) -> Result<Value, IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+pub async fn invoke(
+    payload: Value,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
+) -> Result<Value, IngestError> {
     invoke_until(payload, deps, None).await
 }
 
 /// [`invoke`] with a deadline.
-pub async fn invoke_until<S, O>(
+pub async fn invoke_until(
     payload: Value,
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     deadline: Option<Instant>,
-) -> Result<Value, IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Result<Value, IngestError> {
     let response = handle_payload(payload, deps, deadline).await?;
     Ok(serde_json::to_value(response).expect("the response serialises"))
 }
@@ -333,16 +306,12 @@ fn log_invocation<S, O>(
     })
 }
 
-async fn dispatch<S, O>(
+async fn dispatch(
     event: IngestEvent,
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     deadline: Option<Instant>,
     summary: &mut Summary,
-) -> Result<Option<SqsBatchResponse>, IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Result<Option<SqsBatchResponse>, IngestError> {
     match event {
         IngestEvent::CloudWatchLogs(event) => {
             summary.trigger = "cloudwatch";
@@ -370,16 +339,12 @@ where
     }
 }
 
-async fn ingest_sqs_messages<S, O>(
+async fn ingest_sqs_messages(
     messages: &[SqsMessage],
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     deadline: Option<Instant>,
     summary: &mut Summary,
-) -> Vec<String>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Vec<String> {
     let mut failures = Vec::new();
     for message in messages {
         let budget = deadline.map(|deadline| {
@@ -408,15 +373,11 @@ where
     failures
 }
 
-async fn ingest_sqs_message<S, O>(
+async fn ingest_sqs_message(
     message: &SqsMessage,
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     summary: &mut Summary,
-) -> Result<(), IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Result<(), IngestError> {
     match SqsBody::parse(&message.body) {
         Ok(SqsBody::TestEvent) => {
             summary.skip("S3 test event".into());
@@ -478,15 +439,11 @@ where
     write_batch(id, &tally, &location, deps, summary).await
 }
 
-async fn ingest_s3_record<S, O>(
+async fn ingest_s3_record(
     record: &S3Record,
-    deps: &Deps<S, O>,
+    deps: &Deps<impl CounterStore + Sync, impl ObjectSource + Sync>,
     summary: &mut Summary,
-) -> Result<(), IngestError>
-where
-    S: CounterStore + Sync,
-    O: ObjectSource + Sync,
-{
+) -> Result<(), IngestError> {
     let config = &deps.config;
     let bucket = &record.s3.bucket.name;
     let key = decode_s3_key(&record.s3.object.key).map_err(|source| IngestError::Key {

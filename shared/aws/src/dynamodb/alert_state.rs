@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use rejectwatch_core::alert::{ClaimDecision, cooldown_cutoff, decide_claim};
@@ -31,54 +32,31 @@ impl AlertStateStore for DynamoCounterStore {
         // values before the claim are kept (right-hand sides read the item as it was), so
         // that a release can put them back. The other branches (a retry of this run, an
         // abandoned claim) are decided below from the item the failed condition returns.
+        let cutoff = cooldown_cutoff(claim.now, activity_end, claim.cooldown_seconds)
+            .map_or_else(|| "-1".to_owned(), |cutoff| cutoff.to_string());
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(alert_key(source)))
-            .key(SK, AttributeValue::S(STATE_SK.into()))
-            .update_expression(
+            .update_alert_state(
+                source,
                 "SET #prev_level = if_not_exists(#level, :zero), \
                  #prev_claimed = if_not_exists(#claimed, :zero), \
                  #prev_held = if_not_exists(#held, :zero), \
                  #prev_published = if_not_exists(#published, :false), \
                  #source = :source, #level = :level, #claimed = :now, #held = :held, \
                  #published = :false, #claim = :run, #expires = :expires",
-            )
-            .condition_expression(
                 "attribute_not_exists(#pk) \
                  OR (#published = :false AND #level = :zero) \
                  OR (#published = :true AND (#claimed <= :cooldown_cutoff OR #level < :level))",
+                [
+                    (":source", AttributeValue::S(source.to_string())),
+                    (":zero", number(0)),
+                    (":false", AttributeValue::Bool(false)),
+                    (":true", AttributeValue::Bool(true)),
+                    (":cooldown_cutoff", AttributeValue::N(cutoff)),
+                ]
+                .into_iter()
+                .chain(claim_values(level, claim)),
             )
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#source", SOURCE)
-            .expression_attribute_names("#level", LEVEL)
-            .expression_attribute_names("#claimed", CLAIMED_AT)
-            .expression_attribute_names("#held", HELD_UNTIL)
-            .expression_attribute_names("#published", PUBLISHED)
-            .expression_attribute_names("#claim", CLAIM_ID)
-            .expression_attribute_names("#expires", EXPIRES_AT)
-            .expression_attribute_names("#prev_level", PREVIOUS_LEVEL)
-            .expression_attribute_names("#prev_claimed", PREVIOUS_CLAIMED_AT)
-            .expression_attribute_names("#prev_held", PREVIOUS_HELD_UNTIL)
-            .expression_attribute_names("#prev_published", PREVIOUS_PUBLISHED)
-            .expression_attribute_values(":source", AttributeValue::S(source.to_string()))
-            .expression_attribute_values(":level", number(u64::from(level)))
-            .expression_attribute_values(":now", number(claim.now))
-            .expression_attribute_values(":held", number(claim.held_until))
-            .expression_attribute_values(":zero", number(0))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
-            .expression_attribute_values(":expires", number(claim.expires_at))
-            .expression_attribute_values(
-                ":cooldown_cutoff",
-                AttributeValue::N(
-                    cooldown_cutoff(claim.now, activity_end, claim.cooldown_seconds)
-                        .map_or_else(|| "-1".to_owned(), |cutoff| cutoff.to_string()),
-                ),
-            )
             .send()
             .await;
         let held = match result {
@@ -127,37 +105,24 @@ impl AlertStateStore for DynamoCounterStore {
         // The previous_* values stay as they are: the state from before the abandoned
         // claim, which a release of this claim puts back.
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(alert_key(source)))
-            .key(SK, AttributeValue::S(STATE_SK.into()))
-            .update_expression(
+            .update_alert_state(
+                source,
                 "SET #level = :level, #claimed = :now, #held = :held, #claim = :run, \
                  #expires = :expires",
-            )
-            // The holder's claim only while it is still past its `held_until` (its own
-            // retry may have taken it up again); this run's own claim too: an attempt that
-            // was applied but whose answer was lost is retried by the SDK, and must not
-            // read as another run's success.
-            .condition_expression(
+                // The holder's claim only while it is still past its `held_until` (its own
+                // retry may have taken it up again); this run's own claim too: an attempt
+                // that was applied but whose answer was lost is retried by the SDK, and
+                // must not read as another run's success.
                 "#published = :false \
                  AND ((#claim = :holder AND #held <= :wall_now) OR #claim = :run)",
+                [
+                    (":wall_now", number(claim.wall_now)),
+                    (":holder", AttributeValue::S(holder.to_owned())),
+                    (":false", AttributeValue::Bool(false)),
+                ]
+                .into_iter()
+                .chain(claim_values(level, claim)),
             )
-            .expression_attribute_values(":wall_now", number(claim.wall_now))
-            .expression_attribute_names("#level", LEVEL)
-            .expression_attribute_names("#claimed", CLAIMED_AT)
-            .expression_attribute_names("#held", HELD_UNTIL)
-            .expression_attribute_names("#claim", CLAIM_ID)
-            .expression_attribute_names("#published", PUBLISHED)
-            .expression_attribute_names("#expires", EXPIRES_AT)
-            .expression_attribute_values(":level", number(u64::from(level)))
-            .expression_attribute_values(":now", number(claim.now))
-            .expression_attribute_values(":held", number(claim.held_until))
-            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
-            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":expires", number(claim.expires_at))
             .send()
             .await;
         match result {
@@ -179,7 +144,6 @@ impl AlertStateStore for DynamoCounterStore {
             source,
             run_id,
             "SET #published = :true",
-            &[],
             &[(":true", AttributeValue::Bool(true))],
             "confirming",
         )
@@ -195,15 +159,6 @@ impl AlertStateStore for DynamoCounterStore {
              #claimed = if_not_exists(#prev_claimed, :zero), \
              #held = if_not_exists(#prev_held, :zero), \
              #published = if_not_exists(#prev_published, :false)",
-            &[
-                ("#level", LEVEL),
-                ("#claimed", CLAIMED_AT),
-                ("#held", HELD_UNTIL),
-                ("#prev_level", PREVIOUS_LEVEL),
-                ("#prev_claimed", PREVIOUS_CLAIMED_AT),
-                ("#prev_held", PREVIOUS_HELD_UNTIL),
-                ("#prev_published", PREVIOUS_PUBLISHED),
-            ],
             &[(":zero", number(0))],
             "releasing",
         )
@@ -298,7 +253,71 @@ impl DigestLog for DynamoCounterStore {
     }
 }
 
+/// The placeholders of the alert state's attributes, for every request on it: each request
+/// names those its expressions use (DynamoDB refuses names a request does not use).
+const STATE_NAMES: [(&str, &str); 12] = [
+    ("#pk", PK),
+    ("#source", SOURCE),
+    ("#level", LEVEL),
+    ("#claimed", CLAIMED_AT),
+    ("#held", HELD_UNTIL),
+    ("#published", PUBLISHED),
+    ("#claim", CLAIM_ID),
+    ("#expires", EXPIRES_AT),
+    ("#prev_level", PREVIOUS_LEVEL),
+    ("#prev_claimed", PREVIOUS_CLAIMED_AT),
+    ("#prev_held", PREVIOUS_HELD_UNTIL),
+    ("#prev_published", PREVIOUS_PUBLISHED),
+];
+
+/// Whether `expression` uses `placeholder` itself (`#claim`, not only `#claimed`).
+fn uses(expression: &str, placeholder: &str) -> bool {
+    expression.match_indices(placeholder).any(|(at, _)| {
+        !expression[at + placeholder.len()..]
+            .starts_with(|next: char| next.is_ascii_alphanumeric() || next == '_')
+    })
+}
+
+/// The values a claim writes: its level, times, run and expiry.
+fn claim_values(level: u8, claim: &Claim) -> [(&'static str, AttributeValue); 5] {
+    [
+        (":level", number(u64::from(level))),
+        (":now", number(claim.now)),
+        (":held", number(claim.held_until)),
+        (":run", AttributeValue::S(claim.run_id.clone())),
+        (":expires", number(claim.expires_at)),
+    ]
+}
+
 impl DynamoCounterStore {
+    /// A conditional `UpdateItem` of `source`'s alert state, naming the attributes its
+    /// expressions use, with `values` for their value placeholders.
+    fn update_alert_state<'a>(
+        &self,
+        source: IpAddr,
+        update_expression: &str,
+        condition_expression: &str,
+        values: impl IntoIterator<Item = (&'a str, AttributeValue)>,
+    ) -> UpdateItemFluentBuilder {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(alert_key(source)))
+            .key(SK, AttributeValue::S(STATE_SK.into()))
+            .update_expression(update_expression)
+            .condition_expression(condition_expression);
+        for (placeholder, name) in STATE_NAMES {
+            if uses(update_expression, placeholder) || uses(condition_expression, placeholder) {
+                request = request.expression_attribute_names(placeholder, name);
+            }
+        }
+        for (placeholder, value) in values {
+            request = request.expression_attribute_values(placeholder, value);
+        }
+        request
+    }
+
     /// A retry of the run that holds an unpublished claim (Lambda keeps the request id):
     /// it takes the claim up again, keeping the state from before the first attempt.
     async fn reclaim(
@@ -308,27 +327,14 @@ impl DynamoCounterStore {
         claim: &Claim,
     ) -> Result<ClaimOutcome, StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(alert_key(source)))
-            .key(SK, AttributeValue::S(STATE_SK.into()))
-            .update_expression(
+            .update_alert_state(
+                source,
                 "SET #level = :level, #claimed = :now, #held = :held, #expires = :expires",
+                "#claim = :run AND #published = :false",
+                [(":false", AttributeValue::Bool(false))]
+                    .into_iter()
+                    .chain(claim_values(level, claim)),
             )
-            .condition_expression("#claim = :run AND #published = :false")
-            .expression_attribute_names("#level", LEVEL)
-            .expression_attribute_names("#claimed", CLAIMED_AT)
-            .expression_attribute_names("#held", HELD_UNTIL)
-            .expression_attribute_names("#expires", EXPIRES_AT)
-            .expression_attribute_names("#claim", CLAIM_ID)
-            .expression_attribute_names("#published", PUBLISHED)
-            .expression_attribute_values(":level", number(u64::from(level)))
-            .expression_attribute_values(":now", number(claim.now))
-            .expression_attribute_values(":held", number(claim.held_until))
-            .expression_attribute_values(":expires", number(claim.expires_at))
-            .expression_attribute_values(":run", AttributeValue::S(claim.run_id.clone()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
             .send()
             .await;
         match result {
@@ -352,28 +358,24 @@ impl DynamoCounterStore {
         source: IpAddr,
         run_id: &str,
         update_expression: &str,
-        names: &[(&str, &str)],
         values: &[(&str, AttributeValue)],
         action: &str,
     ) -> Result<(), StoreError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, AttributeValue::S(alert_key(source)))
-            .key(SK, AttributeValue::S(STATE_SK.into()))
-            .update_expression(update_expression)
-            .condition_expression("#claim = :run AND #published = :false")
-            .expression_attribute_names("#claim", CLAIM_ID)
-            .expression_attribute_names("#published", PUBLISHED)
-            .expression_attribute_values(":run", AttributeValue::S(run_id.to_owned()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false));
-        for (placeholder, name) in names {
-            request = request.expression_attribute_names(*placeholder, *name);
-        }
-        for (placeholder, value) in values {
-            request = request.expression_attribute_values(*placeholder, value.clone());
-        }
+        let request = self.update_alert_state(
+            source,
+            update_expression,
+            "#claim = :run AND #published = :false",
+            [
+                (":run", AttributeValue::S(run_id.to_owned())),
+                (":false", AttributeValue::Bool(false)),
+            ]
+            .into_iter()
+            .chain(
+                values
+                    .iter()
+                    .map(|(placeholder, value)| (*placeholder, value.clone())),
+            ),
+        );
         match request.send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(error))
@@ -755,6 +757,110 @@ mod tests {
                 .build()
                 .unwrap()]
         );
+    }
+
+    #[tokio::test]
+    async fn take_over_claims_only_an_abandoned_or_own_claim() {
+        let (requests, matcher) = record::<UpdateItemInput>();
+        let taken = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_output(updated);
+        let (_, matcher) = record::<UpdateItemInput>();
+        // The holder's retry took it up again meanwhile: another run's claim.
+        let retaken = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_error(condition_failed(None));
+        let store = store(&[&taken, &retaken]);
+        let source = SOURCE.parse().unwrap();
+
+        let outcome = store.take_over(source, LEVEL, &claim(), "run-1").await;
+        assert_eq!(outcome.unwrap(), ClaimOutcome::Won);
+        let outcome = store.take_over(source, LEVEL, &claim(), "run-1").await;
+        assert_eq!(outcome.unwrap(), ClaimOutcome::ClaimedElsewhere);
+        assert_eq!(
+            sent(&requests),
+            [UpdateItemInput::builder()
+                .table_name(TABLE)
+                .key("pk", s("ALERT#198.51.100.7"))
+                .key("sk", s("STATE"))
+                .update_expression(
+                    "SET #level = :level, #claimed = :now, #held = :held, #claim = :run, \
+                     #expires = :expires"
+                )
+                .condition_expression(
+                    "#published = :false \
+                     AND ((#claim = :holder AND #held <= :wall_now) OR #claim = :run)"
+                )
+                .expression_attribute_names("#level", "level")
+                .expression_attribute_names("#claimed", "claimed_at")
+                .expression_attribute_names("#held", "held_until")
+                .expression_attribute_names("#claim", "claim_id")
+                .expression_attribute_names("#published", "published")
+                .expression_attribute_names("#expires", "expires_at")
+                .expression_attribute_values(":wall_now", n(10_010))
+                .expression_attribute_values(":level", n(2))
+                .expression_attribute_values(":now", n(10_000))
+                .expression_attribute_values(":held", n(10_400))
+                .expression_attribute_values(":run", s("run-2"))
+                .expression_attribute_values(":holder", s("run-1"))
+                .expression_attribute_values(":false", AttributeValue::Bool(false))
+                .expression_attribute_values(":expires", n(50_000))
+                .build()
+                .unwrap()]
+        );
+    }
+
+    #[tokio::test]
+    async fn release_puts_back_the_state_from_before_the_claim() {
+        let (requests, matcher) = record::<UpdateItemInput>();
+        let released = mock!(Client::update_item)
+            .match_requests(matcher)
+            .then_output(updated);
+        let store = store(&[&released]);
+
+        store
+            .release(SOURCE.parse().unwrap(), &claim())
+            .await
+            .unwrap();
+        assert_eq!(
+            sent(&requests),
+            [UpdateItemInput::builder()
+                .table_name(TABLE)
+                .key("pk", s("ALERT#198.51.100.7"))
+                .key("sk", s("STATE"))
+                .update_expression(
+                    "SET #level = if_not_exists(#prev_level, :zero), \
+                     #claimed = if_not_exists(#prev_claimed, :zero), \
+                     #held = if_not_exists(#prev_held, :zero), \
+                     #published = if_not_exists(#prev_published, :false)"
+                )
+                .condition_expression("#claim = :run AND #published = :false")
+                .expression_attribute_names("#claim", "claim_id")
+                .expression_attribute_names("#published", "published")
+                .expression_attribute_names("#level", "level")
+                .expression_attribute_names("#claimed", "claimed_at")
+                .expression_attribute_names("#held", "held_until")
+                .expression_attribute_names("#prev_level", "previous_level")
+                .expression_attribute_names("#prev_claimed", "previous_claimed_at")
+                .expression_attribute_names("#prev_held", "previous_held_until")
+                .expression_attribute_names("#prev_published", "previous_published")
+                .expression_attribute_values(":run", s("run-2"))
+                .expression_attribute_values(":false", AttributeValue::Bool(false))
+                .expression_attribute_values(":zero", n(0))
+                .build()
+                .unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_placeholder_is_used_only_as_a_whole_name() {
+        assert!(super::uses("#claim = :run", "#claim"));
+        assert!(!super::uses("SET #claimed = :now", "#claim"));
+        assert!(super::uses("SET #claimed = :now, #claim = :run", "#claim"));
+        assert!(super::uses(
+            "if_not_exists(#prev_held, :zero)",
+            "#prev_held"
+        ));
     }
 
     #[tokio::test]

@@ -987,6 +987,21 @@ pub struct Totals {
     pub ignored: u64,
 }
 
+impl Totals {
+    /// Adds another tally's totals: the counts over several deliveries (`sources` then
+    /// sums distinct sources per delivery).
+    pub fn add(&mut self, other: &Totals) {
+        self.records += other.records;
+        self.rejects += other.rejects;
+        self.sources += other.sources;
+        self.malformed += other.malformed;
+        self.nodata += other.nodata;
+        self.skipdata += other.skipdata;
+        self.uncountable += other.uncountable;
+        self.ignored += other.ignored;
+    }
+}
+
 fn is_zero(count: &u64) -> bool {
     *count == 0
 }
