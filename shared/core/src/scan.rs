@@ -155,12 +155,82 @@ fn octet_value(window: &[u8; 16], start: usize, end: usize) -> Option<u32> {
     Some(aligned.wrapping_mul(1 | 10 << 8 | 100 << 16) >> 24)
 }
 
+/// Where the four octets of a dotted quad of `len` bytes lie, given its dots (a bit per
+/// byte): the index of their lengths' row in [`OCTET_LAYOUTS`], or `None` unless there are
+/// exactly three dots and each octet has one to three digits.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+fn octet_layout_index(dots: u32, len: usize) -> Option<usize> {
+    let [first, second, third] = three_dots(dots)?;
+    let lengths = [
+        first,
+        second - first - 1,
+        third - second - 1,
+        len - third - 1,
+    ];
+    if lengths.iter().any(|&length| !(1..=3).contains(&length)) {
+        return None;
+    }
+    Some((lengths[0] - 1) * 27 + (lengths[1] - 1) * 9 + (lengths[2] - 1) * 3 + (lengths[3] - 1))
+}
+
+/// An octet's smallest value in the lane width each instruction set compares it in: 32
+/// bits on x86 (`_mm_cmpgt_epi32`), 16 on NEON (`vcgt_u16`, four lanes of the eight used).
+#[cfg(target_arch = "x86_64")]
+type OctetMinimums = [u32; 4];
+#[cfg(target_arch = "aarch64")]
+type OctetMinimums = [u16; 8];
+
+/// For octet lengths (l0, l1, l2, l3), each 1 to 3, at index
+/// `(l0-1)*27 + (l1-1)*9 + (l2-1)*3 + (l3-1)`: the byte positions that put octet `k`'s
+/// digits at the top of 32-bit lane `k`, with 0x80 before them (x86's byte shuffle reads
+/// it as zero, as NEON's table lookup reads any index past 15), and each octet's smallest
+/// value without a leading zero (0, 10 or 100).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+struct OctetLayouts {
+    positions: [[u8; 16]; 81],
+    minimums: [OctetMinimums; 81],
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+static OCTET_LAYOUTS: OctetLayouts = {
+    let mut positions = [[0x80u8; 16]; 81];
+    let mut minimums = [[0; _]; 81];
+    let mut index = 0;
+    while index < 81 {
+        let lengths = [
+            index / 27 + 1,
+            index / 9 % 3 + 1,
+            index / 3 % 3 + 1,
+            index % 3 + 1,
+        ];
+        let mut start = 0;
+        let mut octet = 0;
+        while octet < 4 {
+            let length = lengths[octet];
+            let mut digit = 0;
+            while digit < length {
+                positions[index][4 * octet + 4 - length + digit] = (start + digit) as u8;
+                digit += 1;
+            }
+            minimums[index][octet] = [0, 10, 100][length - 1];
+            start += length + 1;
+            octet += 1;
+        }
+        index += 1;
+    }
+    OctetLayouts {
+        positions,
+        minimums,
+    }
+};
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::Avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockClasses, Kernels, three_dots};
+    use super::{BlockClasses, Kernels, OCTET_LAYOUTS, octet_layout_index};
     use std::arch::x86_64::*;
 
     /// The kernels in AVX2 (and the SSSE3, SSE4.1, POPCNT and BMI instructions that come
@@ -184,44 +254,6 @@ mod x86 {
             found.then_some(Avx2(()))
         }
     }
-
-    /// For octet lengths (l0, l1, l2, l3), each 1 to 3, at index
-    /// `(l0-1)*27 + (l1-1)*9 + (l2-1)*3 + (l3-1)`: the byte shuffle that puts octet `k`'s
-    /// digits at the top of 32-bit lane `k` (zeros before them), and each octet's smallest
-    /// value without a leading zero (0, 10 or 100).
-    struct OctetLayouts {
-        shuffles: [[u8; 16]; 81],
-        minimums: [[u32; 4]; 81],
-    }
-
-    static OCTET_LAYOUTS: OctetLayouts = {
-        let mut shuffles = [[0x80u8; 16]; 81];
-        let mut minimums = [[0u32; 4]; 81];
-        let mut index = 0;
-        while index < 81 {
-            let lengths = [
-                index / 27 + 1,
-                index / 9 % 3 + 1,
-                index / 3 % 3 + 1,
-                index % 3 + 1,
-            ];
-            let mut start = 0;
-            let mut octet = 0;
-            while octet < 4 {
-                let length = lengths[octet];
-                let mut digit = 0;
-                while digit < length {
-                    shuffles[index][4 * octet + 4 - length + digit] = (start + digit) as u8;
-                    digit += 1;
-                }
-                minimums[index][octet] = [0, 10, 100][length - 1];
-                start += length + 1;
-                octet += 1;
-            }
-            index += 1;
-        }
-        OctetLayouts { shuffles, minimums }
-    };
 
     impl Kernels for Avx2 {
         #[inline(always)]
@@ -267,21 +299,8 @@ mod x86 {
                 if digits | dots != length_mask {
                     return None;
                 }
-                let [first, second, third] = three_dots(dots)?;
-                let lengths = [
-                    first,
-                    second - first - 1,
-                    third - second - 1,
-                    len - third - 1,
-                ];
-                if lengths.iter().any(|&length| !(1..=3).contains(&length)) {
-                    return None;
-                }
-                let index = (lengths[0] - 1) * 27
-                    + (lengths[1] - 1) * 9
-                    + (lengths[2] - 1) * 3
-                    + (lengths[3] - 1);
-                let shuffle = _mm_loadu_si128(OCTET_LAYOUTS.shuffles[index].as_ptr().cast());
+                let index = octet_layout_index(dots, len)?;
+                let shuffle = _mm_loadu_si128(OCTET_LAYOUTS.positions[index].as_ptr().cast());
                 let minimums = _mm_loadu_si128(OCTET_LAYOUTS.minimums[index].as_ptr().cast());
                 // Lane k holds [0, h, t, u]; weights 100, 10, 1 give the octet in 32 bits.
                 let lanes = _mm_shuffle_epi8(values, shuffle);
@@ -307,7 +326,7 @@ pub(crate) use arm::Neon;
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::{BlockClasses, Kernels, three_dots};
+    use super::{BlockClasses, Kernels, OCTET_LAYOUTS, octet_layout_index};
     use std::arch::aarch64::*;
 
     /// The kernels in NEON (Advanced SIMD), which every `aarch64-*-linux-*` target enables:
@@ -351,45 +370,6 @@ mod arm {
         }
     }
 
-    /// For octet lengths (l0, l1, l2, l3), each 1 to 3, at index
-    /// `(l0-1)*27 + (l1-1)*9 + (l2-1)*3 + (l3-1)`: the table lookup that puts octet `k`'s
-    /// digits at the top of 32-bit lane `k` (zeros before them; out-of-range indices read
-    /// as zero), and each octet's smallest value without a leading zero (0, 10 or 100), in
-    /// 16-bit lane `k`.
-    struct OctetLayouts {
-        lookups: [[u8; 16]; 81],
-        minimums: [[u16; 8]; 81],
-    }
-
-    static OCTET_LAYOUTS: OctetLayouts = {
-        let mut lookups = [[0xffu8; 16]; 81];
-        let mut minimums = [[0u16; 8]; 81];
-        let mut index = 0;
-        while index < 81 {
-            let lengths = [
-                index / 27 + 1,
-                index / 9 % 3 + 1,
-                index / 3 % 3 + 1,
-                index % 3 + 1,
-            ];
-            let mut start = 0;
-            let mut octet = 0;
-            while octet < 4 {
-                let length = lengths[octet];
-                let mut digit = 0;
-                while digit < length {
-                    lookups[index][4 * octet + 4 - length + digit] = (start + digit) as u8;
-                    digit += 1;
-                }
-                minimums[index][octet] = [0, 10, 100][length - 1];
-                start += length + 1;
-                octet += 1;
-            }
-            index += 1;
-        }
-        OctetLayouts { lookups, minimums }
-    };
-
     impl Kernels for Neon {
         #[inline(always)]
         fn classify(self, block: &[u8; 64]) -> BlockClasses {
@@ -430,21 +410,8 @@ mod arm {
                 if digits | dots != length_mask {
                     return None;
                 }
-                let [first, second, third] = three_dots(dots)?;
-                let lengths = [
-                    first,
-                    second - first - 1,
-                    third - second - 1,
-                    len - third - 1,
-                ];
-                if lengths.iter().any(|&length| !(1..=3).contains(&length)) {
-                    return None;
-                }
-                let index = (lengths[0] - 1) * 27
-                    + (lengths[1] - 1) * 9
-                    + (lengths[2] - 1) * 3
-                    + (lengths[3] - 1);
-                let lookup = vld1q_u8(OCTET_LAYOUTS.lookups[index].as_ptr());
+                let index = octet_layout_index(dots, len)?;
+                let lookup = vld1q_u8(OCTET_LAYOUTS.positions[index].as_ptr());
                 let minimums = vld1_u16(OCTET_LAYOUTS.minimums[index].as_ptr());
                 // Lane k holds [0, h, t, u]; weights 0, 100, 10, 1 summed per lane give the
                 // octet (at most 999, so 16 bits hold it).

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
@@ -15,6 +16,21 @@ use super::item::{counter_from_item, number};
 use super::schema::*;
 
 impl DynamoCounterStore {
+    /// Every item `request` matches, page after page; `reading` says what for, in an error.
+    async fn query_all(
+        &self,
+        request: QueryFluentBuilder,
+        reading: impl FnOnce() -> String,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        request
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|error| self.error(reading(), error))
+    }
+
     /// The rows of one window with at least `min_rejects` REJECTs, from every shard of
     /// the `by-window` index: a `Query` per shard, never a scan.
     pub async fn window_counters(
@@ -27,7 +43,7 @@ impl DynamoCounterStore {
         // does not hold up the others.
         let shard_rows: Vec<Vec<StoredCounter>> = stream::iter(0..shards.max(1))
             .map(|shard| async move {
-                let items: Vec<HashMap<String, AttributeValue>> = self
+                let request = self
                     .client
                     .query()
                     .table_name(&self.table)
@@ -39,18 +55,9 @@ impl DynamoCounterStore {
                         ":g",
                         AttributeValue::S(window_shard_key(window_start, shard)),
                     )
-                    .expression_attribute_values(":min", number(min_rejects))
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
-                    .map_err(|error| {
-                        self.error(
-                            format!("reading window {window_start} shard {shard}"),
-                            error,
-                        )
-                    })?;
+                    .expression_attribute_values(":min", number(min_rejects));
+                let reading = || format!("reading window {window_start} shard {shard}");
+                let items = self.query_all(request, reading).await?;
                 Ok::<_, StoreError>(items.iter().filter_map(counter_from_item).collect())
             })
             .buffer_unordered(usize::from(shards.max(1)))
@@ -120,7 +127,7 @@ impl DynamoCounterStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<StoredCounter>, StoreError> {
-        let items: Vec<HashMap<String, AttributeValue>> = self
+        let request = self
             .client
             .query()
             .table_name(&self.table)
@@ -129,13 +136,10 @@ impl DynamoCounterStore {
             .expression_attribute_names("#sk", SK)
             .expression_attribute_values(":pk", AttributeValue::S(source_key(source)))
             .expression_attribute_values(":from", AttributeValue::S(window_key(from)))
-            .expression_attribute_values(":to", AttributeValue::S(window_key(to)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|error| self.error(format!("reading counters of {source}"), error))?;
+            .expression_attribute_values(":to", AttributeValue::S(window_key(to)));
+        let items = self
+            .query_all(request, || format!("reading counters of {source}"))
+            .await?;
         Ok(items.iter().filter_map(counter_from_item).collect())
     }
 }
@@ -168,7 +172,7 @@ impl CounterReader for DynamoCounterStore {
         };
         let shard_gaps: Vec<Vec<GapUpdate>> = stream::iter(0..self.index_shards)
             .map(|shard| async move {
-                let items: Vec<HashMap<String, AttributeValue>> = self
+                let request = self
                     .client
                     .query()
                     .table_name(&self.table)
@@ -177,18 +181,10 @@ impl CounterReader for DynamoCounterStore {
                     .expression_attribute_values(
                         ":pk",
                         AttributeValue::S(gap_key(window_start, shard)),
-                    )
-                    .into_paginator()
-                    .items()
-                    .send()
-                    .try_collect()
-                    .await
-                    .map_err(|error| {
-                        self.error(
-                            format!("reading capture gaps of window {window_start} shard {shard}"),
-                            error,
-                        )
-                    })?;
+                    );
+                let reading =
+                    || format!("reading capture gaps of window {window_start} shard {shard}");
+                let items = self.query_all(request, reading).await?;
                 Ok::<_, StoreError>(
                     items
                         .iter()
