@@ -20,6 +20,20 @@ pub(crate) struct BlockClasses {
     pub unusual: u64,
 }
 
+impl BlockClasses {
+    /// From the masks of spaces, newlines, and bytes below 0x20 or above 0x7f (which
+    /// include the newlines).
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    #[inline(always)]
+    fn from_masks(spaces: u64, newlines: u64, below_space: u64) -> BlockClasses {
+        BlockClasses {
+            separators: spaces | newlines,
+            newlines,
+            unusual: below_space & !newlines,
+        }
+    }
+}
+
 /// The byte-level operations with vector versions. Implementors are zero-sized tokens; one
 /// that uses special instructions can only be obtained where the processor has them.
 pub(crate) trait Kernels: Copy {
@@ -155,12 +169,21 @@ fn octet_value(window: &[u8; 16], start: usize, end: usize) -> Option<u32> {
     Some(aligned.wrapping_mul(1 | 10 << 8 | 100 << 16) >> 24)
 }
 
-/// Where the four octets of a dotted quad of `len` bytes lie, given its dots (a bit per
-/// byte): the index of their lengths' row in [`OCTET_LAYOUTS`], or `None` unless there are
-/// exactly three dots and each octet has one to three digits.
+/// Where the four octets of a dotted quad in the first `len` bytes of a window lie, given
+/// a bit per byte of the window for its digits and its dots: the index of their lengths'
+/// row in [`OCTET_LAYOUTS`], or `None` unless those bytes are 7 to 15 digits and exactly
+/// three dots, with one to three digits an octet.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline(always)]
-fn octet_layout_index(dots: u32, len: usize) -> Option<usize> {
+fn octet_layout_index(digits: u32, dots: u32, len: usize) -> Option<usize> {
+    if !(7..=15).contains(&len) {
+        return None;
+    }
+    let length_mask = (1u32 << len) - 1;
+    let dots = dots & length_mask;
+    if (digits | dots) & length_mask != length_mask {
+        return None;
+    }
     let [first, second, third] = three_dots(dots)?;
     let lengths = [
         first,
@@ -273,19 +296,12 @@ mod x86 {
                 // A signed comparison: below 0x20, or 0x80 and above.
                 let below_space = _mm256_movemask_epi8(_mm256_cmpgt_epi8(space, low)) as u32 as u64
                     | (_mm256_movemask_epi8(_mm256_cmpgt_epi8(space, high)) as u32 as u64) << 32;
-                BlockClasses {
-                    separators: spaces | newlines,
-                    newlines,
-                    unusual: below_space & !newlines,
-                }
+                BlockClasses::from_masks(spaces, newlines, below_space)
             }
         }
 
         #[inline(always)]
         fn ipv4(self, window: &[u8; 16], len: usize) -> Option<u32> {
-            if !(7..=15).contains(&len) {
-                return None;
-            }
             // SAFETY: as in `classify` (SSSE3 and SSE4.1 come with the detected set); the
             // load reads exactly `window`, the table loads one row of each table.
             unsafe {
@@ -293,13 +309,9 @@ mod x86 {
                 let values = _mm_sub_epi8(text, _mm_set1_epi8(b'0' as i8));
                 let digit_bytes = _mm_cmpeq_epi8(_mm_min_epu8(values, _mm_set1_epi8(9)), values);
                 let dot_bytes = _mm_cmpeq_epi8(text, _mm_set1_epi8(b'.' as i8));
-                let length_mask = (1u32 << len) - 1;
-                let digits = _mm_movemask_epi8(digit_bytes) as u32 & length_mask;
-                let dots = _mm_movemask_epi8(dot_bytes) as u32 & length_mask;
-                if digits | dots != length_mask {
-                    return None;
-                }
-                let index = octet_layout_index(dots, len)?;
+                let digits = _mm_movemask_epi8(digit_bytes) as u32;
+                let dots = _mm_movemask_epi8(dot_bytes) as u32;
+                let index = octet_layout_index(digits, dots, len)?;
                 let shuffle = _mm_loadu_si128(OCTET_LAYOUTS.positions[index].as_ptr().cast());
                 let minimums = _mm_loadu_si128(OCTET_LAYOUTS.minimums[index].as_ptr().cast());
                 // Lane k holds [0, h, t, u]; weights 100, 10, 1 give the octet in 32 bits.
@@ -386,31 +398,20 @@ mod arm {
                 let newlines = mask64(parts.map(|part| vceqq_u8(part, newline)));
                 let below_space =
                     mask64(parts.map(|part| vcltq_s8(vreinterpretq_s8_u8(part), signed_space)));
-                BlockClasses {
-                    separators: spaces | newlines,
-                    newlines,
-                    unusual: below_space & !newlines,
-                }
+                BlockClasses::from_masks(spaces, newlines, below_space)
             }
         }
 
         #[inline(always)]
         fn ipv4(self, window: &[u8; 16], len: usize) -> Option<u32> {
-            if !(7..=15).contains(&len) {
-                return None;
-            }
             // SAFETY: NEON is enabled for the target; the load reads exactly `window`, the
             // table loads one row of each table.
             unsafe {
                 let text = vld1q_u8(window.as_ptr());
                 let values = vsubq_u8(text, vdupq_n_u8(b'0'));
-                let length_mask = (1u32 << len) - 1;
-                let digits = mask16(vcleq_u8(values, vdupq_n_u8(9))) & length_mask;
-                let dots = mask16(vceqq_u8(text, vdupq_n_u8(b'.'))) & length_mask;
-                if digits | dots != length_mask {
-                    return None;
-                }
-                let index = octet_layout_index(dots, len)?;
+                let digits = mask16(vcleq_u8(values, vdupq_n_u8(9)));
+                let dots = mask16(vceqq_u8(text, vdupq_n_u8(b'.')));
+                let index = octet_layout_index(digits, dots, len)?;
                 let lookup = vld1q_u8(OCTET_LAYOUTS.positions[index].as_ptr());
                 let minimums = vld1_u16(OCTET_LAYOUTS.minimums[index].as_ptr());
                 // Lane k holds [0, h, t, u]; weights 0, 100, 10, 1 summed per lane give the
